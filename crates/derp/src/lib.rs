@@ -1,0 +1,1 @@
+//! DERP relay and STUN: see the crate description.

@@ -1,0 +1,1 @@
+//! ts2021 Noise transport: see the crate description.

@@ -1,0 +1,1 @@
+//! Policy engine: see the crate description.

@@ -1,0 +1,1 @@
+//! oxiscale: a Tailscale coordination server.
