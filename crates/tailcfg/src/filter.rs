@@ -37,7 +37,10 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    pub const ANY: PortRange = PortRange { first: 0, last: 65535 };
+    pub const ANY: PortRange = PortRange {
+        first: 0,
+        last: 65535,
+    };
 }
 
 impl FilterRule {
@@ -46,7 +49,10 @@ impl FilterRule {
     pub fn allow_all() -> Vec<FilterRule> {
         vec![FilterRule {
             src_ips: vec!["*".into()],
-            dst_ports: vec![NetPortRange { ip: "*".into(), ports: PortRange::ANY }],
+            dst_ports: vec![NetPortRange {
+                ip: "*".into(),
+                ports: PortRange::ANY,
+            }],
             ..Default::default()
         }]
     }

@@ -119,7 +119,10 @@ mod tests {
         let text = k.to_string();
         assert_eq!(text, format!("nodekey:{}", "ab".repeat(32)));
         assert_eq!(NodePublic::parse(&text).unwrap(), k);
-        assert_eq!(NodePublic::parse(&text.to_uppercase().replace("NODEKEY:", "nodekey:")).unwrap(), k);
+        assert_eq!(
+            NodePublic::parse(&text.to_uppercase().replace("NODEKEY:", "nodekey:")).unwrap(),
+            k
+        );
     }
 
     #[test]
@@ -129,7 +132,10 @@ mod tests {
             NodePublic::parse(&format!("mkey:{hex64}")),
             Err(KeyParseError::MissingPrefix { .. })
         ));
-        assert!(matches!(NodePublic::parse("nodekey:abcd"), Err(KeyParseError::BadHex { .. })));
+        assert!(matches!(
+            NodePublic::parse("nodekey:abcd"),
+            Err(KeyParseError::BadHex { .. })
+        ));
         assert!(matches!(
             NodePublic::parse(&format!("nodekey:{}zz", "00".repeat(31))),
             Err(KeyParseError::BadHex { .. })
