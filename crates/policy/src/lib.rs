@@ -1,1 +1,159 @@
-//! Policy engine: see the crate description.
+//! Tailscale's policy language (HuJSON ACLs, grants, SSH rules, autoApprovers, tests)
+//! compiled to per-node packet filters, peer sets and SSH policies the way Tailscale's hosted
+//! control plane does it, checked against captures of the hosted service
+//! (`shared/policy-golden`).
+//!
+//! Sans-IO and clock-free: the crate also builds for `wasm32-unknown-unknown`, so the console
+//! can validate a policy in the browser.
+//!
+//! ```
+//! use oxiscale_policy::{Policy, Topology};
+//! let p = Policy::parse(r#"{ "acls": [ {"action": "accept", "src": ["*"], "dst": ["*:*"]}, ] }"#).unwrap();
+//! let compiled = p.compile(&Topology::default()).unwrap();
+//! assert!(compiled.peers(1).is_empty());
+//! ```
+//!
+//! No policy at all means allow-all: use [`Compiled::allow_all`], which is what
+//! `Policy::parse("{}")` compiles to as well (no `acls` and no `grants` section).
+
+mod compile;
+mod hujson;
+mod ipset;
+mod policy;
+mod report;
+mod ssh;
+mod testeval;
+
+pub use compile::{Compiled, PeerView};
+pub use ipset::IpSet;
+pub use report::{report, topology_from_json};
+
+use ipnet::IpNet;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+pub type NodeId = u64;
+pub type UserId = u64;
+
+/// Where checked actions (`"action": "check"`) send the node when no control URL is given.
+pub const DEFAULT_CONTROL_URL: &str = "https://unused";
+
+/// A policy that parsed and passed every check that does not need the tailnet.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    doc: policy::PolicyDoc,
+}
+
+/// The users and nodes a policy is resolved against.
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    pub users: Vec<User>,
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    /// May be empty.
+    pub email: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    pub id: NodeId,
+    pub name: String,
+    /// `None` for a tagged node: its tags own it.
+    pub user: Option<UserId>,
+    pub tags: Vec<String>,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    /// Routes the node advertises (`Hostinfo.RoutableIPs`).
+    pub routable_ips: Vec<IpNet>,
+    /// Routes an admin or autoApprovers approved; only approved ∩ advertised routes count.
+    pub approved_routes: Vec<IpNet>,
+    pub stable_id: String,
+}
+
+impl Node {
+    pub fn is_tagged(&self) -> bool {
+        !self.tags.is_empty() || self.user.is_none()
+    }
+}
+
+/// Who asks to put a tag on a node: a logged-in user, or a pre-auth key carrying tags.
+#[derive(Debug, Clone)]
+pub enum TagRequester {
+    User(UserId),
+    Tags(Vec<String>),
+}
+
+/// A rejected policy: where (when known) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyError {
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+    pub message: String,
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "line {l}, column {c}: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+impl PolicyError {
+    pub(crate) fn at(line: u32, col: u32, msg: impl Into<String>) -> Self {
+        PolicyError {
+            line: Some(line),
+            column: Some(col),
+            message: msg.into(),
+        }
+    }
+    pub(crate) fn msg(msg: impl Into<String>) -> Self {
+        PolicyError {
+            line: None,
+            column: None,
+            message: msg.into(),
+        }
+    }
+}
+
+impl Policy {
+    /// Parses HuJSON and checks the document's structure and internal references.
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        Ok(Policy {
+            doc: policy::PolicyDoc::parse(text)?,
+        })
+    }
+
+    /// Resolves the policy against a tailnet and evaluates its `tests` and `sshTests`; a
+    /// failing test rejects the policy, as the hosted service does.
+    pub fn compile(&self, topo: &Topology) -> Result<Compiled, PolicyError> {
+        self.compile_with_url(topo, DEFAULT_CONTROL_URL)
+    }
+
+    /// [`Policy::compile`] with the server's public URL, used in SSH `check` actions.
+    pub fn compile_with_url(
+        &self,
+        topo: &Topology,
+        control_url: &str,
+    ) -> Result<Compiled, PolicyError> {
+        let c = compile::compile(&self.doc, topo, control_url)?;
+        testeval::run_tests(&self.doc, topo, &c)?;
+        Ok(c)
+    }
+
+    /// Routes of `node` (from its `routable_ips`) that `autoApprovers` approve. Exit routes
+    /// (`0.0.0.0/0`, `::/0`) are approved only through `exitNode`.
+    pub fn auto_approved_routes(&self, topo: &Topology, node: NodeId) -> Vec<IpNet> {
+        compile::auto_approved_routes(&self.doc, topo, node)
+    }
+
+    /// Whether `requester` may apply `tag` under `tagOwners` (tags may own tags).
+    pub fn may_apply_tag(&self, topo: &Topology, requester: &TagRequester, tag: &str) -> bool {
+        compile::may_apply_tag(&self.doc, topo, requester, tag)
+    }
+}

@@ -1,0 +1,861 @@
+//! Resolving a policy against a tailnet: aliases to address sets, ACLs and grants to filter
+//! rules, and from those the per-node packet filter, peer set and routes.
+//!
+//! Everything that does not depend on the asking node is done once in [`compile`]; per-node
+//! queries then only reduce the shared rule list (filter) or read a precomputed bitset (peers).
+
+use crate::ipset::{self, IpSet};
+use crate::policy::{Alias, AutoGroup, Owner, PolicyDoc, ProtoPorts};
+use crate::{Node, NodeId, PolicyError, TagRequester, Topology, User, UserId};
+use ipnet::IpNet;
+use oxiscale_tailcfg::{FilterRule, NetPortRange, PortRange, SshPolicy};
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+/// One peer as a node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerView {
+    pub id: NodeId,
+    /// The peer's addresses (/32, /128) plus the routes this viewer may use through it.
+    pub allowed_ips: Vec<IpNet>,
+    /// Subnet routes the peer is primary for and this viewer may use (never exit routes).
+    pub primary_routes: Vec<IpNet>,
+}
+
+/// A destination entry of a rule with its address set kept for matching.
+#[derive(Debug, Clone)]
+pub(crate) struct Dst {
+    pub ip: String,
+    pub set: IpSet,
+    pub ports: PortRange,
+}
+
+/// An unreduced filter rule.
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub src_strings: Vec<String>,
+    pub src_set: IpSet,
+    pub protos: Vec<u8>,
+    pub dsts: Vec<Dst>,
+}
+
+impl Rule {
+    fn dst_set(&self) -> IpSet {
+        let mut s = IpSet::new();
+        for d in &self.dsts {
+            s.union_with(&d.set);
+        }
+        s
+    }
+}
+
+/// The `autogroup:self` half of a rule: resolved per owner.
+#[derive(Debug, Clone)]
+pub(crate) struct SelfRule {
+    pub src_set: IpSet,
+    pub ip: Vec<ProtoPorts>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct NodeInfo {
+    pub node: Node,
+    pub ips: Vec<IpAddr>,
+    /// Approved ∩ advertised, without exit routes.
+    pub subnet_routes: Vec<IpNet>,
+    /// Approved ∩ advertised exit routes.
+    pub exit_routes: Vec<IpNet>,
+    /// Subnet routes this node is the primary router for.
+    pub primary_routes: Vec<IpNet>,
+}
+
+/// A policy resolved against one tailnet snapshot.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    allow_all: bool,
+    pub(crate) nodes: Vec<NodeInfo>,
+    pub(crate) index: HashMap<NodeId, usize>,
+    pub(crate) users: Vec<User>,
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) self_rules: Vec<SelfRule>,
+    /// Untagged nodes per owner, for `autogroup:self`.
+    pub(crate) by_user: HashMap<UserId, Vec<usize>>,
+    /// Per node, the nodes it can see, as a bitset over node indices.
+    adjacency: Vec<Vec<u64>>,
+    ssh: Vec<Option<SshPolicy>>,
+}
+
+pub(crate) fn is_exit_route(n: &IpNet) -> bool {
+    n.prefix_len() == 0
+}
+
+fn host_net(ip: IpAddr) -> IpNet {
+    IpNet::from(ip)
+}
+
+/// Renders a destination prefix as Tailscale does: bare address for a single host.
+fn dst_ip_string(p: &IpNet) -> String {
+    if p.prefix_len() == p.max_prefix_len() {
+        p.addr().to_string()
+    } else {
+        p.to_string()
+    }
+}
+
+pub(crate) struct Resolver<'a> {
+    pub doc: &'a PolicyDoc,
+    pub users: &'a [User],
+    pub nodes: &'a [NodeInfo],
+}
+
+impl Resolver<'_> {
+    /// The user a `user@`/email token names: unique match on email or name.
+    pub fn user_ids(&self, token: &str) -> Vec<UserId> {
+        let t = token.trim();
+        let trimmed = t.strip_suffix('@').unwrap_or(t);
+        let m: Vec<UserId> = self
+            .users
+            .iter()
+            .filter(|u| (!u.email.is_empty() && u.email == trimmed) || u.name == trimmed)
+            .map(|u| u.id)
+            .collect();
+        if m.len() == 1 { m } else { vec![] }
+    }
+
+    pub fn domain_user_ids(&self, domain: &str) -> Vec<UserId> {
+        self.users
+            .iter()
+            .filter(|u| {
+                u.email
+                    .rsplit_once('@')
+                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
+            })
+            .map(|u| u.id)
+            .collect()
+    }
+
+    fn add_user_nodes(&self, set: &mut IpSet, ids: &[UserId]) {
+        for n in self.nodes {
+            if !n.node.is_tagged() && n.node.user.is_some_and(|u| ids.contains(&u)) {
+                for ip in &n.ips {
+                    set.push_addr(*ip);
+                }
+            }
+        }
+    }
+
+    /// The addresses an alias stands for. `autogroup:self` resolves to nothing here; it is
+    /// handled per owner.
+    pub fn resolve(&self, a: &Alias) -> IpSet {
+        let mut s = IpSet::new();
+        match a {
+            Alias::Wildcard => return ipset::tailnet_wildcard(),
+            Alias::User(u) => self.add_user_nodes(&mut s, &self.user_ids(u)),
+            Alias::UserDomain(d) => self.add_user_nodes(&mut s, &self.domain_user_ids(d)),
+            Alias::Group(g) => {
+                let mut ids = Vec::new();
+                for m in self.doc.groups.get(g).map(Vec::as_slice).unwrap_or(&[]) {
+                    ids.extend(self.user_ids(m));
+                }
+                self.add_user_nodes(&mut s, &ids);
+            }
+            Alias::Tag(t) => {
+                for n in self.nodes {
+                    if n.node.tags.iter().any(|x| x == t) {
+                        n.ips.iter().for_each(|ip| s.push_addr(*ip));
+                    }
+                }
+            }
+            Alias::Host(h) => {
+                if let Some(p) = self.doc.hosts.get(h) {
+                    s.push_net(p);
+                }
+            }
+            Alias::Prefix(p) => s.push_net(p),
+            Alias::AutoGroup(AutoGroup::Member) => {
+                for n in self.nodes.iter().filter(|n| !n.node.is_tagged()) {
+                    n.ips.iter().for_each(|ip| s.push_addr(*ip));
+                }
+            }
+            Alias::AutoGroup(AutoGroup::Tagged) => {
+                for n in self.nodes.iter().filter(|n| n.node.is_tagged()) {
+                    n.ips.iter().for_each(|ip| s.push_addr(*ip));
+                }
+            }
+            Alias::AutoGroup(AutoGroup::Internet) => return ipset::the_internet(),
+            Alias::AutoGroup(AutoGroup::DangerAll) => return ipset::all_ips(),
+            Alias::AutoGroup(AutoGroup::SelfDevices | AutoGroup::NonRoot) => {}
+        }
+        s.normalize();
+        s
+    }
+
+    pub fn resolve_all(&self, aliases: &[Alias]) -> IpSet {
+        let mut s = IpSet::new();
+        for a in aliases {
+            s.union_with(&self.resolve(a));
+        }
+        s
+    }
+}
+
+fn node_infos(topo: &Topology) -> Vec<NodeInfo> {
+    let mut infos: Vec<NodeInfo> = topo
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut ips = Vec::new();
+            if let Some(v4) = n.ipv4 {
+                ips.push(IpAddr::V4(v4));
+            }
+            if let Some(v6) = n.ipv6 {
+                ips.push(IpAddr::V6(v6));
+            }
+            let approved: Vec<IpNet> = n
+                .routable_ips
+                .iter()
+                .filter(|r| n.approved_routes.contains(r))
+                .copied()
+                .collect();
+            NodeInfo {
+                node: n.clone(),
+                ips,
+                subnet_routes: approved
+                    .iter()
+                    .filter(|r| !is_exit_route(r))
+                    .copied()
+                    .collect(),
+                exit_routes: approved
+                    .iter()
+                    .filter(|r| is_exit_route(r))
+                    .copied()
+                    .collect(),
+                primary_routes: vec![],
+            }
+        })
+        .collect();
+    // Primary router per prefix: the earliest registered (lowest id) node serving it.
+    let mut primary: HashMap<IpNet, (NodeId, usize)> = HashMap::new();
+    for (i, n) in infos.iter().enumerate() {
+        for r in &n.subnet_routes {
+            let e = primary.entry(*r).or_insert((n.node.id, i));
+            if n.node.id < e.0 {
+                *e = (n.node.id, i);
+            }
+        }
+    }
+    for (r, (_, i)) in primary {
+        infos[i].primary_routes.push(r);
+    }
+    for n in &mut infos {
+        n.primary_routes.sort();
+    }
+    infos
+}
+
+struct Grantish<'a> {
+    src: &'a [Alias],
+    dst: Vec<&'a Alias>,
+    ip: Vec<ProtoPorts>,
+}
+
+pub(crate) fn compile(
+    doc: &PolicyDoc,
+    topo: &Topology,
+    control_url: &str,
+) -> Result<Compiled, PolicyError> {
+    let nodes = node_infos(topo);
+    let r = Resolver {
+        doc,
+        users: &topo.users,
+        nodes: &nodes,
+    };
+    check_topology_refs(doc, topo)?;
+
+    let allow_all = doc.acls.is_none() && doc.grants.is_none();
+    let mut grants: Vec<Grantish> = Vec::new();
+    for g in doc.grants.iter().flatten() {
+        grants.push(Grantish {
+            src: &g.src,
+            dst: g.dst.iter().collect(),
+            ip: g.ip.clone(),
+        });
+    }
+    for a in doc.acls.iter().flatten() {
+        for d in &a.dst {
+            grants.push(Grantish {
+                src: &a.src,
+                dst: vec![&d.alias],
+                ip: vec![ProtoPorts {
+                    protos: a.protos.clone(),
+                    ports: d.ports.clone(),
+                }],
+            });
+        }
+    }
+
+    // Approved subnet routes of the whole tailnet: `*` as a source includes them.
+    let mut approved_routes: Vec<IpNet> = Vec::new();
+    for n in &nodes {
+        for rt in &n.subnet_routes {
+            if !approved_routes.contains(rt) {
+                approved_routes.push(*rt);
+            }
+        }
+    }
+
+    let mut rules = Vec::new();
+    let mut self_rules = Vec::new();
+    // Aliases repeat across rules; resolve each once.
+    let mut cache: HashMap<Alias, IpSet> = HashMap::new();
+    let mut resolve = |a: &Alias| -> IpSet {
+        cache
+            .entry(a.clone())
+            .or_insert_with(|| r.resolve(a))
+            .clone()
+    };
+    for g in &grants {
+        if g.src.is_empty() || g.dst.is_empty() {
+            continue;
+        }
+        let has_wild = g.src.contains(&Alias::Wildcard);
+        let danger = g.src.contains(&Alias::AutoGroup(AutoGroup::DangerAll));
+        let mut src_set = IpSet::new();
+        let mut per_src = Vec::new();
+        for a in g.src {
+            let s = resolve(a);
+            src_set.union_with(&s);
+            if *a != Alias::Wildcard {
+                per_src.push(s);
+            }
+        }
+        if src_set.is_empty() {
+            continue;
+        }
+        let src_strings = if danger {
+            vec!["*".to_string()]
+        } else {
+            let mut v = src_set.to_strings();
+            if has_wild {
+                for rt in &approved_routes {
+                    push_unique(&mut v, rt.to_string());
+                }
+                for s in &per_src {
+                    for x in s.to_strings() {
+                        push_unique(&mut v, x);
+                    }
+                }
+            }
+            v
+        };
+        let mut match_set = src_set.clone();
+        if has_wild {
+            approved_routes.iter().for_each(|rt| match_set.push_net(rt));
+            match_set.normalize();
+        }
+        let (self_dsts, other): (Vec<&Alias>, Vec<&Alias>) = g
+            .dst
+            .iter()
+            .partition(|a| ***a == Alias::AutoGroup(AutoGroup::SelfDevices));
+        if !self_dsts.is_empty() {
+            self_rules.push(SelfRule {
+                src_set: src_set.clone(),
+                ip: g.ip.clone(),
+            });
+        }
+        for pp in &g.ip {
+            let mut dsts = Vec::new();
+            for a in &other {
+                if **a == Alias::Wildcard {
+                    for p in &pp.ports {
+                        dsts.push(Dst {
+                            ip: "*".into(),
+                            set: ipset::all_ips(),
+                            ports: *p,
+                        });
+                    }
+                    continue;
+                }
+                let set = resolve(a);
+                for pref in set.prefixes() {
+                    let one = IpSet::from_nets(&[pref]);
+                    for p in &pp.ports {
+                        dsts.push(Dst {
+                            ip: dst_ip_string(&pref),
+                            set: one.clone(),
+                            ports: *p,
+                        });
+                    }
+                }
+            }
+            if !dsts.is_empty() {
+                rules.push(Rule {
+                    src_strings: src_strings.clone(),
+                    src_set: match_set.clone(),
+                    protos: pp.protos.clone(),
+                    dsts,
+                });
+            }
+        }
+    }
+
+    let mut by_user: HashMap<UserId, Vec<usize>> = HashMap::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if let (false, Some(u)) = (n.node.is_tagged(), n.node.user) {
+            by_user.entry(u).or_default().push(i);
+        }
+    }
+    let index = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.node.id, i))
+        .collect();
+    let mut c = Compiled {
+        allow_all,
+        nodes,
+        index,
+        users: topo.users.clone(),
+        rules,
+        self_rules,
+        by_user,
+        adjacency: vec![],
+        ssh: vec![],
+    };
+    c.adjacency = c.build_adjacency();
+    c.ssh = crate::ssh::compile_ssh(doc, &c, control_url)?;
+    Ok(c)
+}
+
+fn push_unique(v: &mut Vec<String>, s: String) {
+    if !v.contains(&s) {
+        v.push(s);
+    }
+}
+
+/// Checks the policy needs the tailnet for: `user:*@domain` and `localpart:*@domain` may only
+/// name a domain of the tailnet.
+fn check_topology_refs(doc: &PolicyDoc, topo: &Topology) -> Result<(), PolicyError> {
+    let domains = tailnet_domains(topo);
+    let check = |d: &str, in_ssh: bool| -> Result<(), PolicyError> {
+        if domains.iter().any(|x| x == d) {
+            return Ok(());
+        }
+        let shown = if d.is_empty() { "*" } else { d };
+        Err(PolicyError::msg(format!(
+            "{}{shown} is not associated with this Tailnet and cannot be used in user:*@<domain> expressions",
+            if in_ssh { "" } else { "" }
+        )))
+    };
+    for rule in doc.ssh.iter().flatten() {
+        for a in rule.src.iter().chain(&rule.dst) {
+            if let Alias::UserDomain(d) = a {
+                check(d, true)?;
+            }
+        }
+        for u in &rule.users {
+            if let crate::policy::SshUser::Localpart(d) = u {
+                check(d, true)?;
+            }
+        }
+    }
+    for a in doc.acls.iter().flatten() {
+        for s in &a.src {
+            if let Alias::UserDomain(d) = s {
+                check(d, false)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The tailnet's own domain: that of its first user (the one who created it).
+pub(crate) fn tailnet_domains(topo: &Topology) -> Vec<String> {
+    topo.users
+        .iter()
+        .min_by_key(|u| u.id)
+        .and_then(|u| u.email.rsplit_once('@').map(|(_, d)| d.to_string()))
+        .into_iter()
+        .collect()
+}
+
+fn bit_set(b: &mut [u64], i: usize) {
+    b[i / 64] |= 1 << (i % 64);
+}
+fn bit_get(b: &[u64], i: usize) -> bool {
+    b[i / 64] >> (i % 64) & 1 == 1
+}
+fn bit_or(a: &mut [u64], b: &[u64]) {
+    a.iter_mut().zip(b).for_each(|(x, y)| *x |= *y);
+}
+
+impl Compiled {
+    /// No policy at all: every node may reach every node.
+    pub fn allow_all(topo: &Topology) -> Compiled {
+        let doc = PolicyDoc::default();
+        compile(&doc, topo, crate::DEFAULT_CONTROL_URL).expect("an empty policy always compiles")
+    }
+
+    fn words(&self) -> usize {
+        self.nodes.len().div_ceil(64)
+    }
+
+    /// Whether node `n` is a source of `src` (by address or by a routed subnet).
+    fn in_src(&self, n: &NodeInfo, src: &IpSet) -> bool {
+        n.ips.iter().any(|ip| src.contains(*ip))
+            || n.subnet_routes.iter().any(|r| src.overlaps_net(r))
+    }
+
+    fn in_dst(&self, n: &NodeInfo, dst: &IpSet, internet: &IpSet) -> bool {
+        n.ips.iter().any(|ip| dst.contains(*ip))
+            || n.subnet_routes.iter().any(|r| dst.overlaps_net(r))
+            || (!n.exit_routes.is_empty() && internet.is_subset_of(dst))
+    }
+
+    fn build_adjacency(&self) -> Vec<Vec<u64>> {
+        let n = self.nodes.len();
+        let w = self.words();
+        let mut adj = vec![vec![0u64; w]; n];
+        if self.allow_all {
+            for (i, row) in adj.iter_mut().enumerate() {
+                for j in 0..n {
+                    if j != i {
+                        bit_set(row, j);
+                    }
+                }
+            }
+            return adj;
+        }
+        let internet = ipset::the_internet();
+        for rule in &self.rules {
+            let dst = rule.dst_set();
+            let mut s = vec![0u64; w];
+            let mut d = vec![0u64; w];
+            let (mut s_idx, mut d_idx) = (vec![], vec![]);
+            for (i, node) in self.nodes.iter().enumerate() {
+                if self.in_src(node, &rule.src_set) {
+                    bit_set(&mut s, i);
+                    s_idx.push(i);
+                }
+                if self.in_dst(node, &dst, &internet) {
+                    bit_set(&mut d, i);
+                    d_idx.push(i);
+                }
+            }
+            if s_idx.is_empty() || d_idx.is_empty() {
+                continue;
+            }
+            for &i in &s_idx {
+                bit_or(&mut adj[i], &d);
+            }
+            for &i in &d_idx {
+                bit_or(&mut adj[i], &s);
+            }
+        }
+        for sr in &self.self_rules {
+            for members in self.by_user.values() {
+                let srcs: Vec<usize> = members
+                    .iter()
+                    .copied()
+                    .filter(|&i| self.nodes[i].ips.iter().any(|ip| sr.src_set.contains(*ip)))
+                    .collect();
+                if srcs.is_empty() {
+                    continue;
+                }
+                for &s in &srcs {
+                    for &d in members {
+                        bit_set(&mut adj[s], d);
+                        bit_set(&mut adj[d], s);
+                    }
+                }
+            }
+        }
+        for (i, row) in adj.iter_mut().enumerate() {
+            row[i / 64] &= !(1 << (i % 64));
+        }
+        adj
+    }
+
+    pub(crate) fn idx(&self, id: NodeId) -> Option<usize> {
+        self.index.get(&id).copied()
+    }
+
+    /// Unreduced rules that apply to node `i`: the shared ones plus its owner's
+    /// `autogroup:self` rules.
+    pub(crate) fn rules_for(&self, i: usize) -> Vec<Rule> {
+        let mut out = self.rules.clone();
+        let node = &self.nodes[i];
+        if let (false, Some(u)) = (node.node.is_tagged(), node.node.user) {
+            out.extend(self.self_rules_for_user(u));
+        }
+        out
+    }
+
+    pub(crate) fn self_rules_for_user(&self, u: UserId) -> Vec<Rule> {
+        let mut out = Vec::new();
+        let Some(members) = self.by_user.get(&u) else {
+            return out;
+        };
+        for sr in &self.self_rules {
+            let mut src = IpSet::new();
+            for &m in members {
+                let n = &self.nodes[m];
+                if n.ips.iter().any(|ip| sr.src_set.contains(*ip)) {
+                    n.ips.iter().for_each(|ip| src.push_addr(*ip));
+                }
+            }
+            src.normalize();
+            if src.is_empty() {
+                continue;
+            }
+            for pp in &sr.ip {
+                let mut dsts = Vec::new();
+                for &m in members {
+                    for p in &pp.ports {
+                        for ip in &self.nodes[m].ips {
+                            dsts.push(Dst {
+                                ip: ip.to_string(),
+                                set: IpSet::from_nets(&[host_net(*ip)]),
+                                ports: *p,
+                            });
+                        }
+                    }
+                }
+                if !dsts.is_empty() {
+                    out.push(Rule {
+                        src_strings: src.to_strings(),
+                        src_set: src.clone(),
+                        protos: pp.protos.clone(),
+                        dsts,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The packet filter node `node` receives: rules reduced to destinations it serves.
+    /// Unknown nodes get an empty filter (drop everything).
+    pub fn packet_filter(&self, node: NodeId) -> Vec<FilterRule> {
+        let Some(i) = self.idx(node) else {
+            return vec![];
+        };
+        if self.allow_all {
+            return FilterRule::allow_all();
+        }
+        let n = &self.nodes[i];
+        let internet = ipset::the_internet();
+        let is_exit = !n.exit_routes.is_empty();
+        // Rules with the same sources and protocols are merged, as the service sends them.
+        let mut merged: Vec<FilterRule> = Vec::new();
+        let mut keys: HashMap<(Vec<String>, Vec<u8>), usize> = HashMap::new();
+        for rule in self.rules_for(i) {
+            let key = (rule.src_strings.clone(), rule.protos.clone());
+            let k = *keys.entry(key).or_insert_with(|| {
+                merged.push(FilterRule {
+                    src_ips: rule.src_strings.clone(),
+                    ip_proto: rule.protos.clone(),
+                    ..Default::default()
+                });
+                merged.len() - 1
+            });
+            for d in &rule.dsts {
+                let keep = n.ips.iter().any(|ip| d.set.contains(*ip))
+                    || n.subnet_routes.iter().any(|r| d.set.overlaps_net(r))
+                    || (is_exit && d.set.is_subset_of(&internet));
+                if keep {
+                    merged[k].dst_ports.push(NetPortRange {
+                        ip: d.ip.clone(),
+                        ports: d.ports,
+                    });
+                }
+            }
+        }
+        merged.retain(|r| !r.dst_ports.is_empty());
+        merged
+    }
+
+    /// Whether `a` has `b` in its netmap (symmetric).
+    pub fn can_see(&self, a: NodeId, b: NodeId) -> bool {
+        match (self.idx(a), self.idx(b)) {
+            (Some(i), Some(j)) => bit_get(&self.adjacency[i], j),
+            _ => false,
+        }
+    }
+
+    /// Whether the viewer may use `route` through a router, under rules `rules`.
+    fn can_access_route(&self, viewer: &NodeInfo, rules: &[Rule], route: &IpNet) -> bool {
+        rules.iter().any(|r| {
+            let dst = r.dst_set();
+            let src = &r.src_set;
+            (viewer.ips.iter().any(|ip| src.contains(*ip)) && dst.overlaps_net(route))
+                || (src.overlaps_net(route) && viewer.ips.iter().any(|ip| dst.contains(*ip)))
+                || (viewer.subnet_routes.iter().any(|s| src.overlaps_net(s))
+                    && dst.overlaps_net(route))
+                || (src.overlaps_net(route)
+                    && viewer.subnet_routes.iter().any(|s| dst.overlaps_net(s)))
+        })
+    }
+
+    /// The peers `node` sees, sorted by id, with the addresses and routes it is told about.
+    pub fn peers(&self, node: NodeId) -> Vec<PeerView> {
+        let Some(i) = self.idx(node) else {
+            return vec![];
+        };
+        let viewer = &self.nodes[i];
+        let rules = if self.allow_all {
+            vec![]
+        } else {
+            self.rules_for(i)
+        };
+        let mut out = Vec::new();
+        for (j, peer) in self.nodes.iter().enumerate() {
+            if !bit_get(&self.adjacency[i], j) {
+                continue;
+            }
+            let mut routes: Vec<IpNet> = Vec::new();
+            for r in peer.primary_routes.iter().chain(&peer.exit_routes) {
+                let ok = self.allow_all
+                    || self.can_access_route(viewer, &rules, r)
+                    // A co-router of the prefix must learn who is primary for it.
+                    || (!is_exit_route(r) && viewer.subnet_routes.contains(r));
+                if ok {
+                    routes.push(*r);
+                }
+            }
+            let mut allowed: Vec<IpNet> = peer.ips.iter().map(|ip| host_net(*ip)).collect();
+            allowed.extend(routes.iter().copied());
+            allowed.sort();
+            let primary: Vec<IpNet> = routes.into_iter().filter(|r| !is_exit_route(r)).collect();
+            out.push(PeerView {
+                id: peer.node.id,
+                allowed_ips: allowed,
+                primary_routes: primary,
+            });
+        }
+        out.sort_by_key(|p| p.id);
+        out
+    }
+
+    /// The SSH policy for `node`, `None` when the policy has no `ssh` section.
+    pub fn ssh_policy(&self, node: NodeId) -> Option<SshPolicy> {
+        self.idx(node)
+            .and_then(|i| self.ssh.get(i).cloned().flatten())
+    }
+
+    /// Node ids in topology order.
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.nodes.iter().map(|n| n.node.id)
+    }
+
+    /// Whether `src` may open `proto`/`port` to `dst` (both tailnet or subnet addresses).
+    pub(crate) fn allows(&self, src: IpAddr, dst: IpAddr, port: u16, proto: u8) -> bool {
+        if self.allow_all {
+            return true;
+        }
+        let mut rules: Vec<Rule> = self.rules.clone();
+        // The destination's owner's autogroup:self rules apply when dst is one of its devices.
+        if let Some(n) = self.nodes.iter().find(|n| n.ips.contains(&dst)) {
+            if let (false, Some(u)) = (n.node.is_tagged(), n.node.user) {
+                rules.extend(self.self_rules_for_user(u));
+            }
+        }
+        rules.iter().any(|r| {
+            let proto_ok = if r.protos.is_empty() {
+                matches!(proto, 6 | 17 | 1 | 58)
+            } else {
+                r.protos.contains(&proto)
+            };
+            proto_ok
+                && r.src_set.contains(src)
+                && r.dsts
+                    .iter()
+                    .any(|d| d.set.contains(dst) && d.ports.first <= port && port <= d.ports.last)
+        })
+    }
+}
+
+fn user_matches_owner(r: &Resolver, doc: &PolicyDoc, user: UserId, owner: &Owner) -> bool {
+    match owner {
+        Owner::User(u) => r.user_ids(u).contains(&user),
+        Owner::UserDomain(d) => r.domain_user_ids(d).contains(&user),
+        Owner::Group(g) => doc
+            .groups
+            .get(g)
+            .is_some_and(|ms| ms.iter().any(|m| r.user_ids(m).contains(&user))),
+        Owner::Tag(_) => false,
+    }
+}
+
+fn node_matches_owners(r: &Resolver, doc: &PolicyDoc, node: &Node, owners: &[Owner]) -> bool {
+    owners.iter().any(|o| match o {
+        Owner::Tag(t) => node.tags.iter().any(|x| x == t),
+        _ => !node.is_tagged() && node.user.is_some_and(|u| user_matches_owner(r, doc, u, o)),
+    })
+}
+
+pub(crate) fn auto_approved_routes(doc: &PolicyDoc, topo: &Topology, node: NodeId) -> Vec<IpNet> {
+    let infos = node_infos(topo);
+    let r = Resolver {
+        doc,
+        users: &topo.users,
+        nodes: &infos,
+    };
+    let Some(n) = topo.nodes.iter().find(|n| n.id == node) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for route in &n.routable_ips {
+        let ok = if is_exit_route(route) {
+            node_matches_owners(&r, doc, n, &doc.auto_exit)
+        } else {
+            doc.auto_routes.iter().any(|(p, owners)| {
+                !is_exit_route(p) && p.contains(route) && node_matches_owners(&r, doc, n, owners)
+            })
+        };
+        if ok {
+            out.push(*route);
+        }
+    }
+    out
+}
+
+/// Owners of `tag`, with tags that own it replaced by their own owners (cycles cut).
+fn flattened_owners<'a>(
+    doc: &'a PolicyDoc,
+    tag: &str,
+    seen: &mut BTreeSet<String>,
+    out: &mut Vec<&'a Owner>,
+) {
+    if !seen.insert(tag.to_string()) {
+        return;
+    }
+    for o in doc.tag_owners.get(tag).map(Vec::as_slice).unwrap_or(&[]) {
+        out.push(o);
+        if let Owner::Tag(t) = o {
+            flattened_owners(doc, t, seen, out);
+        }
+    }
+}
+
+pub(crate) fn may_apply_tag(
+    doc: &PolicyDoc,
+    topo: &Topology,
+    req: &TagRequester,
+    tag: &str,
+) -> bool {
+    if !doc.tag_owners.contains_key(tag) {
+        return false;
+    }
+    let mut owners = Vec::new();
+    flattened_owners(doc, tag, &mut BTreeSet::new(), &mut owners);
+    let r = Resolver {
+        doc,
+        users: &topo.users,
+        nodes: &[],
+    };
+    match req {
+        TagRequester::User(u) => owners.iter().any(|o| user_matches_owner(&r, doc, *u, o)),
+        TagRequester::Tags(tags) => owners
+            .iter()
+            .any(|o| matches!(o, Owner::Tag(t) if tags.contains(t))),
+    }
+}
