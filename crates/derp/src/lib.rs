@@ -2,3 +2,7 @@
 
 pub mod frame;
 pub mod handshake;
+pub mod http;
+pub mod server;
+pub mod stun;
+pub mod ws_stream;
