@@ -71,7 +71,6 @@ pub(crate) struct NodeInfo {
 /// A policy resolved against one tailnet snapshot.
 #[derive(Debug, Clone)]
 pub struct Compiled {
-    allow_all: bool,
     pub(crate) nodes: Vec<NodeInfo>,
     pub(crate) index: HashMap<NodeId, usize>,
     pub(crate) users: Vec<User>,
@@ -198,11 +197,14 @@ impl Resolver<'_> {
     }
 }
 
-fn node_infos(topo: &Topology) -> Vec<NodeInfo> {
+fn node_infos(doc: &PolicyDoc, topo: &Topology) -> Vec<NodeInfo> {
     let mut infos: Vec<NodeInfo> = topo
         .nodes
         .iter()
         .map(|n| {
+            // autoApprovers approve on the spot: a route they cover counts as approved even
+            // before the server has recorded the approval.
+            let auto = auto_approved_for(doc, topo, n);
             let mut ips = Vec::new();
             if let Some(v4) = n.ipv4 {
                 ips.push(IpAddr::V4(v4));
@@ -213,7 +215,7 @@ fn node_infos(topo: &Topology) -> Vec<NodeInfo> {
             let approved: Vec<IpNet> = n
                 .routable_ips
                 .iter()
-                .filter(|r| n.approved_routes.contains(r))
+                .filter(|r| n.approved_routes.contains(r) || auto.contains(r))
                 .copied()
                 .collect();
             NodeInfo {
@@ -263,7 +265,7 @@ pub(crate) fn compile(
     topo: &Topology,
     control_url: &str,
 ) -> Result<Compiled, PolicyError> {
-    let nodes = node_infos(topo);
+    let nodes = node_infos(doc, topo);
     let r = Resolver {
         doc,
         users: &topo.users,
@@ -271,8 +273,20 @@ pub(crate) fn compile(
     };
     check_topology_refs(doc, topo)?;
 
-    let allow_all = doc.acls.is_none() && doc.grants.is_none();
+    // Without `acls` and `grants` the service applies its default policy, `*` to `*:*`.
+    let default_policy = doc.acls.is_none() && doc.grants.is_none();
+    let wildcard = [Alias::Wildcard];
     let mut grants: Vec<Grantish> = Vec::new();
+    if default_policy {
+        grants.push(Grantish {
+            src: &wildcard,
+            dst: vec![&wildcard[0]],
+            ip: vec![ProtoPorts {
+                protos: vec![],
+                ports: vec![PortRange::ANY],
+            }],
+        });
+    }
     for g in doc.grants.iter().flatten() {
         grants.push(Grantish {
             src: &g.src,
@@ -410,7 +424,6 @@ pub(crate) fn compile(
         .map(|(i, n)| (n.node.id, i))
         .collect();
     let mut c = Compiled {
-        allow_all,
         nodes,
         index,
         users: topo.users.clone(),
@@ -488,7 +501,8 @@ fn bit_or(a: &mut [u64], b: &[u64]) {
 }
 
 impl Compiled {
-    /// No policy at all: every node may reach every node.
+    /// No policy at all: the service's default policy, every node may reach every node
+    /// (`*` to `*:*`, so subnet routes are usable by everyone too).
     pub fn allow_all(topo: &Topology) -> Compiled {
         let doc = PolicyDoc::default();
         compile(&doc, topo, crate::DEFAULT_CONTROL_URL).expect("an empty policy always compiles")
@@ -514,16 +528,6 @@ impl Compiled {
         let n = self.nodes.len();
         let w = self.words();
         let mut adj = vec![vec![0u64; w]; n];
-        if self.allow_all {
-            for (i, row) in adj.iter_mut().enumerate() {
-                for j in 0..n {
-                    if j != i {
-                        bit_set(row, j);
-                    }
-                }
-            }
-            return adj;
-        }
         let internet = ipset::the_internet();
         for rule in &self.rules {
             let dst = rule.dst_set();
@@ -638,9 +642,6 @@ impl Compiled {
         let Some(i) = self.idx(node) else {
             return vec![];
         };
-        if self.allow_all {
-            return FilterRule::allow_all();
-        }
         let n = &self.nodes[i];
         let internet = ipset::the_internet();
         let is_exit = !n.exit_routes.is_empty();
@@ -701,11 +702,7 @@ impl Compiled {
             return vec![];
         };
         let viewer = &self.nodes[i];
-        let rules = if self.allow_all {
-            vec![]
-        } else {
-            self.rules_for(i)
-        };
+        let rules = self.rules_for(i);
         let mut out = Vec::new();
         for (j, peer) in self.nodes.iter().enumerate() {
             if !bit_get(&self.adjacency[i], j) {
@@ -713,8 +710,7 @@ impl Compiled {
             }
             let mut routes: Vec<IpNet> = Vec::new();
             for r in peer.primary_routes.iter().chain(&peer.exit_routes) {
-                let ok = self.allow_all
-                    || self.can_access_route(viewer, &rules, r)
+                let ok = self.can_access_route(viewer, &rules, r)
                     // A co-router of the prefix must learn who is primary for it.
                     || (!is_exit_route(r) && viewer.subnet_routes.contains(r));
                 if ok {
@@ -748,9 +744,6 @@ impl Compiled {
 
     /// Whether `src` may open `proto`/`port` to `dst` (both tailnet or subnet addresses).
     pub(crate) fn allows(&self, src: IpAddr, dst: IpAddr, port: u16, proto: u8) -> bool {
-        if self.allow_all {
-            return true;
-        }
         let mut rules: Vec<Rule> = self.rules.clone();
         // The destination's owner's autogroup:self rules apply when dst is one of its devices.
         if let Some(n) = self.nodes.iter().find(|n| n.ips.contains(&dst)) {
@@ -793,14 +786,20 @@ fn node_matches_owners(r: &Resolver, doc: &PolicyDoc, node: &Node, owners: &[Own
 }
 
 pub(crate) fn auto_approved_routes(doc: &PolicyDoc, topo: &Topology, node: NodeId) -> Vec<IpNet> {
-    let infos = node_infos(topo);
+    match topo.nodes.iter().find(|n| n.id == node) {
+        Some(n) => auto_approved_for(doc, topo, n),
+        None => vec![],
+    }
+}
+
+fn auto_approved_for(doc: &PolicyDoc, topo: &Topology, n: &Node) -> Vec<IpNet> {
+    if doc.auto_routes.is_empty() && doc.auto_exit.is_empty() {
+        return vec![];
+    }
     let r = Resolver {
         doc,
         users: &topo.users,
-        nodes: &infos,
-    };
-    let Some(n) = topo.nodes.iter().find(|n| n.id == node) else {
-        return vec![];
+        nodes: &[],
     };
     let mut out = Vec::new();
     for route in &n.routable_ips {

@@ -33,7 +33,7 @@ pub struct SshRule {
 pub struct SshPrincipal {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(rename = "nodeIP", default, skip_serializing_if = "String::is_empty")]
     pub node_ip: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub user_login: String,
