@@ -267,4 +267,58 @@ pub(crate) mod tests {
             assert_eq!(handle(packet, from), None, "{name}");
         }
     }
+
+    async fn exchange_over_udp(server_ip: &str) {
+        let server = UdpSocket::bind(format!("{server_ip}:0")).await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let task = tokio::spawn(serve_stun(server));
+        let client = UdpSocket::bind(format!("{server_ip}:0")).await.unwrap();
+        let client_addr = client.local_addr().unwrap();
+        let mut buf = [0u8; 1500];
+
+        // Garbage first: it must be ignored without ending the loop.
+        client
+            .send_to(b"not stun at all", server_addr)
+            .await
+            .unwrap();
+        client.send_to(&[0u8; 20], server_addr).await.unwrap();
+        let txid = *b"0123456789ab";
+        client
+            .send_to(&tailnode_request(txid), server_addr)
+            .await
+            .unwrap();
+        let (n, from) = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.recv_from(&mut buf),
+        )
+        .await
+        .expect("a STUN response")
+        .unwrap();
+        assert_eq!(from, server_addr);
+        assert_eq!(parse_response(&buf[..n]), Some((txid, client_addr)));
+        // The garbage produced no reply: the next datagram is the answer to a second request.
+        client
+            .send_to(&tailnode_request([7; 12]), server_addr)
+            .await
+            .unwrap();
+        let (n, _) = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.recv_from(&mut buf),
+        )
+        .await
+        .expect("a second STUN response")
+        .unwrap();
+        assert_eq!(parse_response(&buf[..n]), Some(([7; 12], client_addr)));
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn serves_ipv4_over_a_real_socket() {
+        exchange_over_udp("127.0.0.1").await;
+    }
+
+    #[tokio::test]
+    async fn serves_ipv6_over_a_real_socket() {
+        exchange_over_udp("[::1]").await;
+    }
 }
