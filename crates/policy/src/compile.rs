@@ -858,3 +858,209 @@ pub(crate) fn may_apply_tag(
             .any(|o| matches!(o, Owner::Tag(t) if tags.contains(t))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Node, Policy, TagRequester, Topology, User};
+
+    fn topo() -> Topology {
+        let user = |id, name: &str, email: &str| User {
+            id,
+            name: name.into(),
+            email: email.into(),
+        };
+        let node =
+            |id, name: &str, user: Option<u64>, tags: &[&str], v4: &str, routes: &[&str]| Node {
+                id,
+                name: name.into(),
+                user,
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                ipv4: Some(v4.parse().unwrap()),
+                ipv6: Some(format!("fd7a:115c:a1e0::{}", id * 10).parse().unwrap()),
+                routable_ips: routes.iter().map(|r| r.parse().unwrap()).collect(),
+                approved_routes: vec![],
+                stable_id: format!("n{id}"),
+            };
+        Topology {
+            users: vec![
+                user(1, "alice", "alice@example.com"),
+                user(2, "bob", "bob@example.com"),
+            ],
+            nodes: vec![
+                node(1, "alice-laptop", Some(1), &[], "100.64.0.10", &[]),
+                node(2, "alice-phone", Some(1), &[], "100.64.0.20", &[]),
+                node(3, "bob-laptop", Some(2), &[], "100.64.0.30", &[]),
+                node(4, "server", None, &["tag:server"], "100.64.0.40", &[]),
+                node(
+                    5,
+                    "router",
+                    None,
+                    &["tag:router"],
+                    "100.64.0.50",
+                    &["10.0.0.0/24", "0.0.0.0/0", "::/0"],
+                ),
+            ],
+        }
+    }
+
+    const POLICY: &str = r#"{
+        // who is who
+        "groups": {"group:eng": ["alice@example.com"]},
+        "tagOwners": {"tag:server": ["group:eng"], "tag:router": ["tag:server"]},
+        "acls": [
+            {"action": "accept", "src": ["group:eng"], "dst": ["tag:server:22,443"]},
+            {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]},
+            {"action": "accept", "src": ["bob@"], "dst": ["10.0.0.0/24:80"]},
+        ],
+        "autoApprovers": {"routes": {"10.0.0.0/16": ["tag:router"]}, "exitNode": ["tag:server"]},
+    }"#;
+
+    #[test]
+    fn groups_and_tags_resolve_to_node_addresses() {
+        let c = Policy::parse(POLICY).unwrap().compile(&topo()).unwrap();
+        let f = c.packet_filter(4);
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            f[0].src_ips,
+            vec![
+                "100.64.0.10",
+                "100.64.0.20",
+                "fd7a:115c:a1e0::10",
+                "fd7a:115c:a1e0::20"
+            ]
+        );
+        let ports: Vec<(String, u16)> = f[0]
+            .dst_ports
+            .iter()
+            .map(|d| (d.ip.clone(), d.ports.first))
+            .collect();
+        assert_eq!(ports.len(), 4);
+        assert!(ports.contains(&("100.64.0.40".into(), 443)));
+        assert!(c.can_see(1, 4) && c.can_see(4, 1));
+        assert!(!c.can_see(3, 4));
+    }
+
+    #[test]
+    fn autogroup_self_stays_within_one_owner() {
+        let c = Policy::parse(POLICY).unwrap().compile(&topo()).unwrap();
+        let f = c.packet_filter(2);
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            f[0].src_ips,
+            vec![
+                "100.64.0.10",
+                "100.64.0.20",
+                "fd7a:115c:a1e0::10",
+                "fd7a:115c:a1e0::20"
+            ]
+        );
+        assert!(
+            f[0].dst_ports
+                .iter()
+                .all(|d| d.ip == "100.64.0.20" || d.ip == "fd7a:115c:a1e0::20")
+        );
+        assert!(c.can_see(1, 2));
+        assert!(!c.can_see(2, 3));
+        assert!(
+            c.packet_filter(4)
+                .iter()
+                .all(|r| !r.src_ips.contains(&"100.64.0.30".to_string()))
+        );
+    }
+
+    #[test]
+    fn auto_approved_subnet_routes_are_routed_and_filtered() {
+        let p = Policy::parse(POLICY).unwrap();
+        let t = topo();
+        assert_eq!(
+            p.auto_approved_routes(&t, 5),
+            vec!["10.0.0.0/24".parse().unwrap()]
+        );
+        let c = p.compile(&t).unwrap();
+        let f = c.packet_filter(5);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].dst_ports[0].ip, "10.0.0.0/24");
+        let peers = c.peers(3);
+        let router = peers
+            .iter()
+            .find(|p| p.id == 5)
+            .expect("bob sees the router");
+        assert_eq!(router.primary_routes, vec!["10.0.0.0/24".parse().unwrap()]);
+        assert!(router.allowed_ips.contains(&"10.0.0.0/24".parse().unwrap()));
+        // Alice may not use the subnet, so she does not see the router at all.
+        assert!(!c.can_see(1, 5));
+    }
+
+    #[test]
+    fn tag_ownership_follows_tags_owning_tags() {
+        let p = Policy::parse(POLICY).unwrap();
+        let t = topo();
+        assert!(p.may_apply_tag(&t, &TagRequester::User(1), "tag:server"));
+        assert!(p.may_apply_tag(&t, &TagRequester::User(1), "tag:router"));
+        assert!(!p.may_apply_tag(&t, &TagRequester::User(2), "tag:server"));
+        assert!(p.may_apply_tag(
+            &t,
+            &TagRequester::Tags(vec!["tag:server".into()]),
+            "tag:router"
+        ));
+        assert!(!p.may_apply_tag(&t, &TagRequester::User(1), "tag:unknown"));
+    }
+
+    #[test]
+    fn no_policy_is_allow_all() {
+        let c = crate::Compiled::allow_all(&topo());
+        assert!(c.can_see(1, 3) && c.can_see(4, 5));
+        let f = c.packet_filter(3);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].dst_ports[0].ip, "*");
+        assert!(f[0].src_ips.contains(&"fd7a:115c:a1e0::/48".to_string()));
+        assert!(c.ssh_policy(1).is_none());
+    }
+
+    #[test]
+    fn failing_tests_reject_the_policy() {
+        let t = topo();
+        let ok = r#"{"acls": [{"action": "accept", "src": ["bob@"], "dst": ["alice@:22"]}],
+                     "tests": [{"src": "bob@", "accept": ["alice@:22"], "deny": ["alice@:80"]}]}"#;
+        assert!(Policy::parse(ok).unwrap().compile(&t).is_ok());
+        let bad = r#"{"acls": [{"action": "accept", "src": ["bob@"], "dst": ["alice@:22"]}],
+                      "tests": [{"src": "alice@", "accept": ["bob@:22"]}]}"#;
+        let e = Policy::parse(bad).unwrap().compile(&t).unwrap_err();
+        assert!(e.message.starts_with("test(s) failed"), "{e}");
+    }
+
+    #[test]
+    fn ssh_rules_reach_destination_nodes_only() {
+        let p = Policy::parse(
+            r#"{"tagOwners": {"tag:server": []},
+                "ssh": [{"action": "check", "src": ["alice@example.com"], "dst": ["tag:server"],
+                         "users": ["autogroup:nonroot"]}]}"#,
+        )
+        .unwrap();
+        let c = p.compile_with_url(&topo(), "https://ctl.example").unwrap();
+        let pol = c.ssh_policy(4).unwrap();
+        assert_eq!(pol.rules.len(), 1);
+        let r = &pol.rules[0];
+        assert_eq!(r.principals.len(), 4);
+        assert_eq!(r.ssh_users.get("*").map(String::as_str), Some("="));
+        assert_eq!(r.ssh_users.get("root").map(String::as_str), Some(""));
+        assert!(
+            r.action
+                .as_ref()
+                .unwrap()
+                .hold_and_delegate
+                .starts_with("https://ctl.example/machine/ssh/action/")
+        );
+        assert!(c.ssh_policy(1).unwrap().rules.is_empty());
+    }
+
+    #[test]
+    fn error_display_names_the_position() {
+        let e = Policy::parse("{\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": [\"group:nope\"], \"dst\": [\"*:*\"]}\n  ]\n}")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "line 3, column 34: src: group not found: \"group:nope\""
+        );
+    }
+}

@@ -729,7 +729,7 @@ impl PolicyDoc {
                 let (alias, ports) = split_alias_ports(s.trim())
                     .map_err(|m| PolicyError::at(l, c, format!("dst={m}")))?;
                 let ports = parse_ports(ports)
-                    .map_err(|m| PolicyError::at(l, c, format!("dst={alias:?}: {m}")))?;
+                    .map_err(|m| PolicyError::at(l, c, format!("dst={:?}: {m}", s.trim())))?;
                 let a = self
                     .alias_checked(alias, l, c, "dst")
                     .map_err(|e| PolicyError {
@@ -1185,5 +1185,24 @@ mod tests {
         assert!(err("{\"acls\": [{\"action\": \"accept\", \"proto\": \"icmp\", \"src\": [\"*\"], \"dst\": [\"*:22\"]}]}")
             .message
             .contains("only valid"));
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::*;
+
+    #[test]
+    fn port_errors_quote_the_whole_destination() {
+        let e = PolicyDoc::parse(
+            r#"{"tagOwners": {"tag:server": []},
+                "acls": [{"action": "accept", "src": ["*"], "dst": ["tag:server:ssh"]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.message,
+            r#"dst="tag:server:ssh": port range "ssh": invalid first integer"#
+        );
+        assert_eq!((e.line, e.column), (Some(2), Some(69)));
     }
 }

@@ -17,7 +17,20 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Cases where we knowingly differ from the capture, with the reason.
-const KNOWN_DIFFERENCES: &[(&str, &str)] = &[];
+const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
+    (
+        "acl-k03",
+        "capture inconsistent: all nodes receive the identical filter, yet charmander, kakuna and weedle \
+         miss squirtle's auto-approved 10.33.0.0/16 that beedrill, bulbasaur, ivysaur and venusaur get; \
+         approved_routes is empty, so the approval landed while the netmaps were being captured",
+    ),
+    (
+        "policytest-allpass-grants-only-tag-src-ipv6-literal-dst",
+        "capture inconsistent: the service accepted the policy and its test (tag:client may reach \
+         [fd7a:115c:a1e0::10]:22), but the captured netmaps hold no rules and no peers at all; the \
+         IPv4 twin (…-ip-literal-dst) shows the rule on beedrill, which we reproduce here too",
+    ),
+];
 
 const POKEDEX: &[&str] = &[
     "bulbasaur",
@@ -139,7 +152,17 @@ fn run_case(case: &Value) -> Result<(), String> {
     let accepted = case["accepted"].as_bool().unwrap_or(true);
     let compiled = match (compiled, accepted) {
         (Ok(c), true) => c,
-        (Err(_), false) => return Ok(()),
+        (Err(e), false) => {
+            if std::env::var_os("GOLDEN_VERBOSE").is_some() {
+                println!(
+                    "  rejected {}: ours {:?} / service {}",
+                    case["id"],
+                    e.to_string(),
+                    case["rejection"]
+                );
+            }
+            return Ok(());
+        }
         (Ok(_), false) => {
             return Err(format!(
                 "accepted, but the service rejected: {}",
