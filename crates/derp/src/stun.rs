@@ -34,7 +34,7 @@ fn parse_binding_request(packet: &[u8]) -> Option<[u8; 12]> {
     if msg_type != BINDING_REQUEST || packet[4..8] != MAGIC_COOKIE {
         return None;
     }
-    if attrs_len % 4 != 0 || packet.len() != HEADER_LEN + attrs_len {
+    if !attrs_len.is_multiple_of(4) || packet.len() != HEADER_LEN + attrs_len {
         return None;
     }
     let mut offset = HEADER_LEN;
