@@ -37,17 +37,28 @@ pub(crate) struct Rule {
     pub src_set: IpSet,
     pub protos: Vec<u8>,
     pub dsts: Vec<Dst>,
+    /// Union of the destination sets, for matching.
+    pub dst_union: IpSet,
 }
 
 impl Rule {
-    fn dst_set(&self) -> IpSet {
-        let mut s = IpSet::new();
-        for d in &self.dsts {
-            s.union_with(&d.set);
+    fn new(src_strings: Vec<String>, src_set: IpSet, protos: Vec<u8>, dsts: Vec<Dst>) -> Rule {
+        let mut dst_union = IpSet::new();
+        for d in &dsts {
+            dst_union.union_with(&d.set);
         }
-        s
+        Rule {
+            src_strings,
+            src_set,
+            protos,
+            dsts,
+            dst_union,
+        }
     }
 }
+
+/// Rules with equal sources and protocols are sent as one rule; this names that class.
+type MergeKey = (Vec<String>, Vec<u8>);
 
 /// The `autogroup:self` half of a rule: resolved per owner.
 #[derive(Debug, Clone)]
@@ -75,6 +86,14 @@ pub struct Compiled {
     pub(crate) index: HashMap<NodeId, usize>,
     pub(crate) users: Vec<User>,
     pub(crate) rules: Vec<Rule>,
+    /// Per rule, its merge class.
+    rule_keys: Vec<u32>,
+    merge_keys: HashMap<MergeKey, u32>,
+    /// (rule, destination) pairs whose destination is exactly that one address.
+    host_index: HashMap<IpAddr, Vec<(u32, u32)>>,
+    /// (rule, destination) pairs with wider destinations (CIDRs, ranges, `*`).
+    wide: Vec<(u32, u32)>,
+    internet: IpSet,
     pub(crate) self_rules: Vec<SelfRule>,
     /// Untagged nodes per owner, for `autogroup:self`.
     pub(crate) by_user: HashMap<UserId, Vec<usize>>,
@@ -402,12 +421,12 @@ pub(crate) fn compile(
                 }
             }
             if !dsts.is_empty() {
-                rules.push(Rule {
-                    src_strings: src_strings.clone(),
-                    src_set: match_set.clone(),
-                    protos: pp.protos.clone(),
+                rules.push(Rule::new(
+                    src_strings.clone(),
+                    match_set.clone(),
+                    pp.protos.clone(),
                     dsts,
-                });
+                ));
             }
         }
     }
@@ -423,11 +442,38 @@ pub(crate) fn compile(
         .enumerate()
         .map(|(i, n)| (n.node.id, i))
         .collect();
+    // Destination index: single-host entries by address, everything else in `wide`.
+    let mut host_index: HashMap<IpAddr, Vec<(u32, u32)>> = HashMap::new();
+    let mut wide = Vec::new();
+    let mut merge_keys: HashMap<MergeKey, u32> = HashMap::new();
+    let mut rule_keys = Vec::with_capacity(rules.len());
+    for (ri, rule) in rules.iter().enumerate() {
+        let next = merge_keys.len() as u32;
+        rule_keys.push(
+            *merge_keys
+                .entry((rule.src_strings.clone(), rule.protos.clone()))
+                .or_insert(next),
+        );
+        for (di, d) in rule.dsts.iter().enumerate() {
+            match single_host(&d.set) {
+                Some(ip) => host_index
+                    .entry(ip)
+                    .or_default()
+                    .push((ri as u32, di as u32)),
+                None => wide.push((ri as u32, di as u32)),
+            }
+        }
+    }
     let mut c = Compiled {
         nodes,
         index,
         users: topo.users.clone(),
         rules,
+        rule_keys,
+        merge_keys,
+        host_index,
+        wide,
+        internet: ipset::the_internet(),
         self_rules,
         by_user,
         adjacency: vec![],
@@ -436,6 +482,13 @@ pub(crate) fn compile(
     c.adjacency = c.build_adjacency();
     c.ssh = crate::ssh::compile_ssh(doc, &c, control_url)?;
     Ok(c)
+}
+
+fn single_host(set: &IpSet) -> Option<IpAddr> {
+    match set.prefixes().as_slice() {
+        [p] if p.prefix_len() == p.max_prefix_len() => Some(p.addr()),
+        _ => None,
+    }
 }
 
 fn push_unique(v: &mut Vec<String>, s: String) {
@@ -530,7 +583,7 @@ impl Compiled {
         let mut adj = vec![vec![0u64; w]; n];
         let internet = ipset::the_internet();
         for rule in &self.rules {
-            let dst = rule.dst_set();
+            let dst = &rule.dst_union;
             let mut s = vec![0u64; w];
             let mut d = vec![0u64; w];
             let (mut s_idx, mut d_idx) = (vec![], vec![]);
@@ -582,15 +635,13 @@ impl Compiled {
         self.index.get(&id).copied()
     }
 
-    /// Unreduced rules that apply to node `i`: the shared ones plus its owner's
-    /// `autogroup:self` rules.
-    pub(crate) fn rules_for(&self, i: usize) -> Vec<Rule> {
-        let mut out = self.rules.clone();
+    /// The `autogroup:self` rules for node `i` (its owner's devices); none for tagged nodes.
+    pub(crate) fn self_rules_for(&self, i: usize) -> Vec<Rule> {
         let node = &self.nodes[i];
-        if let (false, Some(u)) = (node.node.is_tagged(), node.node.user) {
-            out.extend(self.self_rules_for_user(u));
+        match (node.node.is_tagged(), node.node.user) {
+            (false, Some(u)) => self.self_rules_for_user(u),
+            _ => vec![],
         }
-        out
     }
 
     pub(crate) fn self_rules_for_user(&self, u: UserId) -> Vec<Rule> {
@@ -624,16 +675,22 @@ impl Compiled {
                     }
                 }
                 if !dsts.is_empty() {
-                    out.push(Rule {
-                        src_strings: src.to_strings(),
-                        src_set: src.clone(),
-                        protos: pp.protos.clone(),
+                    out.push(Rule::new(
+                        src.to_strings(),
+                        src.clone(),
+                        pp.protos.clone(),
                         dsts,
-                    });
+                    ));
                 }
             }
         }
         out
+    }
+
+    fn keeps(&self, n: &NodeInfo, d: &Dst) -> bool {
+        n.ips.iter().any(|ip| d.set.contains(*ip))
+            || n.subnet_routes.iter().any(|r| d.set.overlaps_net(r))
+            || (!n.exit_routes.is_empty() && d.set.is_subset_of(&self.internet))
     }
 
     /// The packet filter node `node` receives: rules reduced to destinations it serves.
@@ -643,14 +700,34 @@ impl Compiled {
             return vec![];
         };
         let n = &self.nodes[i];
-        let internet = ipset::the_internet();
-        let is_exit = !n.exit_routes.is_empty();
+        // Candidate (rule, destination) pairs, in rule order.
+        let mut hits: Vec<(u32, u32)> = Vec::new();
+        if n.subnet_routes.is_empty() && n.exit_routes.is_empty() {
+            for ip in &n.ips {
+                hits.extend(self.host_index.get(ip).into_iter().flatten());
+            }
+            hits.extend(
+                self.wide
+                    .iter()
+                    .filter(|(r, d)| self.keeps(n, &self.rules[*r as usize].dsts[*d as usize])),
+            );
+        } else {
+            // Routers: any destination may overlap a routed subnet.
+            for (r, rule) in self.rules.iter().enumerate() {
+                for (d, dst) in rule.dsts.iter().enumerate() {
+                    if self.keeps(n, dst) {
+                        hits.push((r as u32, d as u32));
+                    }
+                }
+            }
+        }
+        hits.sort_unstable();
+        hits.dedup();
         // Rules with the same sources and protocols are merged, as the service sends them.
         let mut merged: Vec<FilterRule> = Vec::new();
-        let mut keys: HashMap<(Vec<String>, Vec<u8>), usize> = HashMap::new();
-        for rule in self.rules_for(i) {
-            let key = (rule.src_strings.clone(), rule.protos.clone());
-            let k = *keys.entry(key).or_insert_with(|| {
+        let mut slot: HashMap<u32, usize> = HashMap::new();
+        let mut push = |key: u32, rule: &Rule, dst: &Dst| {
+            let k = *slot.entry(key).or_insert_with(|| {
                 merged.push(FilterRule {
                     src_ips: rule.src_strings.clone(),
                     ip_proto: rule.protos.clone(),
@@ -658,19 +735,29 @@ impl Compiled {
                 });
                 merged.len() - 1
             });
-            for d in &rule.dsts {
-                let keep = n.ips.iter().any(|ip| d.set.contains(*ip))
-                    || n.subnet_routes.iter().any(|r| d.set.overlaps_net(r))
-                    || (is_exit && d.set.is_subset_of(&internet));
-                if keep {
-                    merged[k].dst_ports.push(NetPortRange {
-                        ip: d.ip.clone(),
-                        ports: d.ports,
-                    });
+            merged[k].dst_ports.push(NetPortRange {
+                ip: dst.ip.clone(),
+                ports: dst.ports,
+            });
+        };
+        for (r, d) in hits {
+            let rule = &self.rules[r as usize];
+            push(self.rule_keys[r as usize], rule, &rule.dsts[d as usize]);
+        }
+        let mut extra_keys: HashMap<MergeKey, u32> = HashMap::new();
+        for rule in self.self_rules_for(i) {
+            let mk = (rule.src_strings.clone(), rule.protos.clone());
+            let key = match self.merge_keys.get(&mk) {
+                Some(k) => *k,
+                None => {
+                    let next = u32::MAX - extra_keys.len() as u32;
+                    *extra_keys.entry(mk).or_insert(next)
                 }
+            };
+            for dst in rule.dsts.iter().filter(|d| self.keeps(n, d)) {
+                push(key, &rule, dst);
             }
         }
-        merged.retain(|r| !r.dst_ports.is_empty());
         merged
     }
 
@@ -683,9 +770,9 @@ impl Compiled {
     }
 
     /// Whether the viewer may use `route` through a router, under rules `rules`.
-    fn can_access_route(&self, viewer: &NodeInfo, rules: &[Rule], route: &IpNet) -> bool {
-        rules.iter().any(|r| {
-            let dst = r.dst_set();
+    fn can_access_route(&self, viewer: &NodeInfo, self_rules: &[Rule], route: &IpNet) -> bool {
+        self.rules.iter().chain(self_rules).any(|r| {
+            let dst = &r.dst_union;
             let src = &r.src_set;
             (viewer.ips.iter().any(|ip| src.contains(*ip)) && dst.overlaps_net(route))
                 || (src.overlaps_net(route) && viewer.ips.iter().any(|ip| dst.contains(*ip)))
@@ -702,7 +789,7 @@ impl Compiled {
             return vec![];
         };
         let viewer = &self.nodes[i];
-        let rules = self.rules_for(i);
+        let rules = self.self_rules_for(i);
         let mut out = Vec::new();
         for (j, peer) in self.nodes.iter().enumerate() {
             if !bit_get(&self.adjacency[i], j) {
@@ -744,14 +831,12 @@ impl Compiled {
 
     /// Whether `src` may open `proto`/`port` to `dst` (both tailnet or subnet addresses).
     pub(crate) fn allows(&self, src: IpAddr, dst: IpAddr, port: u16, proto: u8) -> bool {
-        let mut rules: Vec<Rule> = self.rules.clone();
         // The destination's owner's autogroup:self rules apply when dst is one of its devices.
-        if let Some(n) = self.nodes.iter().find(|n| n.ips.contains(&dst)) {
-            if let (false, Some(u)) = (n.node.is_tagged(), n.node.user) {
-                rules.extend(self.self_rules_for_user(u));
-            }
-        }
-        rules.iter().any(|r| {
+        let own = match self.nodes.iter().position(|n| n.ips.contains(&dst)) {
+            Some(i) => self.self_rules_for(i),
+            None => vec![],
+        };
+        self.rules.iter().chain(&own).any(|r| {
             let proto_ok = if r.protos.is_empty() {
                 matches!(proto, 6 | 17 | 1 | 58)
             } else {
