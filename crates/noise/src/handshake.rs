@@ -172,6 +172,16 @@ pub fn accept_initiation(
     msg: &[u8],
     min_version: u16,
 ) -> Result<Accepted, HandshakeError> {
+    accept_with_ephemeral(server_key, msg, min_version, None)
+}
+
+/// [`accept_initiation`] with an optional fixed ephemeral key, for known-answer tests.
+fn accept_with_ephemeral(
+    server_key: &StaticKey,
+    msg: &[u8],
+    min_version: u16,
+    fixed_ephemeral: Option<&[u8; 32]>,
+) -> Result<Accepted, HandshakeError> {
     if msg.len() != INITIATION_LEN {
         return Err(HandshakeError::InitiationSize { got: msg.len() });
     }
@@ -202,13 +212,15 @@ pub fn accept_initiation(
 
     let private = server_key.to_bytes();
     let prologue = prologue(version);
-    let mut state = snow::Builder::new(NOISE_PARAMS.parse().map_err(crypto)?)
+    let mut builder = snow::Builder::new(NOISE_PARAMS.parse().map_err(crypto)?)
         .local_private_key(&private)
         .map_err(crypto)?
         .prologue(&prologue)
-        .map_err(crypto)?
-        .build_responder()
         .map_err(crypto)?;
+    if let Some(ephemeral) = fixed_ephemeral {
+        builder = builder.fixed_ephemeral_key_for_testing_only(ephemeral);
+    }
+    let mut state = builder.build_responder().map_err(crypto)?;
     let mut empty = [0u8; 0];
     state
         .read_message(&msg[INITIATION_HEADER_LEN..], &mut empty)
@@ -255,17 +267,29 @@ impl Initiator {
         server_pub: &MachinePublic,
         version: u16,
     ) -> Result<(Self, [u8; INITIATION_LEN]), HandshakeError> {
+        Self::with_ephemeral(machine_key, server_pub, version, None)
+    }
+
+    /// [`Initiator::new`] with an optional fixed ephemeral key, for known-answer tests.
+    fn with_ephemeral(
+        machine_key: &StaticKey,
+        server_pub: &MachinePublic,
+        version: u16,
+        fixed_ephemeral: Option<&[u8; 32]>,
+    ) -> Result<(Self, [u8; INITIATION_LEN]), HandshakeError> {
         let private = machine_key.to_bytes();
         let prologue = prologue(version);
-        let mut state = snow::Builder::new(NOISE_PARAMS.parse().map_err(crypto)?)
+        let mut builder = snow::Builder::new(NOISE_PARAMS.parse().map_err(crypto)?)
             .local_private_key(&private)
             .map_err(crypto)?
             .remote_public_key(server_pub.as_bytes())
             .map_err(crypto)?
             .prologue(&prologue)
-            .map_err(crypto)?
-            .build_initiator()
             .map_err(crypto)?;
+        if let Some(ephemeral) = fixed_ephemeral {
+            builder = builder.fixed_ephemeral_key_for_testing_only(ephemeral);
+        }
+        let mut state = builder.build_initiator().map_err(crypto)?;
         let mut msg = [0u8; INITIATION_LEN];
         msg[0..2].copy_from_slice(&version.to_be_bytes());
         msg[2] = MSG_INITIATION;
@@ -486,6 +510,70 @@ mod tests {
             initiator.finish(&accepted.response),
             Err(HandshakeError::Crypto(_))
         ));
+    }
+
+    /// Every wire byte against testdata/ts2021_vector.py, an independent implementation of
+    /// the protocol doc (hashlib + `cryptography`, no Noise library), with fixed keys.
+    #[test]
+    fn matches_independent_reference_vector() {
+        let unhex = |s: &str| hex::decode(s).unwrap();
+        let machine = StaticKey::from_bytes(std::array::from_fn(|i| i as u8 + 1));
+        let server = StaticKey::from_bytes(std::array::from_fn(|i| i as u8 + 101));
+        let client_eph: [u8; 32] = std::array::from_fn(|i| i as u8 + 201);
+        let server_eph: [u8; 32] = std::array::from_fn(|i| ((i * 7 + 3) % 256) as u8);
+        assert_eq!(
+            server.public().0.to_vec(),
+            unhex("5714769d116bf76436ae74bc793d2c30ad1903c59ac5273805c7e2698b410c36")
+        );
+        assert_eq!(
+            machine.public().0.to_vec(),
+            unhex("07a37cbc142093c8b755dc1b10e86cb426374ad16aa853ed0bdfc0b2b86d1c7c")
+        );
+
+        let (initiator, init) =
+            Initiator::with_ephemeral(&machine, &server.public(), 130, Some(&client_eph)).unwrap();
+        assert_eq!(
+            init.to_vec(),
+            unhex(concat!(
+                "00820100604c29f4996985e80d247e80b70303824592ff9fbad74904ea7c3d2bda24e51c12ea66188539",
+                "1b3d1a72c70bf0a96a9e89244d63e8bd3bc1d08841bf1b3124e99257e6fc62b4c1612dada818603ba09c",
+                "17e8c23e9c2a45e29e5385f354a88f9354"
+            ))
+        );
+        let accepted = accept_with_ephemeral(&server, &init, 0, Some(&server_eph)).unwrap();
+        assert_eq!(accepted.machine, machine.public());
+        assert_eq!(
+            accepted.response.to_vec(),
+            unhex(concat!(
+                "020030bb50ff9e82a574cfbf820e97f60fb9c143ec7415cf514f8cfd98eff59e059614a48b7f00003c",
+                "1de77d1600e8c0b40279"
+            ))
+        );
+
+        let mut client = initiator.finish(&accepted.response).unwrap();
+        let mut server_side = accepted.transport;
+        let mut c2s = BytesMut::new();
+        client.encrypt(b"client record zero", &mut c2s).unwrap();
+        client.encrypt(b"client record one", &mut c2s).unwrap();
+        assert_eq!(
+            c2s.to_vec(),
+            unhex(concat!(
+                "0400220e2632e9d0412e9aa88041b78c97871c4382984ae78812e1d3df81b3700ea9f699e004002126",
+                "38e99564eee460e9db2d756720c7b28454db2195f1945c86c9ad25bdc4c48169"
+            ))
+        );
+        let mut s2c = BytesMut::new();
+        server_side
+            .encrypt(b"server record zero", &mut s2c)
+            .unwrap();
+        server_side.encrypt(b"server record one", &mut s2c).unwrap();
+        assert_eq!(
+            s2c.to_vec(),
+            unhex(concat!(
+                "0400225628d1908d18289d418da8a84491a71d14dc76049bc2cb38e183eed2100a102cc376040021178",
+                "495b9799284af907c44eeca7f83bb1fcb0b789ea26991dd824318637588118b"
+            ))
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ use crate::record::{Decoder, Encryptor, MAX_PLAINTEXT_LEN, RecordError, Transpor
 
 /// Sealed ciphertext allowed to wait for the socket before writes push back.
 pub const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// A drained write buffer larger than this is freed rather than kept.
+const IDLE_WRITE_CAPACITY: usize = 8 * 1024;
 /// How much a single socket read asks for.
 const READ_CHUNK: usize = 16 * 1024;
 /// First bytes of the optional server early payload.
@@ -226,7 +228,14 @@ impl<IO: AsyncRead + Unpin> NoiseStream<IO> {
             let n = read_buf.filled().len();
             buf.truncate(start + n);
             match polled {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // An idle connection (the usual state of a map long-poll) keeps no
+                    // read buffer: 10,000 of them would otherwise pin 160 MiB.
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
                 Poll::Ready(Ok(())) if n == 0 => self.read_eof = true,
                 Poll::Ready(Ok(())) => {}
@@ -286,6 +295,10 @@ impl<IO: AsyncWrite + Unpin> NoiseStream<IO> {
             self.out.advance(n);
             self.sealed -= n;
         }
+        // Give back a large drained buffer; small ones are kept for the next frames.
+        if self.out.is_empty() && self.out.capacity() > IDLE_WRITE_CAPACITY {
+            self.out = BytesMut::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -304,6 +317,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for NoiseStream<IO> {
         let n = this.plain.len().min(buf.remaining());
         buf.put_slice(&this.plain[..n]);
         this.plain.advance(n);
+        if this.plain.is_empty() {
+            // Drop the empty view's hold on the receive buffer's allocation.
+            this.plain = BytesMut::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -495,6 +512,34 @@ mod tests {
         assert_eq!(
             find_record_error(&err),
             Some(&RecordError::BadType { got: 0x17 })
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_stream_holds_no_large_buffers() {
+        let (a, b) = duplex(1 << 20);
+        let (ta, tb) = server_and_client_transports();
+        let mut server = NoiseStream::new(a, ta);
+        let mut client = NoiseStream::new(b, tb);
+        let data = vec![0x42u8; 200_000];
+        client.write_all(&data).await.unwrap();
+        client.flush().await.unwrap();
+        let mut got = vec![0u8; data.len()];
+        server.read_exact(&mut got).await.unwrap();
+        // Now idle: the next read is pending.
+        let mut one = [0u8; 1];
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), server.read(&mut one))
+                .await
+                .is_err()
+        );
+        assert_eq!(server.decoder.buffered(), 0);
+        assert_eq!(server.decoder.buffer_mut().capacity(), 0);
+        assert_eq!(server.plain.capacity(), 0);
+        assert!(
+            client.out.capacity() <= IDLE_WRITE_CAPACITY,
+            "{}",
+            client.out.capacity()
         );
     }
 
