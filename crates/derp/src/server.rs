@@ -231,14 +231,15 @@ impl DerpServer {
         .map_err(|_| ConnError::HandshakeTimeout)??;
 
         if !(self.admit)(&client) {
-            self.counters.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(client = ?client, "DERP client refused: key not admitted");
-            let health = Frame::Health {
-                problem: NOT_ADMITTED_MESSAGE.to_owned(),
-            };
-            write_frames(&mut wr, &[health], self.config.write_timeout).await?;
-            let _ = wr.shutdown().await;
-            return Err(ConnError::NotAdmitted(client));
+            return self.refuse(&mut wr, client).await;
+        }
+        let registration = self.register(client);
+        let conn_id = registration.conn_id;
+        // Checked again once registered: a node revoked during the handshake was either
+        // still unregistered when `disconnect` ran (caught here) or is closed by it.
+        if !(self.admit)(&client) {
+            self.unregister(client, conn_id, &HashSet::new());
+            return self.refuse(&mut wr, client).await;
         }
         let server_info = Frame::ServerInfo {
             sealed: self
@@ -246,11 +247,12 @@ impl DerpServer {
                 .seal_server_info(&client, &ServerInfo::current())
                 .into(),
         };
-        write_frames(&mut wr, &[server_info], self.config.write_timeout).await?;
+        // Written before the writer loop starts, so it precedes any queued packet.
+        if let Err(err) = write_frames(&mut wr, &[server_info], self.config.write_timeout).await {
+            self.unregister(client, conn_id, &HashSet::new());
+            return Err(err);
+        }
         self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-
-        let registration = self.register(client);
-        let conn_id = registration.conn_id;
         tracing::debug!(client = ?client, conn_id, "DERP client connected");
         let mut close = registration.close.clone();
         let mut sent_to = HashSet::new();
@@ -281,6 +283,23 @@ impl DerpServer {
         self.unregister(client, conn_id, &sent_to);
         tracing::debug!(client = ?client, conn_id, ?result, "DERP client gone");
         result
+    }
+
+    /// Tells a client it is not admitted, then closes.
+    async fn refuse<W: AsyncWrite + Unpin>(
+        &self,
+        wr: &mut W,
+        client: NodePublic,
+    ) -> Result<(), ConnError> {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        // Debug, not info: a revoked node retries every few seconds.
+        tracing::debug!(client = ?client, "DERP client refused: key not admitted");
+        let health = Frame::Health {
+            problem: NOT_ADMITTED_MESSAGE.to_owned(),
+        };
+        write_frames(wr, &[health], self.config.write_timeout).await?;
+        let _ = wr.shutdown().await;
+        Err(ConnError::NotAdmitted(client))
     }
 
     async fn read_client_info<R: AsyncRead + Unpin>(

@@ -543,3 +543,25 @@ async fn plain_get_to_derp_is_426_and_probe_is_200() {
         assert!(resp.contains("access-control-allow-origin: *"), "{resp}");
     }
 }
+
+#[tokio::test]
+async fn key_revoked_during_the_handshake_is_refused() {
+    // Admitted at the first check, revoked by the time the client is registered.
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let admit =
+        Arc::new(move |_: &NodePublic| seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0);
+    let relay = start_relay_with(admit, DerpConfig::default()).await;
+    let result = DerpClient::connect(&relay.url(), KeyPair::generate().private_bytes()).await;
+    assert!(
+        matches!(result, Err(ClientError::Refused(_))),
+        "{:?}",
+        result.err()
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let stats = relay.server.stats();
+    assert_eq!(
+        (stats.connections, stats.accepted_total, stats.refused_total),
+        (0, 0, 1)
+    );
+}
