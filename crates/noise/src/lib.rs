@@ -4,7 +4,7 @@
 //! - [`record`]: transport records with big-endian nonces (sans-IO).
 //! - [`stream`]: a tokio byte stream over records, with the optional early payload.
 //! - [`ws`]: a byte stream over WebSocket binary messages (browser form of ts2021).
-//! - [`upgrade`]: the server's `/ts2021` HTTP edge; [`key_endpoint`]: the `/key` body.
+//! - [`mod@upgrade`]: the server's `/ts2021` HTTP edge; [`key_endpoint`]: the `/key` body.
 //! - [`client`]: dials a control server and returns an HTTP/2 client over Noise.
 
 pub mod client;

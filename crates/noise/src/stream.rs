@@ -71,7 +71,10 @@ impl EarlyPayload {
     }
 }
 
-/// The transport error behind an I/O error, looking through wrappers such as hyper's.
+/// The transport error behind an I/O error from a [`NoiseStream`], looking through wrappers.
+///
+/// h2 (and so hyper's HTTP/2) keeps only the kind and text of I/O errors, so behind a
+/// `hyper::Error` this finds nothing; the error's text still names the record error.
 pub fn find_record_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a RecordError> {
     let mut current = Some(err);
     while let Some(e) = current {

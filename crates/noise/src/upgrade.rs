@@ -5,6 +5,28 @@
 //! Works with any request body type (hyper's `Incoming`, axum's `Body`), because only the
 //! head and hyper's upgrade extension are used. The connection must be served by hyper with
 //! upgrades enabled (`serve_connection(..).with_upgrades()`; axum does this).
+//!
+//! Wiring it into axum (sketch; the HTTP/2 service is the server's):
+//!
+//! ```ignore
+//! async fn ts2021(State(cfg): State<Arc<ServerConfig>>, req: Request<Body>) -> Response<Body> {
+//!     let up = oxiscale_noise::upgrade(req, cfg);
+//!     if let Some(pending) = up.connection {
+//!         tokio::spawn(async move {
+//!             match pending.await {
+//!                 Ok(conn) => {
+//!                     let svc = /* routes for conn.machine */;
+//!                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+//!                         .serve_connection(TokioIo::new(conn.stream), svc)
+//!                         .await;
+//!                 }
+//!                 Err(err) => tracing::info!(%err, "ts2021 upgrade ended"),
+//!             }
+//!         });
+//!     }
+//!     up.response.map(Body::new)
+//! }
+//! ```
 
 use std::future::Future;
 use std::io;
