@@ -374,6 +374,11 @@ impl FrameDecoder {
         self.buf.len()
     }
 
+    /// Type byte of the frame being received, once its first byte has arrived.
+    pub fn pending_frame_type(&self) -> Option<u8> {
+        self.buf.first().copied()
+    }
+
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         if self.buf.len() < FRAME_HEADER_LEN {
@@ -518,7 +523,9 @@ mod tests {
     fn partial_header_and_partial_payload_wait_for_more() {
         let wire = Frame::Ping { data: *b"pingpong" }.to_bytes();
         let mut dec = FrameDecoder::new();
+        assert_eq!(dec.pending_frame_type(), None);
         dec.feed(&wire[..3]);
+        assert_eq!(dec.pending_frame_type(), Some(frame_type::PING));
         assert_eq!(dec.next_frame().unwrap(), None);
         dec.feed(&wire[3..9]);
         assert_eq!(dec.next_frame().unwrap(), None);

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::frame::{Frame, FrameDecoder, FrameError, PeerGoneReason};
+use crate::frame::{Frame, FrameDecoder, FrameError, PeerGoneReason, frame_type};
 use crate::handshake::{HandshakeError, KeyPair, ServerInfo};
 
 /// Decides whether a client's node key may use the relay.
@@ -316,6 +316,12 @@ impl DerpServer {
                 // The box opens only with the private key behind `key`: this proves identity.
                 let info = self.keys.open_client_info(&key, &sealed)?;
                 return Ok((key, info));
+            }
+            // Refuse a wrong first frame from its type byte, before buffering its payload.
+            if let Some(t) = decoder.pending_frame_type()
+                && t != frame_type::CLIENT_INFO
+            {
+                return Err(ConnError::ExpectedClientInfo(t));
             }
             let n = rd.read(&mut buf).await?;
             if n == 0 {
