@@ -624,3 +624,42 @@ async fn websocket_form_round_trip() {
     assert!(body == big, "echoed body differs");
     assert!(early.challenge().unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_clients() {
+    const CLIENTS: usize = 200;
+    let mut server = start_server(ServerConfig::new(StaticKey::generate())).await;
+    let (url, server_pub) = (server.url.clone(), server.server_pub);
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let machine = StaticKey::generate();
+            let mut conn = connect(&url, &machine, Some(server_pub)).await.unwrap();
+            let body = Bytes::from(format!("client {i}"));
+            let (status, _, echoed) = post(
+                &mut conn.send_request,
+                "/machine/map",
+                Full::new(body.clone()),
+            )
+            .await;
+            assert_eq!((status, echoed), (StatusCode::OK, body));
+            (machine.public(), conn)
+        }));
+    }
+    let mut machines = std::collections::HashSet::new();
+    let mut conns = Vec::new();
+    for t in tasks {
+        let (machine, conn) = t.await.unwrap();
+        machines.insert(machine);
+        conns.push(conn);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..CLIENTS {
+        match server.next_event().await {
+            Event::Connected { machine, .. } => assert!(seen.insert(machine)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, machines);
+}
