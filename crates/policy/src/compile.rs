@@ -501,32 +501,31 @@ fn push_unique(v: &mut Vec<String>, s: String) {
 /// name a domain of the tailnet.
 fn check_topology_refs(doc: &PolicyDoc, topo: &Topology) -> Result<(), PolicyError> {
     let domains = tailnet_domains(topo);
-    let check = |d: &str, in_ssh: bool| -> Result<(), PolicyError> {
+    let check = |d: &str| -> Result<(), PolicyError> {
         if domains.iter().any(|x| x == d) {
             return Ok(());
         }
         let shown = if d.is_empty() { "*" } else { d };
         Err(PolicyError::msg(format!(
-            "{}{shown} is not associated with this Tailnet and cannot be used in user:*@<domain> expressions",
-            if in_ssh { "" } else { "" }
+            "{shown} is not associated with this Tailnet and cannot be used in user:*@<domain> expressions"
         )))
     };
     for rule in doc.ssh.iter().flatten() {
         for a in rule.src.iter().chain(&rule.dst) {
             if let Alias::UserDomain(d) = a {
-                check(d, true)?;
+                check(d)?;
             }
         }
         for u in &rule.users {
             if let crate::policy::SshUser::Localpart(d) = u {
-                check(d, true)?;
+                check(d)?;
             }
         }
     }
     for a in doc.acls.iter().flatten() {
         for s in &a.src {
             if let Alias::UserDomain(d) = s {
-                check(d, false)?;
+                check(d)?;
             }
         }
     }
@@ -592,7 +591,7 @@ impl Compiled {
                     bit_set(&mut s, i);
                     s_idx.push(i);
                 }
-                if self.in_dst(node, &dst, &internet) {
+                if self.in_dst(node, dst, &internet) {
                     bit_set(&mut d, i);
                     d_idx.push(i);
                 }

@@ -22,13 +22,13 @@ fn normalize<T: Copy + Ord + num::Step>(r: &mut Vec<(T, T)>) {
     r.sort_unstable();
     let mut out: Vec<(T, T)> = Vec::with_capacity(r.len());
     for &(a, b) in r.iter() {
-        if let Some(last) = out.last_mut() {
-            if a <= last.1 || T::next(last.1) == Some(a) {
-                if b > last.1 {
-                    last.1 = b;
-                }
-                continue;
+        if let Some(last) = out.last_mut()
+            && (a <= last.1 || T::next(last.1) == Some(a))
+        {
+            if b > last.1 {
+                last.1 = b;
             }
+            continue;
         }
         out.push((a, b));
     }
@@ -266,7 +266,7 @@ fn exact_prefix_len(a: u128, b: u128, bits: u8) -> Option<u8> {
         return if bits == 128 { Some(0) } else { None };
     }
     let size = span + 1;
-    if !size.is_power_of_two() || a % size != 0 {
+    if !size.is_power_of_two() || !a.is_multiple_of(size) {
         return None;
     }
     Some(bits - size.trailing_zeros() as u8)

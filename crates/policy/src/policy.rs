@@ -449,70 +449,69 @@ impl PolicyDoc {
             }
         }
         // hosts first: aliases elsewhere are resolved against them.
-        if let Some(h) = get("hosts") {
-            if !matches!(h.kind, JKind::Null) {
-                for (name, v) in obj(h, "hosts")? {
-                    let s = string(v, &format!("hosts[{name:?}]"))?;
-                    let p = parse_prefix(s.trim()).ok_or_else(|| {
-                        v.err(format!(
-                            "hosts[{name:?}]: {s:?} is not an IP address or CIDR"
-                        ))
-                    })?;
-                    if name.contains(':') || name.contains('@') || name.is_empty() {
-                        return Err(v.err(format!("hosts: invalid host name {name:?}")));
-                    }
-                    doc.hosts.insert(name.clone(), p);
+        if let Some(h) = get("hosts")
+            && !matches!(h.kind, JKind::Null)
+        {
+            for (name, v) in obj(h, "hosts")? {
+                let s = string(v, &format!("hosts[{name:?}]"))?;
+                let p = parse_prefix(s.trim()).ok_or_else(|| {
+                    v.err(format!(
+                        "hosts[{name:?}]: {s:?} is not an IP address or CIDR"
+                    ))
+                })?;
+                if name.contains(':') || name.contains('@') || name.is_empty() {
+                    return Err(v.err(format!("hosts: invalid host name {name:?}")));
                 }
+                doc.hosts.insert(name.clone(), p);
             }
         }
-        if let Some(g) = get("groups") {
-            if !matches!(g.kind, JKind::Null) {
-                for (name, v) in obj(g, "groups")? {
-                    if !name.starts_with("group:") {
-                        return Err(v.err(format!("groups: {name:?} must start with \"group:\"")));
-                    }
-                    let mut members = Vec::new();
-                    for (m, l, c) in strings(v, &format!("groups[{name:?}]"))? {
-                        let m = m.trim().to_string();
-                        if m.starts_with("group:") {
-                            return Err(PolicyError::at(
-                                l,
-                                c,
-                                format!(
-                                    "groups[{name:?}]: {m:?}: group members cannot be recursive"
-                                ),
-                            ));
-                        }
-                        if m.starts_with("tag:") || m.starts_with("autogroup:") || !m.contains('@')
-                        {
-                            return Err(PolicyError::at(
-                                l,
-                                c,
-                                format!("groups[{name:?}]: {m:?}: group members must be users"),
-                            ));
-                        }
-                        members.push(m);
-                    }
-                    doc.groups.insert(name.clone(), members);
+        if let Some(g) = get("groups")
+            && !matches!(g.kind, JKind::Null)
+        {
+            for (name, v) in obj(g, "groups")? {
+                if !name.starts_with("group:") {
+                    return Err(v.err(format!("groups: {name:?} must start with \"group:\"")));
                 }
+                let mut members = Vec::new();
+                for (m, l, c) in strings(v, &format!("groups[{name:?}]"))? {
+                    let m = m.trim().to_string();
+                    if m.starts_with("group:") {
+                        return Err(PolicyError::at(
+                            l,
+                            c,
+                            format!("groups[{name:?}]: {m:?}: group members cannot be recursive"),
+                        ));
+                    }
+                    if m.starts_with("tag:") || m.starts_with("autogroup:") || !m.contains('@') {
+                        return Err(PolicyError::at(
+                            l,
+                            c,
+                            format!("groups[{name:?}]: {m:?}: group members must be users"),
+                        ));
+                    }
+                    members.push(m);
+                }
+                doc.groups.insert(name.clone(), members);
             }
         }
-        if let Some(t) = get("tagOwners") {
-            if !matches!(t.kind, JKind::Null) {
-                for (name, v) in obj(t, "tagOwners")? {
-                    if !is_valid_tag(name) {
-                        return Err(v.err(format!(
-                            "tagOwners[{name:?}]: tag names must start with a letter, after 'tag:'"
-                        )));
-                    }
-                    let mut owners = Vec::new();
-                    for (o, l, c) in strings(v, &format!("tagOwners[{name:?}]"))? {
-                        owners.push(parse_owner(&o).map_err(|m| {
+        if let Some(t) = get("tagOwners")
+            && !matches!(t.kind, JKind::Null)
+        {
+            for (name, v) in obj(t, "tagOwners")? {
+                if !is_valid_tag(name) {
+                    return Err(v.err(format!(
+                        "tagOwners[{name:?}]: tag names must start with a letter, after 'tag:'"
+                    )));
+                }
+                let mut owners = Vec::new();
+                for (o, l, c) in strings(v, &format!("tagOwners[{name:?}]"))? {
+                    owners.push(
+                        parse_owner(&o).map_err(|m| {
                             PolicyError::at(l, c, format!("tagOwners[{name:?}]: {m}"))
-                        })?);
-                    }
-                    doc.tag_owners.insert(name.clone(), owners);
+                        })?,
+                    );
                 }
+                doc.tag_owners.insert(name.clone(), owners);
             }
         }
         doc.check_owner_refs()?;
@@ -1118,7 +1117,7 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_go_duration("1h").unwrap(), 3600_000_000_000);
+        assert_eq!(parse_go_duration("1h").unwrap(), 3_600_000_000_000);
         assert_eq!(
             parse_go_duration("168h0m1s").unwrap(),
             MAX_CHECK_PERIOD + 1_000_000_000

@@ -85,10 +85,10 @@ pub(crate) fn compile_ssh(
         let mut localpart: HashMap<UserId, String> = HashMap::new();
         for d in &localpart_domains {
             for u in &c.users {
-                if let Some((lp, dom)) = u.email.rsplit_once('@') {
-                    if dom.eq_ignore_ascii_case(d) {
-                        localpart.insert(u.id, lp.to_string());
-                    }
+                if let Some((lp, dom)) = u.email.rsplit_once('@')
+                    && dom.eq_ignore_ascii_case(d)
+                {
+                    localpart.insert(u.id, lp.to_string());
                 }
             }
         }
@@ -136,10 +136,11 @@ pub(crate) fn compile_ssh(
         let dst_set = r.resolve_all(&others);
         for (i, n) in c.nodes.iter().enumerate() {
             let rules_out = &mut out[i];
-            if has_self && !n.node.is_tagged() {
-                if let Some(p) = n.node.user.and_then(|u| by_user.get(&u).map(|p| (u, p))) {
-                    append(rules_out, p.1, Some(p.0));
-                }
+            if has_self
+                && !n.node.is_tagged()
+                && let Some(p) = n.node.user.and_then(|u| by_user.get(&u).map(|p| (u, p)))
+            {
+                append(rules_out, p.1, Some(p.0));
             }
             if others.is_empty() {
                 continue;
