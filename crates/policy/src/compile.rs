@@ -100,6 +100,8 @@ pub struct Compiled {
     /// Per node, the nodes it can see, as a bitset over node indices.
     adjacency: Vec<Vec<u64>>,
     ssh: Vec<Option<SshPolicy>>,
+    /// Per node, the `nodeAttrs` capabilities that target it (sorted, deduplicated).
+    attrs: Vec<Vec<String>>,
 }
 
 pub(crate) fn is_exit_route(n: &IpNet) -> bool {
@@ -478,7 +480,35 @@ pub(crate) fn compile(
         by_user,
         adjacency: vec![],
         ssh: vec![],
+        attrs: vec![],
     };
+    let attr_sets: Vec<IpSet> = {
+        let r = Resolver {
+            doc,
+            users: &topo.users,
+            nodes: &c.nodes,
+        };
+        doc.node_attrs
+            .iter()
+            .map(|na| r.resolve_all(&na.target))
+            .collect()
+    };
+    c.attrs = c
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut a: Vec<String> = doc
+                .node_attrs
+                .iter()
+                .zip(&attr_sets)
+                .filter(|(_, set)| n.ips.iter().any(|ip| set.contains(*ip)))
+                .flat_map(|(na, _)| na.attr.iter().cloned())
+                .collect();
+            a.sort();
+            a.dedup();
+            a
+        })
+        .collect();
     c.adjacency = c.build_adjacency();
     c.ssh = crate::ssh::compile_ssh(doc, &c, control_url)?;
     Ok(c)
@@ -823,6 +853,13 @@ impl Compiled {
             .and_then(|i| self.ssh.get(i).cloned().flatten())
     }
 
+    /// The `nodeAttrs` capabilities (e.g. `funnel`, `magicdns-aaaa`) that apply to `node`.
+    pub fn node_attrs(&self, node: NodeId) -> Vec<String> {
+        self.idx(node)
+            .map(|i| self.attrs[i].clone())
+            .unwrap_or_default()
+    }
+
     /// Node ids in topology order.
     pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.nodes.iter().map(|n| n.node.id)
@@ -1136,6 +1173,33 @@ mod tests {
                 .starts_with("https://ctl.example/machine/ssh/action/")
         );
         assert!(c.ssh_policy(1).unwrap().rules.is_empty());
+    }
+
+    #[test]
+    fn node_attrs_reach_their_targets() {
+        let p = Policy::parse(
+            r#"{"tagOwners": {"tag:server": []},
+                "nodeAttrs": [{"target": ["tag:server"], "attr": ["funnel"]},
+                              {"target": ["autogroup:member"], "attr": ["magicdns-aaaa"]}]}"#,
+        )
+        .unwrap();
+        let c = p.compile(&topo()).unwrap();
+        assert_eq!(c.node_attrs(4), vec!["funnel"]);
+        assert_eq!(c.node_attrs(1), vec!["magicdns-aaaa"]);
+    }
+
+    #[test]
+    fn ssh_tests_are_evaluated() {
+        let base = r#""tagOwners": {"tag:server": []},
+            "ssh": [{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["ubuntu"]}]"#;
+        let ok = format!(
+            r#"{{{base}, "sshTests": [{{"src": "alice@example.com", "dst": ["tag:server"], "accept": ["ubuntu"], "deny": ["root"]}}]}}"#
+        );
+        assert!(Policy::parse(&ok).unwrap().compile(&topo()).is_ok());
+        let bad = format!(
+            r#"{{{base}, "sshTests": [{{"src": "bob@example.com", "dst": ["tag:server"], "accept": ["ubuntu"]}}]}}"#
+        );
+        assert!(Policy::parse(&bad).unwrap().compile(&topo()).is_err());
     }
 
     #[test]

@@ -296,6 +296,7 @@ impl Parser<'_> {
     fn object(&mut self, depth: u32) -> Result<JKind, PolicyError> {
         self.bump();
         let mut members: Vec<(String, JVal)> = Vec::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         loop {
             self.skip_ws()?;
             match self.peek() {
@@ -314,7 +315,8 @@ impl Parser<'_> {
             }
             let (kl, kc) = (self.line, self.col);
             let key = self.string()?;
-            if members.iter().any(|(k, _)| *k == key) {
+            // Large objects (thousands of hosts) stay linear.
+            if !seen.insert(key.clone()) {
                 return Err(PolicyError::at(kl, kc, format!("duplicate key {key:?}")));
             }
             self.skip_ws()?;
