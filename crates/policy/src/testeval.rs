@@ -144,8 +144,10 @@ pub(crate) fn run_tests(doc: &PolicyDoc, topo: &Topology, c: &Compiled) -> Resul
         nodes: &c.nodes,
     };
     let mut failed = Vec::new();
+    let mut first: Option<(u32, u32)> = None;
     for t in &doc.tests {
         if !run_one(doc, &r, c, t) {
+            first.get_or_insert((t.line, t.col));
             failed.push(format!(
                 "tests entry at line {}, column {} (src {:?})",
                 t.line, t.col, t.src
@@ -154,18 +156,20 @@ pub(crate) fn run_tests(doc: &PolicyDoc, topo: &Topology, c: &Compiled) -> Resul
     }
     for t in &doc.ssh_tests {
         if !run_ssh_one(doc, &r, c, t) {
+            first.get_or_insert((t.line, t.col));
             failed.push(format!(
                 "sshTests entry at line {}, column {} (src {:?})",
                 t.line, t.col, t.src
             ));
         }
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(PolicyError::msg(format!(
-            "test(s) failed: {}",
-            failed.join("; ")
-        )))
+    match first {
+        None => Ok(()),
+        // Point at the first failing entry; the message lists them all.
+        Some((line, col)) => Err(PolicyError::at(
+            line,
+            col,
+            format!("test(s) failed: {}", failed.join("; ")),
+        )),
     }
 }
