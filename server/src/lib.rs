@@ -1,1 +1,27 @@
-//! oxiscale: a Tailscale coordination server.
+//! oxiscale: a self-hosted Tailscale coordination server with its admin console built in.
+//!
+//! Layers, with dependencies pointing down only:
+//! - `cli`, `serve` (composition root), `http`, `api` (the edge);
+//! - `control` (the Tailscale control protocol inside Noise: register, map streams),
+//!   `relay` (keeps the embedded DERP in step), `lifecycle` (expiry, ephemeral nodes);
+//! - `mapper` (what each node is told: full maps, deltas, sessions);
+//! - `admin` (administration operations shared by CLI, API and console);
+//! - `tailnet` (the domain: users, nodes, keys, access; pure rules plus the writer);
+//! - `store` (durable rows), `config`, `keys`.
+//!
+//! The Noise transport, the DERP relay, the policy engine and the wire types are crates of
+//! their own under `crates/`.
+
+pub mod admin;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod http;
+pub mod keys;
+pub mod lifecycle;
+pub mod mapper;
+pub mod relay;
+pub mod serve;
+pub mod store;
+pub mod tailnet;

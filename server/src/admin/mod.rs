@@ -1,0 +1,381 @@
+//! Administration of the tailnet: the operations behind the CLI, the REST API and the
+//! console, one implementation for all of them.
+
+pub mod dto;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::config::duration;
+use crate::tailnet::model::{KeyId, NodeId, UserId};
+use crate::tailnet::{Tailnet, TailnetError};
+use dto::{ApiKeyView, NodeView, PreAuthKeyView, RoutesView, UserView};
+
+/// Default lifetime of a pre-auth key (headscale's).
+pub const DEFAULT_PREAUTH_EXPIRATION: Duration = Duration::from_secs(3600);
+/// Default lifetime of an API key (headscale's).
+pub const DEFAULT_API_KEY_EXPIRATION: Duration = Duration::from_secs(90 * 86_400);
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+pub struct CreateUser {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub email: String,
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+pub struct CreatePreAuthKey {
+    pub user: Option<UserId>,
+    #[serde(default)]
+    pub reusable: bool,
+    #[serde(default)]
+    pub ephemeral: bool,
+    /// A duration from now, e.g. `1h` or `90d`.
+    pub expiration: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+pub struct ExpireNode {
+    /// RFC 3339 time; absent = now.
+    pub at: Option<String>,
+    #[serde(default)]
+    pub disable: bool,
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+pub struct CreateApiKey {
+    pub expiration: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+pub struct KeySelector {
+    pub id: Option<KeyId>,
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct CompleteRegistration {
+    pub auth_id: String,
+    pub user: UserId,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Tailnet(#[from] TailnetError),
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+fn lifetime(text: Option<&str>, default: Duration) -> Result<Duration, AdminError> {
+    match text {
+        None | Some("") => Ok(default),
+        Some(t) => duration::parse(t).map_err(|e| AdminError::BadRequest(e.to_string())),
+    }
+}
+
+#[derive(Clone)]
+pub struct Admin {
+    tailnet: Arc<Tailnet>,
+}
+
+impl Admin {
+    pub fn new(tailnet: Arc<Tailnet>) -> Admin {
+        Admin { tailnet }
+    }
+
+    pub fn tailnet(&self) -> &Arc<Tailnet> {
+        &self.tailnet
+    }
+
+    // users
+
+    pub fn list_users(&self) -> Vec<UserView> {
+        self.tailnet
+            .read(|s| s.users().map(UserView::from).collect())
+    }
+
+    pub async fn create_user(&self, req: CreateUser) -> Result<UserView, AdminError> {
+        let now = OffsetDateTime::now_utc();
+        let user = self
+            .tailnet
+            .mutate(move |s, fx| s.create_user(fx, &req.name, &req.display_name, &req.email, now))
+            .await?;
+        Ok(UserView::from(&user))
+    }
+
+    pub async fn rename_user(&self, id: UserId, new_name: String) -> Result<UserView, AdminError> {
+        let user = self
+            .tailnet
+            .mutate(move |s, fx| s.rename_user(fx, id, &new_name))
+            .await?;
+        Ok(UserView::from(&user))
+    }
+
+    pub async fn delete_user(&self, id: UserId) -> Result<(), AdminError> {
+        Ok(self
+            .tailnet
+            .mutate(move |s, fx| s.delete_user(fx, id))
+            .await?)
+    }
+
+    /// Resolves a user given by id or by name.
+    pub fn resolve_user(&self, id_or_name: &str) -> Result<UserId, AdminError> {
+        self.tailnet.read(|s| {
+            id_or_name
+                .parse::<UserId>()
+                .ok()
+                .filter(|id| s.user(*id).is_some())
+                .or_else(|| s.user_by_name(id_or_name).map(|u| u.id))
+                .ok_or_else(|| {
+                    AdminError::Tailnet(TailnetError::NotFound {
+                        what: "user",
+                        id: id_or_name.to_owned(),
+                    })
+                })
+        })
+    }
+
+    // pre-auth keys
+
+    pub fn list_preauth_keys(&self) -> Vec<PreAuthKeyView> {
+        let now = OffsetDateTime::now_utc();
+        self.tailnet.read(|s| {
+            s.preauth_keys()
+                .map(|k| PreAuthKeyView::from(s, k, None, now))
+                .collect()
+        })
+    }
+
+    pub async fn create_preauth_key(
+        &self,
+        req: CreatePreAuthKey,
+    ) -> Result<PreAuthKeyView, AdminError> {
+        let now = OffsetDateTime::now_utc();
+        let expiration = now + lifetime(req.expiration.as_deref(), DEFAULT_PREAUTH_EXPIRATION)?;
+        let (key, secret) = self
+            .tailnet
+            .mutate(move |s, fx| {
+                s.create_preauth_key(
+                    fx,
+                    req.user,
+                    req.reusable,
+                    req.ephemeral,
+                    expiration,
+                    req.tags,
+                    now,
+                )
+            })
+            .await?;
+        Ok(self
+            .tailnet
+            .read(|s| PreAuthKeyView::from(s, &key, Some(secret), now)))
+    }
+
+    pub async fn expire_preauth_key(&self, id: KeyId) -> Result<PreAuthKeyView, AdminError> {
+        let now = OffsetDateTime::now_utc();
+        let key = self
+            .tailnet
+            .mutate(move |s, fx| s.expire_preauth_key(fx, id, now))
+            .await?;
+        Ok(self
+            .tailnet
+            .read(|s| PreAuthKeyView::from(s, &key, None, now)))
+    }
+
+    pub async fn delete_preauth_key(&self, id: KeyId) -> Result<(), AdminError> {
+        Ok(self
+            .tailnet
+            .mutate(move |s, fx| s.delete_preauth_key(fx, id))
+            .await?)
+    }
+
+    // API keys
+
+    pub fn list_api_keys(&self) -> Vec<ApiKeyView> {
+        let now = OffsetDateTime::now_utc();
+        self.tailnet.read(|s| {
+            s.api_keys()
+                .map(|k| ApiKeyView::from(k, None, now))
+                .collect()
+        })
+    }
+
+    pub async fn create_api_key(&self, req: CreateApiKey) -> Result<ApiKeyView, AdminError> {
+        let now = OffsetDateTime::now_utc();
+        let expiration = now + lifetime(req.expiration.as_deref(), DEFAULT_API_KEY_EXPIRATION)?;
+        let (key, secret) = self
+            .tailnet
+            .mutate(move |s, fx| s.create_api_key(fx, expiration, now))
+            .await?;
+        Ok(ApiKeyView::from(&key, Some(secret), now))
+    }
+
+    pub async fn expire_api_key(&self, sel: KeySelector) -> Result<ApiKeyView, AdminError> {
+        let now = OffsetDateTime::now_utc();
+        let key = self
+            .tailnet
+            .mutate(move |s, fx| {
+                let id = s.find_api_key(sel.id, sel.prefix.as_deref())?;
+                s.expire_api_key(fx, id, now)
+            })
+            .await?;
+        Ok(ApiKeyView::from(&key, None, now))
+    }
+
+    pub async fn delete_api_key(&self, sel: KeySelector) -> Result<(), AdminError> {
+        Ok(self
+            .tailnet
+            .mutate(move |s, fx| {
+                let id = s.find_api_key(sel.id, sel.prefix.as_deref())?;
+                s.delete_api_key(fx, id)
+            })
+            .await?)
+    }
+
+    pub fn verify_api_key(&self, text: &str) -> bool {
+        self.tailnet
+            .read(|s| s.verify_api_key(text, OffsetDateTime::now_utc()))
+    }
+
+    // nodes
+
+    pub fn list_nodes(&self, user: Option<UserId>) -> Vec<NodeView> {
+        let now = OffsetDateTime::now_utc();
+        self.tailnet.read(|s| {
+            s.nodes()
+                .filter(|n| user.is_none() || n.user == user)
+                .map(|n| NodeView::from(s, n, now))
+                .collect()
+        })
+    }
+
+    pub fn node(&self, id: NodeId) -> Result<NodeView, AdminError> {
+        let now = OffsetDateTime::now_utc();
+        self.tailnet.read(|s| {
+            s.node(id)
+                .map(|n| NodeView::from(s, n, now))
+                .ok_or_else(|| {
+                    AdminError::Tailnet(TailnetError::NotFound {
+                        what: "node",
+                        id: id.to_string(),
+                    })
+                })
+        })
+    }
+
+    fn view(&self, id: NodeId) -> Result<NodeView, AdminError> {
+        self.node(id)
+    }
+
+    pub async fn expire_node(&self, id: NodeId, req: ExpireNode) -> Result<NodeView, AdminError> {
+        let now = OffsetDateTime::now_utc();
+        if req.disable {
+            self.tailnet
+                .mutate(move |s, fx| s.disable_node_expiry(fx, id))
+                .await?;
+        } else {
+            let at = match req.at.as_deref() {
+                None | Some("") => None,
+                Some(t) => Some(
+                    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                        .map_err(|e| {
+                            AdminError::BadRequest(format!(
+                                "expiry {t:?} is not an RFC 3339 time: {e}"
+                            ))
+                        })?,
+                ),
+            };
+            self.tailnet
+                .mutate(move |s, fx| s.expire_node(fx, id, at, now))
+                .await?;
+        }
+        self.view(id)
+    }
+
+    pub async fn rename_node(&self, id: NodeId, new_name: String) -> Result<NodeView, AdminError> {
+        self.tailnet
+            .mutate(move |s, fx| s.rename_node(fx, id, &new_name))
+            .await?;
+        self.view(id)
+    }
+
+    pub async fn delete_node(&self, id: NodeId) -> Result<NodeView, AdminError> {
+        let before = self.view(id)?;
+        self.tailnet
+            .mutate(move |s, fx| s.delete_node(fx, id))
+            .await?;
+        Ok(before)
+    }
+
+    pub async fn set_tags(&self, id: NodeId, tags: Vec<String>) -> Result<NodeView, AdminError> {
+        self.tailnet
+            .mutate(move |s, fx| s.set_tags(fx, id, tags))
+            .await?;
+        self.view(id)
+    }
+
+    pub async fn approve_routes(
+        &self,
+        id: NodeId,
+        routes: Vec<String>,
+    ) -> Result<NodeView, AdminError> {
+        let routes = routes
+            .iter()
+            .filter(|r| !r.trim().is_empty())
+            .map(|r| {
+                r.trim()
+                    .parse::<IpNet>()
+                    .map_err(|e| AdminError::BadRequest(format!("route {r:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.tailnet
+            .mutate(move |s, fx| s.approve_routes(fx, id, routes))
+            .await?;
+        self.view(id)
+    }
+
+    pub fn list_routes(&self, id: Option<NodeId>) -> Result<Vec<RoutesView>, AdminError> {
+        let nodes = match id {
+            Some(id) => vec![self.view(id)?],
+            None => self.list_nodes(None),
+        };
+        Ok(nodes
+            .into_iter()
+            .filter(|n| {
+                id.is_some() || !n.available_routes.is_empty() || !n.approved_routes.is_empty()
+            })
+            .map(|n| RoutesView {
+                id: n.id,
+                name: n.given_name,
+                approved_routes: n.approved_routes,
+                available_routes: n.available_routes,
+                subnet_routes: n.subnet_routes,
+            })
+            .collect())
+    }
+
+    pub async fn backfill_ips(&self) -> Result<Vec<NodeId>, AdminError> {
+        Ok(self.tailnet.mutate(|s, fx| s.backfill_ips(fx)).await?)
+    }
+
+    pub async fn complete_registration(
+        &self,
+        req: CompleteRegistration,
+    ) -> Result<NodeView, AdminError> {
+        let now = OffsetDateTime::now_utc();
+        let id = self
+            .tailnet
+            .mutate(move |s, fx| s.complete_login(fx, &req.auth_id, req.user, now))
+            .await?;
+        self.view(id)
+    }
+}

@@ -1,0 +1,309 @@
+//! The admin API: JSON over HTTP with headscale's `/api/v1` paths. Served twice: on the
+//! local unix socket, where the socket's file mode is the access control (as in headscale:
+//! the CLI uses it), and on the main listener, where every request needs a Bearer API key.
+
+use std::path::Path;
+
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tracing::{info, warn};
+
+use crate::admin::{
+    Admin, AdminError, CompleteRegistration, CreateApiKey, CreatePreAuthKey, CreateUser,
+    ExpireNode, KeySelector,
+};
+use crate::tailnet::TailnetError;
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AdminError::BadRequest(_) | AdminError::Tailnet(TailnetError::Invalid(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            AdminError::Tailnet(TailnetError::NotFound { .. }) => StatusCode::NOT_FOUND,
+            AdminError::Tailnet(TailnetError::Conflict(_)) => StatusCode::CONFLICT,
+            AdminError::Tailnet(TailnetError::Addresses(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Tailnet(TailnetError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            warn!(error = %self, "admin request failed");
+        }
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, AdminError>;
+
+/// The routes, without authentication (callers add it).
+pub fn routes(admin: Admin) -> Router {
+    Router::new()
+        .route("/api/v1/user", get(list_users).post(create_user))
+        .route("/api/v1/user/{id}", delete(delete_user))
+        .route("/api/v1/user/{id}/rename/{new_name}", post(rename_user))
+        .route(
+            "/api/v1/preauthkey",
+            get(list_preauth_keys)
+                .post(create_preauth_key)
+                .delete(delete_preauth_key),
+        )
+        .route("/api/v1/preauthkey/expire", post(expire_preauth_key))
+        .route("/api/v1/apikey", get(list_api_keys).post(create_api_key))
+        .route("/api/v1/apikey/expire", post(expire_api_key))
+        .route("/api/v1/apikey/{prefix}", delete(delete_api_key))
+        .route("/api/v1/node", get(list_nodes))
+        .route("/api/v1/node/backfillips", post(backfill_ips))
+        .route("/api/v1/node/{id}", get(get_node).delete(delete_node))
+        .route("/api/v1/node/{id}/expire", post(expire_node))
+        .route("/api/v1/node/{id}/rename/{new_name}", post(rename_node))
+        .route("/api/v1/node/{id}/tags", post(set_tags))
+        .route("/api/v1/node/{id}/approve_routes", post(approve_routes))
+        .route("/api/v1/node/{id}/routes", get(list_routes))
+        .route("/api/v1/routes", get(list_all_routes))
+        .route("/api/v1/auth/register", post(complete_registration))
+        .with_state(admin)
+}
+
+/// The API for the main listener: every request must carry a valid API key.
+pub fn authenticated_routes(admin: Admin) -> Router {
+    routes(admin.clone()).layer(middleware::from_fn_with_state(admin, require_api_key))
+}
+
+async fn require_api_key(State(admin): State<Admin>, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(key) if admin.verify_api_key(key) => next.run(req).await,
+        _ => {
+            info!(path = %req.uri().path(), "admin API request without a valid API key");
+            (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "error": "a valid API key is required (Authorization: Bearer …)" })))
+                .into_response()
+        }
+    }
+}
+
+/// Serves the routes on a unix socket with mode `permission`, until `shutdown` resolves.
+pub async fn serve_socket(
+    admin: Admin,
+    path: &Path,
+    permission: u32,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(permission))?;
+    axum::serve(listener, routes(admin))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn list_users(State(a): State<Admin>) -> ApiResult<Vec<crate::admin::dto::UserView>> {
+    Ok(Json(a.list_users()))
+}
+
+async fn create_user(
+    State(a): State<Admin>,
+    Json(req): Json<CreateUser>,
+) -> ApiResult<crate::admin::dto::UserView> {
+    Ok(Json(a.create_user(req).await?))
+}
+
+async fn delete_user(
+    State(a): State<Admin>,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<serde_json::Value> {
+    let id = a.resolve_user(&id)?;
+    a.delete_user(id).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn rename_user(
+    State(a): State<Admin>,
+    UrlPath((id, new_name)): UrlPath<(String, String)>,
+) -> ApiResult<crate::admin::dto::UserView> {
+    let id = a.resolve_user(&id)?;
+    Ok(Json(a.rename_user(id, new_name).await?))
+}
+
+async fn list_preauth_keys(
+    State(a): State<Admin>,
+) -> ApiResult<Vec<crate::admin::dto::PreAuthKeyView>> {
+    Ok(Json(a.list_preauth_keys()))
+}
+
+async fn create_preauth_key(
+    State(a): State<Admin>,
+    Json(req): Json<CreatePreAuthKey>,
+) -> ApiResult<crate::admin::dto::PreAuthKeyView> {
+    Ok(Json(a.create_preauth_key(req).await?))
+}
+
+#[derive(Deserialize)]
+struct IdBody {
+    id: u64,
+}
+
+async fn expire_preauth_key(
+    State(a): State<Admin>,
+    Json(req): Json<IdBody>,
+) -> ApiResult<crate::admin::dto::PreAuthKeyView> {
+    Ok(Json(a.expire_preauth_key(req.id).await?))
+}
+
+async fn delete_preauth_key(
+    State(a): State<Admin>,
+    Query(req): Query<IdBody>,
+) -> ApiResult<serde_json::Value> {
+    a.delete_preauth_key(req.id).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn list_api_keys(State(a): State<Admin>) -> ApiResult<Vec<crate::admin::dto::ApiKeyView>> {
+    Ok(Json(a.list_api_keys()))
+}
+
+async fn create_api_key(
+    State(a): State<Admin>,
+    Json(req): Json<CreateApiKey>,
+) -> ApiResult<crate::admin::dto::ApiKeyView> {
+    Ok(Json(a.create_api_key(req).await?))
+}
+
+async fn expire_api_key(
+    State(a): State<Admin>,
+    Json(req): Json<KeySelector>,
+) -> ApiResult<crate::admin::dto::ApiKeyView> {
+    Ok(Json(a.expire_api_key(req).await?))
+}
+
+async fn delete_api_key(
+    State(a): State<Admin>,
+    UrlPath(prefix): UrlPath<String>,
+) -> ApiResult<serde_json::Value> {
+    let sel = match prefix.parse::<u64>() {
+        Ok(id) => KeySelector {
+            id: Some(id),
+            prefix: None,
+        },
+        Err(_) => KeySelector {
+            id: None,
+            prefix: Some(prefix),
+        },
+    };
+    a.delete_api_key(sel).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+#[derive(Deserialize)]
+struct NodeFilter {
+    user: Option<String>,
+}
+
+async fn list_nodes(
+    State(a): State<Admin>,
+    Query(f): Query<NodeFilter>,
+) -> ApiResult<Vec<crate::admin::dto::NodeView>> {
+    let user = f
+        .user
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .map(|u| a.resolve_user(u))
+        .transpose()?;
+    Ok(Json(a.list_nodes(user)))
+}
+
+async fn get_node(
+    State(a): State<Admin>,
+    UrlPath(id): UrlPath<u64>,
+) -> ApiResult<crate::admin::dto::NodeView> {
+    Ok(Json(a.node(id)?))
+}
+
+async fn delete_node(
+    State(a): State<Admin>,
+    UrlPath(id): UrlPath<u64>,
+) -> ApiResult<crate::admin::dto::NodeView> {
+    Ok(Json(a.delete_node(id).await?))
+}
+
+async fn expire_node(
+    State(a): State<Admin>,
+    UrlPath(id): UrlPath<u64>,
+    body: Option<Json<ExpireNode>>,
+) -> ApiResult<crate::admin::dto::NodeView> {
+    Ok(Json(
+        a.expire_node(id, body.map(|b| b.0).unwrap_or_default())
+            .await?,
+    ))
+}
+
+async fn rename_node(
+    State(a): State<Admin>,
+    UrlPath((id, new_name)): UrlPath<(u64, String)>,
+) -> ApiResult<crate::admin::dto::NodeView> {
+    Ok(Json(a.rename_node(id, new_name).await?))
+}
+
+#[derive(Deserialize)]
+struct TagsBody {
+    tags: Vec<String>,
+}
+
+async fn set_tags(
+    State(a): State<Admin>,
+    UrlPath(id): UrlPath<u64>,
+    Json(b): Json<TagsBody>,
+) -> ApiResult<crate::admin::dto::NodeView> {
+    Ok(Json(a.set_tags(id, b.tags).await?))
+}
+
+#[derive(Deserialize)]
+struct RoutesBody {
+    routes: Vec<String>,
+}
+
+async fn approve_routes(
+    State(a): State<Admin>,
+    UrlPath(id): UrlPath<u64>,
+    Json(b): Json<RoutesBody>,
+) -> ApiResult<crate::admin::dto::NodeView> {
+    Ok(Json(a.approve_routes(id, b.routes).await?))
+}
+
+async fn list_routes(
+    State(a): State<Admin>,
+    UrlPath(id): UrlPath<u64>,
+) -> ApiResult<Vec<crate::admin::dto::RoutesView>> {
+    Ok(Json(a.list_routes(Some(id))?))
+}
+
+async fn list_all_routes(State(a): State<Admin>) -> ApiResult<Vec<crate::admin::dto::RoutesView>> {
+    Ok(Json(a.list_routes(None)?))
+}
+
+async fn backfill_ips(State(a): State<Admin>) -> ApiResult<serde_json::Value> {
+    let changed = a.backfill_ips().await?;
+    Ok(Json(serde_json::json!({ "changed": changed })))
+}
+
+async fn complete_registration(
+    State(a): State<Admin>,
+    Json(req): Json<CompleteRegistration>,
+) -> ApiResult<crate::admin::dto::NodeView> {
+    Ok(Json(a.complete_registration(req).await?))
+}

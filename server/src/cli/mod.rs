@@ -1,0 +1,655 @@
+//! The `oxiscale` command line: `serve`, and headscale's admin verbs and flags, which talk
+//! to the running server over its local socket.
+
+mod client;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::config::{Config, LogFormat};
+use client::LocalClient;
+use output::Output;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "oxiscale",
+    version,
+    about = "A self-hosted Tailscale coordination server with its admin console built in"
+)]
+pub struct Cli {
+    /// Configuration file (headscale's config.yaml keys). Without one, defaults and
+    /// OXISCALE_* environment variables apply.
+    #[arg(short = 'c', long = "config", env = "OXISCALE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Human, global = true)]
+    pub output: Format,
+    /// Do not ask for confirmation.
+    #[arg(long, global = true)]
+    pub force: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    #[value(name = "")]
+    Human,
+    Json,
+    #[value(name = "json-line")]
+    JsonLine,
+    Yaml,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve,
+    /// Check the configuration and print it with defaults filled in.
+    Configtest,
+    /// Print the version.
+    Version,
+    /// Manage users.
+    #[command(subcommand, visible_alias = "user")]
+    Users(UsersCommand),
+    /// Manage pre-authentication keys.
+    #[command(subcommand, visible_aliases = ["preauthkey", "authkey", "pre"])]
+    Preauthkeys(PreauthCommand),
+    /// Manage nodes (machines).
+    #[command(subcommand, visible_alias = "node")]
+    Nodes(NodesCommand),
+    /// Manage API keys for the REST API.
+    #[command(subcommand, visible_aliases = ["apikey", "api"])]
+    Apikeys(ApikeysCommand),
+    /// Approve interactive logins.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct UserSelector {
+    /// User id.
+    #[arg(short = 'i', long = "identifier")]
+    pub id: Option<u64>,
+    /// User name.
+    #[arg(short = 'n', long = "name")]
+    pub name: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Create a user.
+    #[command(visible_aliases = ["c", "new"])]
+    Create {
+        name: String,
+        #[arg(short = 'd', long = "display-name", default_value = "")]
+        display_name: String,
+        #[arg(short = 'e', long = "email", default_value = "")]
+        email: String,
+    },
+    /// List users.
+    #[command(visible_aliases = ["ls", "show"])]
+    List {
+        #[command(flatten)]
+        filter: UserSelector,
+        #[arg(short = 'e', long = "email")]
+        email: Option<String>,
+    },
+    /// Rename a user.
+    #[command(visible_alias = "mv")]
+    Rename {
+        #[command(flatten)]
+        user: UserSelector,
+        #[arg(short = 'r', long = "new-name")]
+        new_name: String,
+    },
+    /// Delete a user (who must own no nodes).
+    #[command(visible_alias = "delete")]
+    Destroy {
+        #[command(flatten)]
+        user: UserSelector,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PreauthCommand {
+    /// Create a pre-auth key; the key is shown once.
+    #[command(visible_aliases = ["c", "new"])]
+    Create {
+        /// Owner of nodes registered with the key (id or name); omit for a tags-only key.
+        #[arg(short = 'u', long = "user")]
+        user: Option<String>,
+        #[arg(long)]
+        reusable: bool,
+        #[arg(long)]
+        ephemeral: bool,
+        /// Lifetime, e.g. 1h, 30m, 90d.
+        #[arg(short = 'e', long = "expiration", default_value = "1h")]
+        expiration: String,
+        /// Tags for nodes registered with the key (comma-separated, e.g. tag:server).
+        #[arg(long = "tags", value_delimiter = ',')]
+        tags: Vec<String>,
+    },
+    /// List pre-auth keys.
+    #[command(visible_aliases = ["ls", "show"])]
+    List,
+    /// Expire a pre-auth key.
+    #[command(visible_aliases = ["revoke", "exp", "e"])]
+    Expire {
+        #[arg(short = 'i', long = "id")]
+        id: u64,
+    },
+    /// Delete a pre-auth key.
+    #[command(visible_aliases = ["del", "rm", "d"])]
+    Delete {
+        #[arg(short = 'i', long = "id")]
+        id: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodesCommand {
+    /// List nodes.
+    #[command(visible_aliases = ["ls", "show"])]
+    List {
+        #[arg(short = 'u', long = "user")]
+        user: Option<String>,
+    },
+    /// Expire a node's key now or at a time, or disable its expiry.
+    #[command(visible_aliases = ["logout", "exp", "e"])]
+    Expire {
+        #[arg(short = 'i', long = "identifier")]
+        id: u64,
+        /// RFC 3339 time (default: now).
+        #[arg(short = 'e', long = "expiry")]
+        expiry: Option<String>,
+        /// Never expire.
+        #[arg(short = 'd', long = "disable")]
+        disable: bool,
+    },
+    /// Give a node a new MagicDNS name.
+    Rename {
+        #[arg(short = 'i', long = "identifier")]
+        id: u64,
+        new_name: String,
+    },
+    /// Delete a node.
+    #[command(visible_alias = "del")]
+    Delete {
+        #[arg(short = 'i', long = "identifier")]
+        id: u64,
+    },
+    /// Set a node's tags (a tagged node is owned by its tags).
+    #[command(visible_aliases = ["tags", "t"])]
+    Tag {
+        #[arg(short = 'i', long = "identifier")]
+        id: u64,
+        #[arg(short = 't', long = "tags", value_delimiter = ',')]
+        tags: Vec<String>,
+    },
+    /// Show advertised, approved and served routes.
+    #[command(visible_aliases = ["lsr", "routes"])]
+    ListRoutes {
+        #[arg(short = 'i', long = "identifier")]
+        id: Option<u64>,
+    },
+    /// Set the approved routes of a node (empty removes all).
+    ApproveRoutes {
+        #[arg(short = 'i', long = "identifier")]
+        id: u64,
+        #[arg(
+            short = 'r',
+            long = "routes",
+            value_delimiter = ',',
+            default_value = ""
+        )]
+        routes: Vec<String>,
+    },
+    /// Give nodes addresses for the configured prefixes they lack.
+    Backfillips,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApikeysCommand {
+    /// Create an API key; it is shown once.
+    #[command(visible_aliases = ["c", "new"])]
+    Create {
+        #[arg(short = 'e', long = "expiration", default_value = "90d")]
+        expiration: String,
+    },
+    /// List API keys.
+    #[command(visible_aliases = ["ls", "show"])]
+    List,
+    /// Expire an API key.
+    #[command(visible_aliases = ["revoke", "exp", "e"])]
+    Expire {
+        #[arg(short = 'p', long = "prefix")]
+        prefix: Option<String>,
+        #[arg(short = 'i', long = "id")]
+        id: Option<u64>,
+    },
+    /// Delete an API key.
+    #[command(visible_aliases = ["del", "rm", "d"])]
+    Delete {
+        #[arg(short = 'p', long = "prefix")]
+        prefix: Option<String>,
+        #[arg(short = 'i', long = "id")]
+        id: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuthCommand {
+    /// Approve a pending interactive login as a user's node.
+    Register {
+        #[arg(long = "auth-id")]
+        auth_id: String,
+        /// User (id or name).
+        #[arg(short = 'u', long = "user")]
+        user: String,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("oxiscale: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match cli.command {
+        Command::Serve => {
+            init_logging(&config);
+            match runtime.block_on(crate::serve::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("oxiscale: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Configtest => {
+            println!("{}", config.to_yaml());
+            for key in config.ignored_keys() {
+                eprintln!("note: {key} is accepted for headscale compatibility but not used yet");
+            }
+            eprintln!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Command::Version => {
+            let out = Output::new(cli.output);
+            out.value(&json!({ "version": env!("CARGO_PKG_VERSION") }), |_| {
+                env!("CARGO_PKG_VERSION").to_owned()
+            });
+            ExitCode::SUCCESS
+        }
+        command => {
+            let client = LocalClient::new(&config.socket_path());
+            let out = Output::new(cli.output);
+            match runtime.block_on(admin_command(&client, &out, cli.force, command)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    out.error(&e);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{},sqlx=warn,tower_http=info,hyper=info,h2=info",
+            config.log.level
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn user_path(client_value: &str) -> String {
+    // Names travel in the path: keep them to the characters user names may have.
+    client_value
+        .chars()
+        .filter(|c| c.is_alphanumeric() || "-_.@+".contains(*c))
+        .collect()
+}
+
+fn select_user(sel: &UserSelector) -> anyhow::Result<String> {
+    match (&sel.id, &sel.name) {
+        (Some(id), _) => Ok(id.to_string()),
+        (None, Some(name)) => Ok(user_path(name)),
+        (None, None) => anyhow::bail!("give the user with --identifier/-i or --name/-n"),
+    }
+}
+
+fn confirm(force: bool, question: &str) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if force || !std::io::stdin().is_terminal() {
+        return Ok(());
+    }
+    print!("{question} [y/N] ");
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if matches!(line.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        anyhow::bail!("cancelled")
+    }
+}
+
+async fn admin_command(
+    client: &LocalClient,
+    out: &Output,
+    force: bool,
+    command: Command,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Users(cmd) => match cmd {
+            UsersCommand::Create {
+                name,
+                display_name,
+                email,
+            } => {
+                let v = client
+                    .post(
+                        "/api/v1/user",
+                        json!({ "name": name, "display_name": display_name, "email": email }),
+                    )
+                    .await?;
+                out.value(&v, |v| {
+                    format!("User created: {}", v["name"].as_str().unwrap_or_default())
+                });
+            }
+            UsersCommand::List { filter, email } => {
+                let v = client.get("/api/v1/user").await?;
+                let filtered: Vec<Value> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|u| filter.id.is_none_or(|id| u["id"] == id))
+                    .filter(|u| filter.name.as_ref().is_none_or(|n| u["name"] == n.as_str()))
+                    .filter(|u| email.as_ref().is_none_or(|e| u["email"] == e.as_str()))
+                    .cloned()
+                    .collect();
+                out.table(
+                    &Value::Array(filtered),
+                    &[
+                        ("ID", "id"),
+                        ("Name", "name"),
+                        ("Display name", "display_name"),
+                        ("Email", "email"),
+                        ("Created", "created_at"),
+                    ],
+                );
+            }
+            UsersCommand::Rename { user, new_name } => {
+                let id = select_user(&user)?;
+                let v = client
+                    .post(
+                        &format!("/api/v1/user/{id}/rename/{}", user_path(&new_name)),
+                        json!({}),
+                    )
+                    .await?;
+                out.value(&v, |v| {
+                    format!("User renamed to {}", v["name"].as_str().unwrap_or_default())
+                });
+            }
+            UsersCommand::Destroy { user } => {
+                let id = select_user(&user)?;
+                confirm(force, &format!("Delete user {id}?"))?;
+                let v = client.delete(&format!("/api/v1/user/{id}")).await?;
+                out.value(&v, |_| "User destroyed".into());
+            }
+        },
+        Command::Preauthkeys(cmd) => match cmd {
+            PreauthCommand::Create {
+                user,
+                reusable,
+                ephemeral,
+                expiration,
+                tags,
+            } => {
+                let user = match user {
+                    Some(u) => Some(resolve_user_id(client, &u).await?),
+                    None => None,
+                };
+                let tags: Vec<String> = tags.into_iter().filter(|t| !t.is_empty()).collect();
+                let v = client
+                    .post(
+                        "/api/v1/preauthkey",
+                        json!({ "user": user, "reusable": reusable, "ephemeral": ephemeral, "expiration": expiration, "tags": tags }),
+                    )
+                    .await?;
+                out.value(&v, |v| v["key"].as_str().unwrap_or_default().to_owned());
+            }
+            PreauthCommand::List => {
+                let v = client.get("/api/v1/preauthkey").await?;
+                out.table(
+                    &v,
+                    &[
+                        ("ID", "id"),
+                        ("Key", "key"),
+                        ("User", "user.name"),
+                        ("Reusable", "reusable"),
+                        ("Ephemeral", "ephemeral"),
+                        ("Used", "used"),
+                        ("Expired", "expired"),
+                        ("Expiration", "expiration"),
+                        ("Tags", "acl_tags"),
+                    ],
+                );
+            }
+            PreauthCommand::Expire { id } => {
+                let v = client
+                    .post("/api/v1/preauthkey/expire", json!({ "id": id }))
+                    .await?;
+                out.value(&v, |_| "Key expired".into());
+            }
+            PreauthCommand::Delete { id } => {
+                let v = client
+                    .delete(&format!("/api/v1/preauthkey?id={id}"))
+                    .await?;
+                out.value(&v, |_| "Key deleted".into());
+            }
+        },
+        Command::Nodes(cmd) => match cmd {
+            NodesCommand::List { user } => {
+                let path = match user {
+                    Some(u) => format!("/api/v1/node?user={}", user_path(&u)),
+                    None => "/api/v1/node".into(),
+                };
+                let v = client.get(&path).await?;
+                out.table(
+                    &v,
+                    &[
+                        ("ID", "id"),
+                        ("Hostname", "name"),
+                        ("Name", "given_name"),
+                        ("User", "user.name"),
+                        ("Tags", "tags"),
+                        ("IP addresses", "ip_addresses"),
+                        ("Online", "online"),
+                        ("Last seen", "last_seen"),
+                        ("Expired", "expired"),
+                    ],
+                );
+            }
+            NodesCommand::Expire {
+                id,
+                expiry,
+                disable,
+            } => {
+                let v = client
+                    .post(
+                        &format!("/api/v1/node/{id}/expire"),
+                        json!({ "at": expiry, "disable": disable }),
+                    )
+                    .await?;
+                out.value(&v, |v| {
+                    if disable {
+                        format!(
+                            "Node {} will not expire",
+                            v["given_name"].as_str().unwrap_or_default()
+                        )
+                    } else {
+                        format!(
+                            "Node {} expires {}",
+                            v["given_name"].as_str().unwrap_or_default(),
+                            v["expiry"].as_str().unwrap_or("now")
+                        )
+                    }
+                });
+            }
+            NodesCommand::Rename { id, new_name } => {
+                let v = client
+                    .post(
+                        &format!("/api/v1/node/{id}/rename/{}", user_path(&new_name)),
+                        json!({}),
+                    )
+                    .await?;
+                out.value(&v, |v| {
+                    format!(
+                        "Node renamed to {}",
+                        v["given_name"].as_str().unwrap_or_default()
+                    )
+                });
+            }
+            NodesCommand::Delete { id } => {
+                confirm(force, &format!("Delete node {id}?"))?;
+                let v = client.delete(&format!("/api/v1/node/{id}")).await?;
+                out.value(&v, |_| "Node deleted".into());
+            }
+            NodesCommand::Tag { id, tags } => {
+                let tags: Vec<String> = tags.into_iter().filter(|t| !t.is_empty()).collect();
+                let v = client
+                    .post(&format!("/api/v1/node/{id}/tags"), json!({ "tags": tags }))
+                    .await?;
+                out.value(&v, |v| format!("Node tags: {}", v["tags"]));
+            }
+            NodesCommand::ListRoutes { id } => {
+                let path = match id {
+                    Some(id) => format!("/api/v1/node/{id}/routes"),
+                    None => "/api/v1/routes".into(),
+                };
+                let v = client.get(&path).await?;
+                out.table(
+                    &v,
+                    &[
+                        ("ID", "id"),
+                        ("Name", "name"),
+                        ("Approved", "approved_routes"),
+                        ("Available", "available_routes"),
+                        ("Serving (primary)", "subnet_routes"),
+                    ],
+                );
+            }
+            NodesCommand::ApproveRoutes { id, routes } => {
+                let routes: Vec<String> = routes.into_iter().filter(|r| !r.is_empty()).collect();
+                let v = client
+                    .post(
+                        &format!("/api/v1/node/{id}/approve_routes"),
+                        json!({ "routes": routes }),
+                    )
+                    .await?;
+                out.value(&v, |v| format!("Approved routes: {}", v["approved_routes"]));
+            }
+            NodesCommand::Backfillips => {
+                confirm(force, "Give every node the addresses it lacks?")?;
+                let v = client.post("/api/v1/node/backfillips", json!({})).await?;
+                out.value(&v, |v| format!("Nodes changed: {}", v["changed"]));
+            }
+        },
+        Command::Apikeys(cmd) => match cmd {
+            ApikeysCommand::Create { expiration } => {
+                let v = client
+                    .post("/api/v1/apikey", json!({ "expiration": expiration }))
+                    .await?;
+                out.value(&v, |v| v["key"].as_str().unwrap_or_default().to_owned());
+            }
+            ApikeysCommand::List => {
+                let v = client.get("/api/v1/apikey").await?;
+                out.table(
+                    &v,
+                    &[
+                        ("ID", "id"),
+                        ("Prefix", "prefix"),
+                        ("Expiration", "expiration"),
+                        ("Expired", "expired"),
+                        ("Created", "created_at"),
+                        ("Last seen", "last_seen"),
+                    ],
+                );
+            }
+            ApikeysCommand::Expire { prefix, id } => {
+                let v = client
+                    .post(
+                        "/api/v1/apikey/expire",
+                        json!({ "prefix": prefix, "id": id }),
+                    )
+                    .await?;
+                out.value(&v, |_| "Key expired".into());
+            }
+            ApikeysCommand::Delete { prefix, id } => {
+                let target = id
+                    .map(|i| i.to_string())
+                    .or(prefix)
+                    .ok_or_else(|| anyhow::anyhow!("give --prefix or --id"))?;
+                let v = client
+                    .delete(&format!("/api/v1/apikey/{}", user_path(&target)))
+                    .await?;
+                out.value(&v, |_| "Key deleted".into());
+            }
+        },
+        Command::Auth(AuthCommand::Register { auth_id, user }) => {
+            let user = resolve_user_id(client, &user).await?;
+            let v = client
+                .post(
+                    "/api/v1/auth/register",
+                    json!({ "auth_id": auth_id, "user": user }),
+                )
+                .await?;
+            out.value(&v, |v| {
+                format!(
+                    "Node {} registered",
+                    v["given_name"].as_str().unwrap_or_default()
+                )
+            });
+        }
+        Command::Serve | Command::Configtest | Command::Version => {
+            unreachable!("handled before connecting")
+        }
+    }
+    Ok(())
+}
+
+async fn resolve_user_id(client: &LocalClient, user: &str) -> anyhow::Result<u64> {
+    let users = client.get("/api/v1/user").await?;
+    users
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|u| u["name"] == user || u["id"].as_u64().is_some_and(|id| id.to_string() == user))
+        .and_then(|u| u["id"].as_u64())
+        .ok_or_else(|| anyhow::anyhow!("user {user:?} not found"))
+}

@@ -1,0 +1,771 @@
+//! Configuration: headscale's `config.yaml` keys and meanings, so an existing file works;
+//! every key can be overridden from the environment as `OXISCALE_<KEY PATH>` (dots become
+//! underscores: `dns.base_domain` → `OXISCALE_DNS_BASE_DOMAIN`); defaults that need no file.
+//!
+//! Unknown keys, in the file or the environment, are errors that name the key. Keys that
+//! headscale has but oxiscale does not act on yet are accepted and logged as ignored.
+
+pub mod duration;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+use serde_norway::Value;
+
+pub use duration::HumanDuration;
+
+/// Environment variables with the prefix that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["OXISCALE_CONFIG"];
+/// Prefixes of environment variables owned by test harnesses, never read by the server.
+const HARNESS_ENV_PREFIXES: &[&str] = &[
+    "OXISCALE_E2E_",
+    "OXISCALE_TEST_",
+    "OXISCALE_BIN",
+    "OXISCALE_POLICY_GOLDEN",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "environment variable {var} is not a configuration key (did you mean one of: {suggestions})"
+    )]
+    UnknownEnv { var: String, suggestions: String },
+    #[error("environment variable {var}: {message}")]
+    BadEnv { var: String, message: String },
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The URL clients use to reach this server (their `--login-server`).
+    pub server_url: String,
+    pub listen_addr: SocketAddr,
+    /// Where the database, keys and socket live unless their own keys say otherwise.
+    pub data_dir: PathBuf,
+    /// The local admin socket the CLI talks to.
+    pub unix_socket: Option<PathBuf>,
+    pub unix_socket_permission: String,
+    pub noise: NoiseConfig,
+    pub prefixes: PrefixesConfig,
+    pub derp: DerpConfig,
+    pub dns: DnsConfig,
+    pub database: DatabaseConfig,
+    pub node: NodeConfig,
+    pub log: LogConfig,
+    pub policy: PolicyConfig,
+    // headscale keys accepted for compatibility and not acted on yet (see `ignored_keys`).
+    pub metrics_listen_addr: Option<String>,
+    pub grpc_listen_addr: Option<String>,
+    pub grpc_allow_insecure: Option<bool>,
+    pub disable_check_updates: Option<bool>,
+    pub tls_cert_path: Option<String>,
+    pub tls_key_path: Option<String>,
+    pub acme_url: Option<String>,
+    pub acme_email: Option<String>,
+    pub tls_letsencrypt_hostname: Option<String>,
+    pub tls_letsencrypt_cache_dir: Option<String>,
+    pub tls_letsencrypt_challenge_type: Option<String>,
+    pub tls_letsencrypt_listen: Option<String>,
+    pub logtail: Option<Value>,
+    pub taildrop: Option<Value>,
+    pub trusted_proxies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NoiseConfig {
+    pub private_key_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrefixesConfig {
+    pub v4: Option<Ipv4Net>,
+    pub v6: Option<Ipv6Net>,
+    pub allocation: Allocation,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Allocation {
+    #[default]
+    Sequential,
+    Random,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DerpConfig {
+    pub server: DerpServerConfig,
+    /// Remote DERP maps (JSON) merged into the map.
+    pub urls: Vec<String>,
+    /// Local DERP map files (YAML or JSON) merged into the map.
+    pub paths: Vec<PathBuf>,
+    pub auto_update_enabled: Option<bool>,
+    pub update_frequency: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DerpServerConfig {
+    pub enabled: bool,
+    pub region_id: i64,
+    pub region_code: String,
+    pub region_name: String,
+    /// Only nodes known to this server may use the embedded relay.
+    pub verify_clients: bool,
+    pub stun_listen_addr: SocketAddr,
+    pub private_key_path: Option<PathBuf>,
+    pub automatically_add_embedded_derp_region: bool,
+    /// Public addresses to put in the DERP map instead of the server_url host.
+    pub ipv4: Option<String>,
+    pub ipv6: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    pub magic_dns: bool,
+    pub base_domain: String,
+    pub override_local_dns: bool,
+    pub nameservers: NameserversConfig,
+    pub search_domains: Vec<String>,
+    pub extra_records: Vec<ExtraRecord>,
+    pub extra_records_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NameserversConfig {
+    pub global: Vec<String>,
+    /// Domain → resolvers (split DNS).
+    pub split: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraRecord {
+    pub name: String,
+    #[serde(rename = "type", default = "default_record_type")]
+    pub record_type: String,
+    pub value: String,
+}
+
+fn default_record_type() -> String {
+    "A".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    #[serde(rename = "type")]
+    pub db_type: DatabaseType,
+    pub debug: bool,
+    pub sqlite: SqliteConfig,
+    pub postgres: Option<Value>,
+    pub gorm: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DatabaseType {
+    #[default]
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SqliteConfig {
+    pub path: Option<PathBuf>,
+    pub write_ahead_log: bool,
+    pub wal_autocheckpoint: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Default key expiry of user-owned nodes; `0` = never.
+    pub expiry: HumanDuration,
+    pub ephemeral: EphemeralConfig,
+    pub routes: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EphemeralConfig {
+    /// How long an ephemeral node may stay disconnected before it is deleted.
+    pub inactivity_timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub mode: PolicyMode,
+    /// The HuJSON policy file (file mode). Empty: no policy, everyone may reach everyone.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    #[default]
+    File,
+    Database,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server_url: "http://127.0.0.1:8080".into(),
+            listen_addr: "127.0.0.1:8080".parse().expect("valid literal"),
+            data_dir: PathBuf::from("./data"),
+            unix_socket: None,
+            unix_socket_permission: "0770".into(),
+            noise: NoiseConfig::default(),
+            prefixes: PrefixesConfig::default(),
+            derp: DerpConfig::default(),
+            dns: DnsConfig::default(),
+            database: DatabaseConfig::default(),
+            node: NodeConfig::default(),
+            log: LogConfig::default(),
+            policy: PolicyConfig::default(),
+            metrics_listen_addr: None,
+            grpc_listen_addr: None,
+            grpc_allow_insecure: None,
+            disable_check_updates: None,
+            tls_cert_path: None,
+            tls_key_path: None,
+            acme_url: None,
+            acme_email: None,
+            tls_letsencrypt_hostname: None,
+            tls_letsencrypt_cache_dir: None,
+            tls_letsencrypt_challenge_type: None,
+            tls_letsencrypt_listen: None,
+            logtail: None,
+            taildrop: None,
+            trusted_proxies: None,
+        }
+    }
+}
+
+impl Default for PrefixesConfig {
+    fn default() -> Self {
+        PrefixesConfig {
+            v4: Some("100.64.0.0/10".parse().expect("valid literal")),
+            v6: Some("fd7a:115c:a1e0::/48".parse().expect("valid literal")),
+            allocation: Allocation::Sequential,
+        }
+    }
+}
+
+impl Default for DerpServerConfig {
+    fn default() -> Self {
+        DerpServerConfig {
+            enabled: true,
+            region_id: 999,
+            region_code: "oxiscale".into(),
+            region_name: "oxiscale embedded DERP".into(),
+            verify_clients: true,
+            stun_listen_addr: "0.0.0.0:3478".parse().expect("valid literal"),
+            private_key_path: None,
+            automatically_add_embedded_derp_region: true,
+            ipv4: None,
+            ipv6: None,
+        }
+    }
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            magic_dns: true,
+            base_domain: "tailnet.internal".into(),
+            override_local_dns: false,
+            nameservers: NameserversConfig::default(),
+            search_domains: Vec::new(),
+            extra_records: Vec::new(),
+            extra_records_path: None,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            db_type: DatabaseType::Sqlite,
+            debug: false,
+            sqlite: SqliteConfig::default(),
+            postgres: None,
+            gorm: None,
+        }
+    }
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        SqliteConfig {
+            path: None,
+            write_ahead_log: true,
+            wal_autocheckpoint: 1000,
+        }
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            expiry: HumanDuration::default(),
+            ephemeral: EphemeralConfig::default(),
+            routes: None,
+        }
+    }
+}
+
+impl Default for EphemeralConfig {
+    fn default() -> Self {
+        EphemeralConfig {
+            inactivity_timeout: HumanDuration(std::time::Duration::from_secs(120)),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file (if any), applies `OXISCALE_*` overrides from `env`, and validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut tree = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                if text.trim().is_empty() {
+                    Value::Mapping(Default::default())
+                } else {
+                    serde_norway::from_str::<Value>(&text).map_err(|e| ConfigError::Parse {
+                        path: path.to_owned(),
+                        message: e.to_string(),
+                    })?
+                }
+            }
+            None => Value::Mapping(Default::default()),
+        };
+        if tree.is_null() {
+            tree = Value::Mapping(Default::default());
+        }
+        apply_env(&mut tree, env)?;
+        let origin = path
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("<defaults and environment>"));
+        let config: Config = serde_norway::from_value(tree).map_err(|e| ConfigError::Parse {
+            path: origin,
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url =
+            http::Uri::try_from(self.server_url.as_str()).map_err(|e| ConfigError::Invalid {
+                key: "server_url",
+                message: format!("{:?} is not a URL: {e}", self.server_url),
+            })?;
+        if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+            return Err(ConfigError::Invalid {
+                key: "server_url",
+                message: format!(
+                    "{:?} must start with http:// or https:// and name a host",
+                    self.server_url
+                ),
+            });
+        }
+        if self.dns.magic_dns && self.dns.base_domain.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "dns.base_domain",
+                message: "required when dns.magic_dns is on".into(),
+            });
+        }
+        if let Some(host) = url.host() {
+            let base = self.dns.base_domain.trim_end_matches('.');
+            if !base.is_empty() && (host == base || host.ends_with(&format!(".{base}"))) {
+                return Err(ConfigError::Invalid {
+                    key: "dns.base_domain",
+                    message: format!("{base:?} must not be the server_url host or a suffix of it"),
+                });
+            }
+        }
+        if self.prefixes.v4.is_none() && self.prefixes.v6.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "prefixes",
+                message: "at least one of v4 and v6 is needed".into(),
+            });
+        }
+        let cgnat: Ipv4Net = "100.64.0.0/10".parse().expect("valid literal");
+        if let Some(v4) = self.prefixes.v4 {
+            if !cgnat.contains(&v4) {
+                return Err(ConfigError::Invalid {
+                    key: "prefixes.v4",
+                    message: format!("{v4} is not inside {cgnat}"),
+                });
+            }
+        }
+        let ula: Ipv6Net = "fd7a:115c:a1e0::/48".parse().expect("valid literal");
+        if let Some(v6) = self.prefixes.v6 {
+            if !ula.contains(&v6) {
+                return Err(ConfigError::Invalid {
+                    key: "prefixes.v6",
+                    message: format!("{v6} is not inside {ula}"),
+                });
+            }
+        }
+        if self.database.db_type == DatabaseType::Postgres {
+            return Err(ConfigError::Invalid {
+                key: "database.type",
+                message: "postgres is not supported by this build yet; use sqlite".into(),
+            });
+        }
+        if !self.derp.urls.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "derp.urls",
+                message: "fetching remote DERP maps is not supported yet; save the map to a file and list it in derp.paths".into(),
+            });
+        }
+        if self.node.ephemeral.inactivity_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "node.ephemeral.inactivity_timeout",
+                message: "must be greater than zero".into(),
+            });
+        }
+        u32::from_str_radix(&self.unix_socket_permission, 8).map_err(|_| ConfigError::Invalid {
+            key: "unix_socket_permission",
+            message: format!(
+                "{:?} is not an octal mode such as 0770",
+                self.unix_socket_permission
+            ),
+        })?;
+        Ok(())
+    }
+
+    /// headscale keys present in this config that oxiscale accepts but does not act on.
+    pub fn ignored_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        macro_rules! note {
+            ($($field:ident).+ => $name:literal) => {
+                if self.$($field).+.is_some() { keys.push($name); }
+            };
+        }
+        note!(metrics_listen_addr => "metrics_listen_addr");
+        note!(grpc_listen_addr => "grpc_listen_addr");
+        note!(grpc_allow_insecure => "grpc_allow_insecure");
+        note!(disable_check_updates => "disable_check_updates");
+        note!(tls_cert_path => "tls_cert_path");
+        note!(tls_key_path => "tls_key_path");
+        note!(acme_url => "acme_url");
+        note!(acme_email => "acme_email");
+        note!(tls_letsencrypt_hostname => "tls_letsencrypt_hostname");
+        note!(tls_letsencrypt_cache_dir => "tls_letsencrypt_cache_dir");
+        note!(tls_letsencrypt_challenge_type => "tls_letsencrypt_challenge_type");
+        note!(tls_letsencrypt_listen => "tls_letsencrypt_listen");
+        note!(logtail => "logtail");
+        note!(taildrop => "taildrop");
+        note!(trusted_proxies => "trusted_proxies");
+        note!(database.postgres => "database.postgres");
+        note!(database.gorm => "database.gorm");
+        note!(node.routes => "node.routes");
+        note!(derp.auto_update_enabled => "derp.auto_update_enabled");
+        note!(derp.update_frequency => "derp.update_frequency");
+        keys
+    }
+
+    fn in_data_dir(&self, configured: &Option<PathBuf>, default_name: &str) -> PathBuf {
+        configured
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(default_name))
+    }
+
+    pub fn noise_key_path(&self) -> PathBuf {
+        self.in_data_dir(&self.noise.private_key_path, "noise_private.key")
+    }
+
+    pub fn derp_key_path(&self) -> PathBuf {
+        self.in_data_dir(
+            &self.derp.server.private_key_path,
+            "derp_server_private.key",
+        )
+    }
+
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.in_data_dir(&self.database.sqlite.path, "db.sqlite")
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.in_data_dir(&self.unix_socket, "oxiscale.sock")
+    }
+
+    /// The host clients dial, from server_url.
+    pub fn server_host(&self) -> String {
+        http::Uri::try_from(self.server_url.as_str())
+            .ok()
+            .and_then(|u| u.host().map(|h| h.trim_matches(['[', ']']).to_owned()))
+            .unwrap_or_else(|| "127.0.0.1".into())
+    }
+
+    /// The port clients dial, from server_url (scheme default if absent).
+    pub fn server_port(&self) -> u16 {
+        let uri = http::Uri::try_from(self.server_url.as_str()).ok();
+        uri.as_ref().and_then(|u| u.port_u16()).unwrap_or(
+            if uri
+                .and_then(|u| u.scheme_str().map(|s| s == "https"))
+                .unwrap_or(false)
+            {
+                443
+            } else {
+                80
+            },
+        )
+    }
+
+    /// The config as YAML with resolved paths, for `configtest` and the console.
+    pub fn to_yaml(&self) -> String {
+        serde_norway::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Every leaf key path that the config knows, e.g. `dns.nameservers.global`.
+fn known_paths() -> Vec<String> {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Mapping(map) if !map.is_empty() && prefix != "dns.nameservers.split" => {
+                for (k, v) in map {
+                    if let Some(k) = k.as_str() {
+                        let path = if prefix.is_empty() {
+                            k.to_owned()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&path, v, out);
+                    }
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    let defaults = serde_norway::to_value(Config::default()).expect("config serialises");
+    let mut out = Vec::new();
+    walk("", &defaults, &mut out);
+    out
+}
+
+fn env_name(path: &str) -> String {
+    format!("OXISCALE_{}", path.replace('.', "_").to_uppercase())
+}
+
+fn apply_env(
+    tree: &mut Value,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let paths = known_paths();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("OXISCALE_"))
+        .collect();
+    vars.sort();
+    for (var, raw) in vars {
+        if NON_CONFIG_ENV.contains(&var.as_str())
+            || HARNESS_ENV_PREFIXES.iter().any(|p| var.starts_with(p))
+        {
+            continue;
+        }
+        let Some(path) = paths.iter().find(|p| env_name(p) == var) else {
+            let stem = var.trim_start_matches("OXISCALE_").to_lowercase();
+            let mut close: Vec<String> = paths
+                .iter()
+                .filter(|p| {
+                    p.replace('.', "_").contains(&stem) || stem.contains(&p.replace('.', "_"))
+                })
+                .map(|p| env_name(p))
+                .collect();
+            close.truncate(5);
+            if close.is_empty() {
+                close.push("see README.md, Configuration".into());
+            }
+            return Err(ConfigError::UnknownEnv {
+                var,
+                suggestions: close.join(", "),
+            });
+        };
+        // The value is read as YAML so that `true`, `30s`, `[a, b]` and `{k: v}` all work.
+        let value: Value = if raw.is_empty() {
+            Value::Null
+        } else {
+            serde_norway::from_str(&raw).map_err(|e| ConfigError::BadEnv {
+                var: var.clone(),
+                message: e.to_string(),
+            })?
+        };
+        set_path(tree, path, value);
+    }
+    Ok(())
+}
+
+fn set_path(tree: &mut Value, path: &str, value: Value) {
+    let mut node = tree;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !node.is_mapping() {
+            *node = Value::Mapping(Default::default());
+        }
+        let map = node.as_mapping_mut().expect("just made a mapping");
+        let key = Value::String((*part).to_owned());
+        if i == parts.len() - 1 {
+            map.insert(key, value);
+            return;
+        }
+        node = map
+            .entry(key)
+            .or_insert_with(|| Value::Mapping(Default::default()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_yaml(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir =
+            std::env::temp_dir().join(format!("oxiscale-config-test-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let result = Config::load(Some(&path), env);
+        std::fs::remove_dir_all(&dir).ok();
+        result
+    }
+
+    #[test]
+    fn no_file_means_usable_defaults() {
+        let c = Config::load(None, Vec::new()).unwrap();
+        assert_eq!(c.server_url, "http://127.0.0.1:8080");
+        assert_eq!(c.sqlite_path(), PathBuf::from("./data/db.sqlite"));
+        assert_eq!(c.node.ephemeral.inactivity_timeout.0.as_secs(), 120);
+        assert!(c.derp.server.enabled);
+    }
+
+    #[test]
+    fn reads_headscale_keys() {
+        let c = load_yaml(
+            "server_url: https://hs.example.org:443\nlisten_addr: 0.0.0.0:8080\n\
+             prefixes:\n  v4: 100.64.0.0/16\n  allocation: random\n\
+             dns:\n  base_domain: ts.example.net\n  nameservers:\n    global: [1.1.1.1]\n    split:\n      corp.example: [10.0.0.53]\n\
+             node:\n  expiry: 180d\n  ephemeral:\n    inactivity_timeout: 30m\n\
+             tls_cert_path: ''\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.prefixes.v4.unwrap().to_string(), "100.64.0.0/16");
+        assert_eq!(c.prefixes.allocation, Allocation::Random);
+        assert_eq!(
+            c.dns.nameservers.split["corp.example"],
+            vec!["10.0.0.53".to_string()]
+        );
+        assert_eq!(c.node.expiry.0.as_secs(), 180 * 86_400);
+        assert_eq!(c.ignored_keys(), vec!["tls_cert_path"]);
+        assert_eq!(c.server_host(), "hs.example.org");
+        assert_eq!(c.server_port(), 443);
+    }
+
+    #[test]
+    fn unknown_file_key_is_named() {
+        let err = load_yaml("dns:\n  base_domian: x.example\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("base_domian"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_unknown_variables_are_named() {
+        let c = load_yaml(
+            "dns:\n  base_domain: file.example\n",
+            &[
+                ("OXISCALE_DNS_BASE_DOMAIN", "env.example"),
+                ("OXISCALE_NODE_EPHEMERAL_INACTIVITY_TIMEOUT", "5s"),
+                ("OXISCALE_DERP_SERVER_STUN_LISTEN_ADDR", "127.0.0.1:3479"),
+                ("OXISCALE_DNS_NAMESERVERS_GLOBAL", "[9.9.9.9]"),
+                ("OXISCALE_CONFIG", "ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.dns.base_domain, "env.example");
+        assert_eq!(c.node.ephemeral.inactivity_timeout.0.as_secs(), 5);
+        assert_eq!(c.derp.server.stun_listen_addr.port(), 3479);
+        assert_eq!(c.dns.nameservers.global, vec!["9.9.9.9".to_string()]);
+
+        let err = load_yaml("", &[("OXISCALE_DNS_BASEDOMAIN", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OXISCALE_DNS_BASEDOMAIN"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_their_key() {
+        let err = load_yaml("server_url: ftp://x\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server_url"), "{err}");
+        let err = load_yaml("prefixes:\n  v4: 10.0.0.0/8\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prefixes.v4"), "{err}");
+        let err = load_yaml("node:\n  expiry: soon\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soon"), "{err}");
+        let err = load_yaml(
+            "server_url: http://a.example.com\ndns:\n  base_domain: example.com\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("dns.base_domain"));
+    }
+}

@@ -1,0 +1,179 @@
+//! The Tailscale control protocol as served inside a Noise connection: an HTTP/2 server
+//! whose requests all come from one authenticated machine key.
+
+pub mod poll;
+pub mod register;
+
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use oxiscale_tailcfg::MachinePublic;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::mapper::MapConfig;
+use crate::mapper::session::Sessions;
+use crate::tailnet::Tailnet;
+
+/// Bodies larger than this are refused: anyone who completes a handshake can send them.
+pub const MAX_REQUEST_BODY: usize = 1 << 20;
+
+pub type ControlBody = BoxBody<Bytes, Infallible>;
+
+#[derive(Debug, Clone)]
+pub struct ControlSettings {
+    pub min_capability: u32,
+    pub keep_alive: Duration,
+    /// Upper bound of the random delay added to each keep-alive interval.
+    pub keep_alive_jitter: Duration,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        ControlSettings {
+            min_capability: oxiscale_tailcfg::MIN_CAPABILITY_VERSION,
+            keep_alive: Duration::from_secs(50),
+            keep_alive_jitter: Duration::from_secs(9),
+        }
+    }
+}
+
+/// Everything the control handlers share.
+pub struct ControlPlane {
+    pub tailnet: Arc<Tailnet>,
+    pub sessions: Arc<Sessions>,
+    map_config: RwLock<Arc<MapConfig>>,
+    pub settings: ControlSettings,
+    /// Flips to true when the server shuts down; streams end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl ControlPlane {
+    pub fn new(
+        tailnet: Arc<Tailnet>,
+        map_config: MapConfig,
+        settings: ControlSettings,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<ControlPlane> {
+        let sessions = Arc::new(Sessions::default());
+        tailnet.subscribe(sessions.clone());
+        Arc::new(ControlPlane {
+            tailnet,
+            sessions,
+            map_config: RwLock::new(Arc::new(map_config)),
+            settings,
+            shutdown,
+        })
+    }
+
+    pub fn map_config(&self) -> Arc<MapConfig> {
+        self.map_config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the configuration part of maps (DNS edited at run time, DERP regions).
+    pub fn set_map_config(&self, config: MapConfig) {
+        *self.map_config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    /// Serves HTTP/2 on an authenticated Noise stream until the client goes away.
+    pub async fn serve_connection<IO>(self: Arc<Self>, machine: MachinePublic, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let cp = self.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let cp = cp.clone();
+            async move { Ok::<_, Infallible>(cp.route(machine, req).await) }
+        });
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .max_concurrent_streams(250)
+            .keep_alive_interval(None);
+        if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+            debug!(machine = %machine.short(), error = %e, "control connection ended");
+        }
+    }
+
+    async fn route(
+        self: Arc<Self>,
+        machine: MachinePublic,
+        req: Request<Incoming>,
+    ) -> Response<ControlBody> {
+        let path = req.uri().path().to_owned();
+        let body = match read_body(req).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
+        };
+        match path.as_str() {
+            "/machine/register" => register::handle(&self, machine, &body).await,
+            "/machine/map" => poll::handle(&self, machine, &body).await,
+            // Optional endpoints clients call now and then; failures are soft for them.
+            "/machine/update-health" | "/machine/audit-log" => empty(StatusCode::OK),
+            "/machine/set-dns"
+            | "/machine/id-token"
+            | "/machine/set-device-attr"
+            | "/machine/feature/query"
+            | "/machine/whoami" => text(
+                StatusCode::NOT_IMPLEMENTED,
+                "not implemented by oxiscale yet",
+            ),
+            other => {
+                info!(machine = %machine.short(), path = other, "unknown control path");
+                text(StatusCode::NOT_FOUND, "not found")
+            }
+        }
+    }
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<ControlBody>> {
+    match Limited::new(req.into_body(), MAX_REQUEST_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) => {
+            warn!(error = %e, "control request body refused");
+            Err(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large or unreadable",
+            ))
+        }
+    }
+}
+
+pub fn body(bytes: impl Into<Bytes>) -> ControlBody {
+    Full::new(bytes.into()).boxed()
+}
+
+pub fn empty(status: StatusCode) -> Response<ControlBody> {
+    let mut r = Response::new(body(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+pub fn text(status: StatusCode, message: &str) -> Response<ControlBody> {
+    let mut r = Response::new(body(Bytes::copy_from_slice(message.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+pub fn json<T: serde::Serialize>(value: &T) -> Response<ControlBody> {
+    let mut r = Response::new(body(
+        serde_json::to_vec(value).expect("wire types serialise"),
+    ));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}

@@ -1,0 +1,81 @@
+//! The server's long-lived private keys (Noise, DERP): generated once, kept in files of
+//! mode 0600 as `privkey:<hex>`, as headscale keeps them.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("key file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("key file {path} does not hold a key (expected privkey:<64 hex digits>)")]
+    Malformed { path: String },
+}
+
+/// Reads the key at `path`, or creates it with fresh randomness.
+pub fn load_or_create(path: &Path) -> Result<[u8; 32], KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let hex_part = text.trim().strip_prefix("privkey:").unwrap_or(text.trim());
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(hex_part, &mut key).map_err(|_| KeyFileError::Malformed {
+                path: path.display().to_string(),
+            })?;
+            // Tighten a key file someone made readable.
+            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(io)?;
+            }
+            let key: [u8; 32] = rand::random();
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?;
+            writeln!(f, "privkey:{}", hex::encode(key)).map_err(io)?;
+            f.sync_all().map_err(io)?;
+            Ok(key)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_once_with_mode_0600_and_reads_back() {
+        let dir = std::env::temp_dir().join(format!("oxiscale-keys-{}", rand::random::<u64>()));
+        let path = dir.join("sub/noise.key");
+        let first = load_or_create(&path).unwrap();
+        let second = load_or_create(&path).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::write(&path, "not a key").unwrap();
+        assert!(matches!(
+            load_or_create(&path),
+            Err(KeyFileError::Malformed { .. })
+        ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,181 @@
+//! The DERP map every node gets: the embedded relay's region, plus regions from the files
+//! in `derp.paths` (headscale's YAML format, keys in any case; a region set to `null`
+//! removes it).
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use oxiscale_tailcfg::{DerpMap, DerpNode, DerpRegion};
+use serde_json::Value;
+
+use crate::config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DerpMapError {
+    #[error("DERP map file {path}: {message}")]
+    File { path: String, message: String },
+}
+
+/// The embedded relay's region, reachable at the server_url's host and port.
+pub fn embedded_region(config: &Config) -> DerpRegion {
+    let s = &config.derp.server;
+    let host = config.server_host();
+    let ipv4 = s.ipv4.clone().or_else(|| match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => Some(ip.to_string()),
+        _ => None,
+    });
+    let ipv6 = s.ipv6.clone().or_else(|| match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => Some(ip.to_string()),
+        // An IPv4 literal host: no IPv6 path to try.
+        Ok(IpAddr::V4(_)) => Some("none".into()),
+        Err(_) => None,
+    });
+    DerpRegion {
+        region_id: s.region_id,
+        region_code: s.region_code.clone(),
+        region_name: s.region_name.clone(),
+        nodes: vec![DerpNode {
+            name: format!("{}a", s.region_id),
+            region_id: s.region_id,
+            host_name: host,
+            ipv4: ipv4.unwrap_or_default(),
+            ipv6: ipv6.unwrap_or_default(),
+            stun_port: i64::from(s.stun_listen_addr.port()),
+            derp_port: i64::from(config.server_port()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Builds the map from the configuration; file regions are added first, so the embedded
+/// region wins an id collision.
+pub fn build(config: &Config) -> Result<DerpMap, DerpMapError> {
+    let mut map = DerpMap {
+        omit_default_regions: true,
+        ..Default::default()
+    };
+    for path in &config.derp.paths {
+        merge_file(&mut map, path)?;
+    }
+    if config.derp.server.enabled && config.derp.server.automatically_add_embedded_derp_region {
+        let region = embedded_region(config);
+        map.regions.insert(region.region_id, region);
+    }
+    Ok(map)
+}
+
+fn merge_file(map: &mut DerpMap, path: &Path) -> Result<(), DerpMapError> {
+    let err = |message: String| DerpMapError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let yaml: serde_norway::Value =
+        serde_norway::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let json = serde_json::to_value(yaml).map_err(|e| err(e.to_string()))?;
+    let Value::Object(top) = canonical_keys(json) else {
+        return Err(err("expected a mapping with a `regions` key".into()));
+    };
+    let Some(Value::Object(regions)) = top.get("Regions") else {
+        return Err(err("expected a mapping with a `regions` key".into()));
+    };
+    for (id, region) in regions {
+        let id: i64 = id
+            .parse()
+            .map_err(|_| err(format!("region id {id:?} is not a number")))?;
+        if region.is_null() {
+            map.regions.remove(&id);
+            continue;
+        }
+        let mut region: DerpRegion =
+            serde_json::from_value(region.clone()).map_err(|e| err(format!("region {id}: {e}")))?;
+        if region.region_id == 0 {
+            region.region_id = id;
+        }
+        if region.nodes.is_empty() {
+            return Err(err(format!("region {id} has no nodes")));
+        }
+        map.regions.insert(id, region);
+    }
+    Ok(())
+}
+
+/// Maps keys written in any case to the tailcfg field names.
+fn canonical_keys(v: Value) -> Value {
+    const NAMES: &[&str] = &[
+        "Regions",
+        "RegionID",
+        "RegionCode",
+        "RegionName",
+        "Avoid",
+        "NoMeasureNoHome",
+        "Nodes",
+        "Name",
+        "HostName",
+        "CertName",
+        "IPv4",
+        "IPv6",
+        "STUNPort",
+        "STUNOnly",
+        "DERPPort",
+        "InsecureForTests",
+        "CanPort80",
+    ];
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let canonical = NAMES
+                        .iter()
+                        .find(|n| n.eq_ignore_ascii_case(&k))
+                        .map_or(k, |n| (*n).to_owned());
+                    (canonical, canonical_keys(v))
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(canonical_keys).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_region_points_at_the_server() {
+        let mut c = Config::default();
+        c.server_url = "http://127.0.0.1:8081".into();
+        c.derp.server.stun_listen_addr = "127.0.0.1:3479".parse().unwrap();
+        let map = build(&c).unwrap();
+        let node = &map.regions[&999].nodes[0];
+        assert_eq!(
+            (
+                node.host_name.as_str(),
+                node.ipv4.as_str(),
+                node.ipv6.as_str()
+            ),
+            ("127.0.0.1", "127.0.0.1", "none")
+        );
+        assert_eq!((node.derp_port, node.stun_port), (8081, 3479));
+    }
+
+    #[test]
+    fn merges_headscale_yaml_files() {
+        let dir = std::env::temp_dir().join(format!("oxiscale-derp-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("derp.yaml");
+        std::fs::write(
+            &path,
+            "regions:\n  900:\n    regionid: 900\n    regioncode: custom\n    regionname: My Region\n    nodes:\n      - name: 900a\n        regionid: 900\n        hostname: derp.example.org\n        stunport: 0\n        derpport: 0\n",
+        )
+        .unwrap();
+        let mut c = Config::default();
+        c.derp.paths = vec![path];
+        let map = build(&c).unwrap();
+        assert_eq!(map.regions[&900].nodes[0].host_name, "derp.example.org");
+        assert!(map.regions.contains_key(&999));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

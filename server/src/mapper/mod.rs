@@ -1,0 +1,160 @@
+//! What each node is told: full maps, deltas, and their encoding on the stream.
+
+pub mod build;
+pub mod derp_map;
+pub mod session;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use oxiscale_tailcfg::{DerpMap, DnsConfig, DnsRecord, MapResponse, Resolver};
+
+use crate::config::Config;
+
+/// The parts of every map that come from configuration, computed once.
+#[derive(Debug, Clone)]
+pub struct MapConfig {
+    pub derp_map: DerpMap,
+    pub dns_config: DnsConfig,
+    /// The tailnet's display name.
+    pub domain: String,
+}
+
+impl MapConfig {
+    pub fn new(config: &Config, derp_map: DerpMap) -> MapConfig {
+        MapConfig {
+            derp_map,
+            dns_config: dns_config(config),
+            domain: config.dns.base_domain.trim_matches('.').to_owned(),
+        }
+    }
+}
+
+fn resolvers(addrs: &[String]) -> Vec<Resolver> {
+    addrs.iter().map(|a| Resolver { addr: a.clone() }).collect()
+}
+
+fn fqdn(domain: &str) -> String {
+    format!("{}.", domain.trim_matches('.'))
+}
+
+/// `DNSConfig` from the `dns.*` keys, with headscale's meanings.
+pub fn dns_config(config: &Config) -> DnsConfig {
+    let dns = &config.dns;
+    let mut out = DnsConfig::default();
+    if dns.override_local_dns {
+        out.resolvers = resolvers(&dns.nameservers.global);
+    } else {
+        out.fallback_resolvers = resolvers(&dns.nameservers.global);
+    }
+    out.routes = dns
+        .nameservers
+        .split
+        .iter()
+        .map(|(domain, addrs)| (fqdn(domain), resolvers(addrs)))
+        .collect::<BTreeMap<_, _>>();
+    if dns.magic_dns {
+        out.proxied = true;
+        let base = dns.base_domain.trim_matches('.').to_owned();
+        // An empty route tells the client to answer names under the base domain itself.
+        out.routes.entry(fqdn(&base)).or_default();
+        out.domains.push(base);
+    }
+    for d in &dns.search_domains {
+        if !out.domains.contains(d) {
+            out.domains.push(d.clone());
+        }
+    }
+    out.extra_records = dns
+        .extra_records
+        .iter()
+        .map(|r| DnsRecord {
+            name: r.name.clone(),
+            record_type: r.record_type.clone(),
+            value: r.value.clone(),
+        })
+        .collect();
+    out
+}
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// One message of the map stream: 4-byte little-endian length, then the zstd frame of the
+/// JSON (clients of capability ≥ 1.86 always ask for zstd and always decode it).
+pub fn encode_message(response: &MapResponse) -> Bytes {
+    let json = serde_json::to_vec(response).expect("map responses serialise");
+    frame_zstd(&json)
+}
+
+/// Frames already-serialised JSON.
+pub fn frame_zstd(json: &[u8]) -> Bytes {
+    let compressed = COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        let compressor =
+            c.get_or_insert_with(|| zstd::bulk::Compressor::new(1).expect("zstd context"));
+        compressor
+            .compress(json)
+            .expect("zstd compression into a growable buffer")
+    });
+    let mut out = BytesMut::with_capacity(4 + compressed.len());
+    out.put_u32_le(compressed.len() as u32);
+    out.extend_from_slice(&compressed);
+    out.freeze()
+}
+
+/// The keep-alive message, identical every time.
+pub fn keep_alive_message() -> Bytes {
+    frame_zstd(br#"{"KeepAlive":true}"#)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_length_prefixed_zstd_json() {
+        let msg = keep_alive_message();
+        let len = u32::from_le_bytes(msg[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, msg.len() - 4);
+        let json = zstd::bulk::decompress(&msg[4..], 1 << 20).unwrap();
+        assert_eq!(json, br#"{"KeepAlive":true}"#);
+    }
+
+    #[test]
+    fn magic_dns_adds_the_base_domain_and_split_routes() {
+        let mut c = Config::default();
+        c.dns.base_domain = "tail.test".into();
+        c.dns.nameservers.global = vec!["1.1.1.1".into()];
+        c.dns
+            .nameservers
+            .split
+            .insert("corp.example".into(), vec!["10.0.0.53".into()]);
+        c.dns.search_domains = vec!["corp.example".into()];
+        let d = dns_config(&c);
+        assert!(d.proxied);
+        assert_eq!(d.domains, vec!["tail.test", "corp.example"]);
+        assert_eq!(
+            d.routes["corp.example."],
+            vec![Resolver {
+                addr: "10.0.0.53".into()
+            }]
+        );
+        assert!(d.routes["tail.test."].is_empty());
+        assert_eq!(
+            d.fallback_resolvers,
+            vec![Resolver {
+                addr: "1.1.1.1".into()
+            }]
+        );
+        c.dns.override_local_dns = true;
+        assert_eq!(
+            dns_config(&c).resolvers,
+            vec![Resolver {
+                addr: "1.1.1.1".into()
+            }]
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! `oxiscale serve`: the composition root. Everything is built here and nowhere else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::control::{ControlPlane, ControlSettings};
+use crate::http::Edge;
+use crate::lifecycle::Lifecycle;
+use crate::mapper::{MapConfig, derp_map};
+use crate::relay::RelayGate;
+use crate::store::Store;
+use crate::tailnet::addresses::AddressPool;
+use crate::tailnet::{Settings, Tailnet};
+
+/// Runs the server until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    for key in config.ignored_keys() {
+        warn!(
+            key,
+            "configuration key is accepted for headscale compatibility but not used by oxiscale yet"
+        );
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+
+    let noise_key = crate::keys::load_or_create(&config.noise_key_path())?;
+    let store = Store::open_sqlite(
+        &config.sqlite_path(),
+        config.database.sqlite.write_ahead_log,
+    )
+    .await?;
+    let settings = Settings {
+        server_url: config.server_url.trim_end_matches('/').to_owned(),
+        base_domain: config.dns.base_domain.trim_matches('.').to_owned(),
+        magic_dns: config.dns.magic_dns,
+        node_expiry: (!config.node.expiry.is_zero()).then_some(config.node.expiry.0),
+    };
+    let pool = AddressPool::new(
+        config.prefixes.v4,
+        config.prefixes.v6,
+        config.prefixes.allocation,
+    );
+    let tailnet = Tailnet::start(store.clone(), settings, pool).await?;
+    let (users, nodes) = tailnet.read(|s| (s.users().count(), s.node_count()));
+    info!(users, nodes, database = %config.sqlite_path().display(), "tailnet loaded");
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let map_config = MapConfig::new(&config, derp_map::build(&config)?);
+    let control = ControlPlane::new(
+        tailnet.clone(),
+        map_config,
+        ControlSettings::default(),
+        shutdown_rx.clone(),
+    );
+
+    let derp = if config.derp.server.enabled {
+        let derp_key = crate::keys::load_or_create(&config.derp_key_path())?;
+        let admit: oxiscale_derp::AdmitFn = if config.derp.server.verify_clients {
+            RelayGate::admit_fn(&tailnet)
+        } else {
+            Arc::new(|_| true)
+        };
+        let derp = Arc::new(oxiscale_derp::DerpServer::new(derp_key, admit));
+        RelayGate::install(derp.clone(), &tailnet);
+        let stun_addr = config.derp.server.stun_listen_addr;
+        let socket = tokio::net::UdpSocket::bind(stun_addr)
+            .await
+            .with_context(|| {
+                format!("binding STUN to {stun_addr} (derp.server.stun_listen_addr)")
+            })?;
+        info!(addr = %stun_addr, "STUN listening");
+        tokio::spawn(oxiscale_derp::serve_stun(socket));
+        Some(derp)
+    } else {
+        None
+    };
+
+    let admin = Admin::new(tailnet.clone());
+    let noise = Arc::new(oxiscale_noise::ServerConfig {
+        key: oxiscale_noise::StaticKey::from_bytes(noise_key),
+        min_version: oxiscale_tailcfg::MIN_CAPABILITY_VERSION as u16,
+        early_payload: true,
+    });
+    let edge = Edge {
+        control: control.clone(),
+        noise,
+        derp,
+        admin: admin.clone(),
+        server_url: config.server_url.clone(),
+    };
+    let router = crate::http::router(edge).layer(tower_http::trace::TraceLayer::new_for_http());
+
+    let socket_path = config.socket_path();
+    let permission =
+        u32::from_str_radix(&config.unix_socket_permission, 8).expect("validated with the config");
+    let socket_shutdown = wait_for(shutdown_rx.clone());
+    let socket_task = {
+        let path = socket_path.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                crate::api::serve_socket(admin, &path, permission, socket_shutdown).await
+            {
+                warn!(path = %path.display(), error = %e, "admin socket stopped");
+            }
+        })
+    };
+    info!(path = %socket_path.display(), "admin socket listening (the CLI talks to it)");
+
+    let lifecycle = Lifecycle {
+        tailnet: tailnet.clone(),
+        ephemeral_timeout: config.node.ephemeral.inactivity_timeout.0,
+    };
+    tokio::spawn(lifecycle.run(shutdown_rx.clone()));
+
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("binding {} (listen_addr)", config.listen_addr))?;
+    info!(addr = %config.listen_addr, server_url = %config.server_url, "oxiscale listening");
+
+    let serve = axum::serve(listener, router).with_graceful_shutdown(wait_for(shutdown_rx.clone()));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    serve.await.context("HTTP server")?;
+    // Streams and sockets end on the same signal; give them a moment to close cleanly.
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket_task).await;
+    std::fs::remove_file(&socket_path).ok();
+    tailnet.store().close().await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

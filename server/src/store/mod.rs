@@ -1,0 +1,436 @@
+//! Durable storage: a SQLite database in WAL mode with `synchronous=FULL`, so that a commit
+//! that returned is on disk. The in-memory tailnet is authoritative while the server runs;
+//! this is its log, read once at start and written in batches (one transaction per batch of
+//! mutations: group commit).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+use time::OffsetDateTime;
+
+use crate::tailnet::effects::DbOp;
+use crate::tailnet::model::{ApiKey, Node, PreAuthKey, RegisterMethod, User};
+use crate::tailnet::state::Loaded;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the data directory {path}: {source}")]
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("database {path}: {source}")]
+    Open { path: String, source: sqlx::Error },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("corrupt row in {table}: {message}")]
+    Corrupt {
+        table: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn ts(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+fn from_ts(table: &'static str, v: i64) -> Result<OffsetDateTime, StoreError> {
+    OffsetDateTime::from_unix_timestamp(v).map_err(|e| StoreError::Corrupt {
+        table,
+        message: e.to_string(),
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serialises")
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        table,
+        message: e.to_string(),
+    })
+}
+
+fn parse_key<T: FromStr>(table: &'static str, text: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|e: T::Err| StoreError::Corrupt {
+        table,
+        message: e.to_string(),
+    })
+}
+
+fn hash32(table: &'static str, bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    bytes.try_into().map_err(|_| StoreError::Corrupt {
+        table,
+        message: "hash is not 32 bytes".into(),
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub async fn open_sqlite(path: &Path, write_ahead_log: bool) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(if write_ahead_log {
+                SqliteJournalMode::Wal
+            } else {
+                SqliteJournalMode::Delete
+            })
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Reads the whole tailnet.
+    pub async fn load(&self) -> Result<Loaded, StoreError> {
+        let users =
+            sqlx::query("SELECT id, name, display_name, email, created_at FROM users ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    Ok(User {
+                        id: r.get::<i64, _>("id") as u64,
+                        name: r.get("name"),
+                        display_name: r.get("display_name"),
+                        email: r.get("email"),
+                        created: from_ts("users", r.get("created_at"))?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+        let nodes = sqlx::query("SELECT * FROM nodes ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| node_from_row(&r))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let preauth_keys = sqlx::query("SELECT * FROM pre_auth_keys ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok(PreAuthKey {
+                    id: r.get::<i64, _>("id") as u64,
+                    prefix: r.get("prefix"),
+                    hash: hash32("pre_auth_keys", r.get("hash"))?,
+                    user: r.get::<Option<i64>, _>("user_id").map(|v| v as u64),
+                    reusable: r.get("reusable"),
+                    ephemeral: r.get("ephemeral"),
+                    used: r.get("used"),
+                    tags: parse_json("pre_auth_keys", r.get("tags"))?,
+                    expiration: from_ts("pre_auth_keys", r.get("expiration"))?,
+                    created: from_ts("pre_auth_keys", r.get("created_at"))?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let api_keys = sqlx::query("SELECT * FROM api_keys ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| {
+                Ok(ApiKey {
+                    id: r.get::<i64, _>("id") as u64,
+                    prefix: r.get("prefix"),
+                    hash: hash32("api_keys", r.get("hash"))?,
+                    expiration: from_ts("api_keys", r.get("expiration"))?,
+                    created: from_ts("api_keys", r.get("created_at"))?,
+                    last_seen: r
+                        .get::<Option<i64>, _>("last_seen")
+                        .map(|v| from_ts("api_keys", v))
+                        .transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let sequences = sqlx::query("SELECT name, next FROM sequences")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| (r.get::<String, _>("name"), r.get::<i64, _>("next") as u64))
+            .collect();
+        Ok(Loaded {
+            users,
+            nodes,
+            preauth_keys,
+            api_keys,
+            sequences,
+        })
+    }
+
+    /// Writes a batch of operations in one transaction: all or nothing.
+    pub async fn commit(&self, ops: &[DbOp]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for op in coalesce(ops) {
+            match op {
+                DbOp::PutUser(u) => {
+                    sqlx::query(
+                        "INSERT INTO users (id, name, display_name, email, created_at) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT(id) DO UPDATE SET name = excluded.name, display_name = excluded.display_name,
+                         email = excluded.email",
+                    )
+                    .bind(u.id as i64)
+                    .bind(&u.name)
+                    .bind(&u.display_name)
+                    .bind(&u.email)
+                    .bind(ts(u.created))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                DbOp::DeleteUser(id) => {
+                    sqlx::query("DELETE FROM users WHERE id = $1")
+                        .bind(*id as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                DbOp::PutNode(n) => put_node(&mut tx, n).await?,
+                DbOp::DeleteNode(id) => {
+                    sqlx::query("DELETE FROM nodes WHERE id = $1")
+                        .bind(*id as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                DbOp::PutPreAuthKey(k) => {
+                    sqlx::query(
+                        "INSERT INTO pre_auth_keys (id, prefix, hash, user_id, reusable, ephemeral, used, tags, expiration, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         ON CONFLICT(id) DO UPDATE SET used = excluded.used, expiration = excluded.expiration",
+                    )
+                    .bind(k.id as i64)
+                    .bind(&k.prefix)
+                    .bind(&k.hash[..])
+                    .bind(k.user.map(|u| u as i64))
+                    .bind(k.reusable)
+                    .bind(k.ephemeral)
+                    .bind(k.used)
+                    .bind(json(&k.tags))
+                    .bind(ts(k.expiration))
+                    .bind(ts(k.created))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                DbOp::DeletePreAuthKey(id) => {
+                    sqlx::query("DELETE FROM pre_auth_keys WHERE id = $1")
+                        .bind(*id as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                DbOp::PutApiKey(k) => {
+                    sqlx::query(
+                        "INSERT INTO api_keys (id, prefix, hash, expiration, created_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT(id) DO UPDATE SET expiration = excluded.expiration, last_seen = excluded.last_seen",
+                    )
+                    .bind(k.id as i64)
+                    .bind(&k.prefix)
+                    .bind(&k.hash[..])
+                    .bind(ts(k.expiration))
+                    .bind(ts(k.created))
+                    .bind(k.last_seen.map(ts))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                DbOp::DeleteApiKey(id) => {
+                    sqlx::query("DELETE FROM api_keys WHERE id = $1")
+                        .bind(*id as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                DbOp::PutSequence(name, next) => {
+                    sqlx::query(
+                        "INSERT INTO sequences (name, next) VALUES ($1, $2) ON CONFLICT(name) DO UPDATE SET next = excluded.next",
+                    )
+                    .bind(*name)
+                    .bind(*next as i64)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                DbOp::PutPolicy(text) => {
+                    sqlx::query("INSERT INTO policies (data, created_at) VALUES ($1, $2)")
+                        .bind(text)
+                        .bind(ts(OffsetDateTime::now_utc()))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                DbOp::PutSetting(key, value) => {
+                    sqlx::query(
+                        "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    )
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The policy in force in database mode, if one was ever set.
+    pub async fn latest_policy(&self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query("SELECT data FROM policies ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.get("data")),
+        )
+    }
+}
+
+/// Keeps only the last write of each row in a batch (a node that changed ten times in one
+/// batch is written once), preserving the order of what remains.
+fn coalesce(ops: &[DbOp]) -> Vec<&DbOp> {
+    #[derive(Hash, PartialEq, Eq)]
+    enum Row<'a> {
+        Node(u64),
+        Sequence(&'a str),
+        Setting(&'a str),
+    }
+    let mut seen = HashSet::new();
+    let mut kept: Vec<&DbOp> = ops
+        .iter()
+        .rev()
+        .filter(|op| {
+            let row = match op {
+                DbOp::PutNode(n) => Row::Node(n.id),
+                DbOp::DeleteNode(id) => Row::Node(*id),
+                DbOp::PutSequence(name, _) => Row::Sequence(name),
+                DbOp::PutSetting(k, _) => Row::Setting(k),
+                _ => return true,
+            };
+            seen.insert(row)
+        })
+        .collect();
+    kept.reverse();
+    kept
+}
+
+async fn put_node(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    n: &Arc<Node>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO nodes (id, machine_key, node_key, disco_key, hostname, given_name, user_id, tags, ipv4, ipv6,
+            hostinfo, endpoints, approved_routes, ephemeral, register_method, auth_key_id, expiry, created_at,
+            last_seen, cap_version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+         ON CONFLICT(id) DO UPDATE SET machine_key = excluded.machine_key, node_key = excluded.node_key,
+            disco_key = excluded.disco_key, hostname = excluded.hostname, given_name = excluded.given_name,
+            user_id = excluded.user_id, tags = excluded.tags, ipv4 = excluded.ipv4, ipv6 = excluded.ipv6,
+            hostinfo = excluded.hostinfo, endpoints = excluded.endpoints, approved_routes = excluded.approved_routes,
+            ephemeral = excluded.ephemeral, register_method = excluded.register_method,
+            auth_key_id = excluded.auth_key_id, expiry = excluded.expiry, last_seen = excluded.last_seen,
+            cap_version = excluded.cap_version",
+    )
+    .bind(n.id as i64)
+    .bind(n.machine_key.to_string())
+    .bind(n.node_key.to_string())
+    .bind(n.disco_key.to_string())
+    .bind(&n.hostname)
+    .bind(&n.given_name)
+    .bind(n.user.map(|u| u as i64))
+    .bind(json(&n.tags))
+    .bind(n.ipv4.map(|ip| ip.to_string()))
+    .bind(n.ipv6.map(|ip| ip.to_string()))
+    .bind(json(&n.hostinfo))
+    .bind(json(&n.endpoints))
+    .bind(json(&n.approved_routes))
+    .bind(n.ephemeral)
+    .bind(n.register_method.as_str())
+    .bind(n.auth_key_id.map(|k| k as i64))
+    .bind(n.expiry.map(ts))
+    .bind(ts(n.created))
+    .bind(n.last_seen.map(ts))
+    .bind(n.cap_version as i64)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn node_from_row(r: &SqliteRow) -> Result<Node, StoreError> {
+    const T: &str = "nodes";
+    Ok(Node {
+        id: r.get::<i64, _>("id") as u64,
+        machine_key: parse_key(T, r.get("machine_key"))?,
+        node_key: parse_key(T, r.get("node_key"))?,
+        disco_key: parse_key(T, r.get("disco_key"))?,
+        hostname: r.get("hostname"),
+        given_name: r.get("given_name"),
+        user: r.get::<Option<i64>, _>("user_id").map(|v| v as u64),
+        tags: parse_json(T, r.get("tags"))?,
+        ipv4: r
+            .get::<Option<String>, _>("ipv4")
+            .map(|s| parse_key(T, &s))
+            .transpose()?,
+        ipv6: r
+            .get::<Option<String>, _>("ipv6")
+            .map(|s| parse_key(T, &s))
+            .transpose()?,
+        hostinfo: parse_json(T, r.get("hostinfo"))?,
+        endpoints: parse_json(T, r.get("endpoints"))?,
+        approved_routes: parse_json(T, r.get("approved_routes"))?,
+        ephemeral: r.get("ephemeral"),
+        register_method: RegisterMethod::parse(r.get("register_method")),
+        auth_key_id: r.get::<Option<i64>, _>("auth_key_id").map(|v| v as u64),
+        expiry: r
+            .get::<Option<i64>, _>("expiry")
+            .map(|v| from_ts(T, v))
+            .transpose()?,
+        created: from_ts(T, r.get("created_at"))?,
+        last_seen: r
+            .get::<Option<i64>, _>("last_seen")
+            .map(|v| from_ts(T, v))
+            .transpose()?,
+        cap_version: r.get::<i64, _>("cap_version") as u32,
+        online: false,
+    })
+}

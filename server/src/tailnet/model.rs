@@ -1,0 +1,167 @@
+//! The tailnet's entities as the server keeps them (in memory and in the database).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use oxiscale_tailcfg::{DiscoPublic, Hostinfo, MachinePublic, NodePublic};
+use time::OffsetDateTime;
+
+pub type UserId = u64;
+pub type NodeId = u64;
+pub type KeyId = u64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    /// Unique; what the CLI and policies call the user.
+    pub name: String,
+    pub display_name: String,
+    pub email: String,
+    pub created: OffsetDateTime,
+}
+
+impl User {
+    /// The login name peers see (`UserProfile.LoginName`).
+    pub fn login_name(&self) -> String {
+        if self.email.is_empty() {
+            self.name.clone()
+        } else {
+            self.email.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterMethod {
+    AuthKey,
+    Interactive,
+    Cli,
+}
+
+impl RegisterMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegisterMethod::AuthKey => "authkey",
+            RegisterMethod::Interactive => "interactive",
+            RegisterMethod::Cli => "cli",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "interactive" => RegisterMethod::Interactive,
+            "cli" => RegisterMethod::Cli,
+            _ => RegisterMethod::AuthKey,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub id: NodeId,
+    pub machine_key: MachinePublic,
+    pub node_key: NodePublic,
+    pub disco_key: DiscoPublic,
+    /// What the client calls itself (Hostinfo.Hostname).
+    pub hostname: String,
+    /// The unique MagicDNS label.
+    pub given_name: String,
+    /// The owner; `None` for a tagged node, which its tags own.
+    pub user: Option<UserId>,
+    pub tags: Vec<String>,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub hostinfo: Hostinfo,
+    pub endpoints: Vec<String>,
+    pub approved_routes: Vec<IpNet>,
+    pub ephemeral: bool,
+    pub register_method: RegisterMethod,
+    pub auth_key_id: Option<KeyId>,
+    /// When the node key expires; `None` = never.
+    pub expiry: Option<OffsetDateTime>,
+    pub created: OffsetDateTime,
+    pub last_seen: Option<OffsetDateTime>,
+    /// Capability version of the client's last request.
+    pub cap_version: u32,
+    /// Runtime only: a map stream is open.
+    pub online: bool,
+}
+
+impl Node {
+    pub fn is_tagged(&self) -> bool {
+        !self.tags.is_empty()
+    }
+
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expiry.is_some_and(|e| e <= now)
+    }
+
+    pub fn stable_id(&self) -> String {
+        format!("n{}", self.id)
+    }
+
+    /// Advertised routes that are also approved.
+    pub fn served_routes(&self) -> Vec<IpNet> {
+        self.hostinfo
+            .routable_ips
+            .iter()
+            .filter(|r| self.approved_routes.contains(r))
+            .copied()
+            .collect()
+    }
+
+    pub fn addresses(&self) -> Vec<IpNet> {
+        let mut out = Vec::with_capacity(2);
+        if let Some(v4) = self.ipv4 {
+            out.push(IpNet::V4(v4.into()));
+        }
+        if let Some(v6) = self.ipv6 {
+            out.push(IpNet::V6(v6.into()));
+        }
+        out
+    }
+}
+
+/// A pre-authentication key. The secret itself is never stored: only a prefix to find it
+/// and a SHA-256 of the whole key to check it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreAuthKey {
+    pub id: KeyId,
+    pub prefix: String,
+    pub hash: [u8; 32],
+    /// Owner of nodes registered with it; `None` when the key carries tags instead.
+    pub user: Option<UserId>,
+    pub reusable: bool,
+    pub ephemeral: bool,
+    pub used: bool,
+    pub tags: Vec<String>,
+    pub expiration: OffsetDateTime,
+    pub created: OffsetDateTime,
+}
+
+impl PreAuthKey {
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expiration <= now
+    }
+
+    /// Why this key cannot register a node now, if it cannot.
+    pub fn refusal(&self, now: OffsetDateTime) -> Option<&'static str> {
+        if self.is_expired(now) {
+            Some("authkey expired")
+        } else if self.used && !self.reusable {
+            Some("authkey already used")
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: KeyId,
+    pub prefix: String,
+    pub hash: [u8; 32],
+    pub expiration: OffsetDateTime,
+    pub created: OffsetDateTime,
+    pub last_seen: Option<OffsetDateTime>,
+}

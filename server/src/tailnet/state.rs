@@ -1,0 +1,1297 @@
+//! The authoritative in-memory tailnet and every rule that changes it.
+//!
+//! Methods here are synchronous and do no I/O: each mutation changes memory and records, in
+//! [`Effects`], the rows to persist and the changes to announce. The [`super::Tailnet`]
+//! actor commits the rows before it replies or announces anything, so a client is never
+//! told something that is not on disk. Validation happens before the first change to
+//! memory, so a refused mutation leaves the state as it was.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use oxiscale_tailcfg::{
+    Hostinfo, MachinePublic, MapRequest, NodePublic, PeerChange, RegisterRequest,
+};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use super::access::{Access, PeerRoutes, is_exit_route};
+use super::addresses::{AddressPool, AllocError};
+use super::effects::{Change, DbOp, Effects};
+use super::model::{ApiKey, KeyId, Node, NodeId, PreAuthKey, RegisterMethod, User, UserId};
+use super::names::{is_valid_label, sanitize_hostname, unique_label};
+use super::secret::{self, SecretKind};
+
+/// How long an interactive login may stay pending.
+pub const PENDING_LOGIN_TTL: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum TailnetError {
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Addresses(#[from] AllocError),
+    #[error("the database refused the change: {0}")]
+    Storage(String),
+}
+
+fn not_found(what: &'static str, id: impl ToString) -> TailnetError {
+    TailnetError::NotFound {
+        what,
+        id: id.to_string(),
+    }
+}
+
+/// Settings the tailnet logic needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server_url: String,
+    pub base_domain: String,
+    pub magic_dns: bool,
+    /// Default key lifetime of user-owned nodes; `None` = never expire.
+    pub node_expiry: Option<Duration>,
+}
+
+/// The answer to a registration, before it is rendered for the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    Authorized(NodeId),
+    /// The client logged out (or its node key expired): it must log in again.
+    KeyExpired,
+    /// Interactive login: the client shows the URL and waits with `Followup`.
+    NeedsLogin {
+        auth_url: String,
+        auth_id: String,
+    },
+    /// Shown to the user; nothing changed.
+    Refused(String),
+}
+
+/// A registration waiting for an administrator (or, later, an identity provider).
+#[derive(Debug)]
+pub struct PendingLogin {
+    pub machine: MachinePublic,
+    pub node_key: NodePublic,
+    pub hostinfo: Hostinfo,
+    pub ephemeral: bool,
+    pub requested_expiry: Option<OffsetDateTime>,
+    pub created: OffsetDateTime,
+    pub done: watch::Sender<Option<Result<NodeId, String>>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Sequences {
+    user: u64,
+    node: u64,
+    preauth: u64,
+    api: u64,
+}
+
+/// Everything loaded from the database at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub users: Vec<User>,
+    pub nodes: Vec<Node>,
+    pub preauth_keys: Vec<PreAuthKey>,
+    pub api_keys: Vec<ApiKey>,
+    pub sequences: Vec<(String, u64)>,
+}
+
+pub struct State {
+    pub settings: Settings,
+    users: BTreeMap<UserId, User>,
+    nodes: BTreeMap<NodeId, Arc<Node>>,
+    by_node_key: HashMap<NodePublic, NodeId>,
+    names: HashMap<String, NodeId>,
+    pool: AddressPool,
+    preauth: BTreeMap<KeyId, PreAuthKey>,
+    preauth_by_prefix: HashMap<String, KeyId>,
+    api_keys: BTreeMap<KeyId, ApiKey>,
+    api_by_prefix: HashMap<String, KeyId>,
+    pending: HashMap<String, PendingLogin>,
+    seq: Sequences,
+    access: Access,
+    /// Which node routes each subnet prefix served by several (HA election result).
+    primaries: BTreeMap<IpNet, NodeId>,
+}
+
+impl State {
+    pub fn new(settings: Settings, pool: AddressPool, loaded: Loaded) -> State {
+        let mut s = State {
+            settings,
+            users: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            by_node_key: HashMap::new(),
+            names: HashMap::new(),
+            pool,
+            preauth: BTreeMap::new(),
+            preauth_by_prefix: HashMap::new(),
+            api_keys: BTreeMap::new(),
+            api_by_prefix: HashMap::new(),
+            pending: HashMap::new(),
+            seq: Sequences::default(),
+            access: Access::default(),
+            primaries: BTreeMap::new(),
+        };
+        for u in loaded.users {
+            s.seq.user = s.seq.user.max(u.id);
+            s.users.insert(u.id, u);
+        }
+        for n in loaded.nodes {
+            s.seq.node = s.seq.node.max(n.id);
+            s.pool.mark_used(n.ipv4, n.ipv6);
+            s.index_node(&n);
+            s.nodes.insert(n.id, Arc::new(n));
+        }
+        for k in loaded.preauth_keys {
+            s.seq.preauth = s.seq.preauth.max(k.id);
+            s.preauth_by_prefix.insert(k.prefix.clone(), k.id);
+            s.preauth.insert(k.id, k);
+        }
+        for k in loaded.api_keys {
+            s.seq.api = s.seq.api.max(k.id);
+            s.api_by_prefix.insert(k.prefix.clone(), k.id);
+            s.api_keys.insert(k.id, k);
+        }
+        // Stored sequences remember ids of deleted rows, so they win over the maxima.
+        for (name, next) in loaded.sequences {
+            let last = next.saturating_sub(1);
+            match name.as_str() {
+                "user" => s.seq.user = s.seq.user.max(last),
+                "node" => s.seq.node = s.seq.node.max(last),
+                "preauth" => s.seq.preauth = s.seq.preauth.max(last),
+                "api" => s.seq.api = s.seq.api.max(last),
+                _ => {}
+            }
+        }
+        s.elect_primaries();
+        s
+    }
+
+    // ----- queries -------------------------------------------------------------------
+
+    pub fn access(&self) -> &Access {
+        &self.access
+    }
+
+    pub fn user(&self, id: UserId) -> Option<&User> {
+        self.users.get(&id)
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    pub fn user_by_name(&self, name: &str) -> Option<&User> {
+        self.users.values().find(|u| u.name == name)
+    }
+
+    pub fn node(&self, id: NodeId) -> Option<&Arc<Node>> {
+        self.nodes.get(&id)
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
+        self.nodes.values()
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn node_by_key(&self, key: &NodePublic) -> Option<&Arc<Node>> {
+        self.by_node_key.get(key).and_then(|id| self.nodes.get(id))
+    }
+
+    pub fn preauth_keys(&self) -> impl Iterator<Item = &PreAuthKey> {
+        self.preauth.values()
+    }
+
+    pub fn preauth_key(&self, id: KeyId) -> Option<&PreAuthKey> {
+        self.preauth.get(&id)
+    }
+
+    pub fn api_keys(&self) -> impl Iterator<Item = &ApiKey> {
+        self.api_keys.values()
+    }
+
+    /// The nodes `viewer` may have in its netmap right now, with their routes as it sees
+    /// them. Expired nodes are nobody's peers.
+    pub fn visible_peers(
+        &self,
+        viewer: &Node,
+        now: OffsetDateTime,
+    ) -> Vec<(Arc<Node>, PeerRoutes)> {
+        self.nodes
+            .values()
+            .filter(|peer| {
+                peer.id != viewer.id && !peer.is_expired(now) && self.access.can_see(viewer, peer)
+            })
+            .map(|peer| (peer.clone(), self.peer_routes(viewer, peer)))
+            .collect()
+    }
+
+    /// Whether `viewer` may have `peer` in its netmap.
+    pub fn is_visible(&self, viewer: &Node, peer: &Node, now: OffsetDateTime) -> bool {
+        peer.id != viewer.id && !peer.is_expired(now) && self.access.can_see(viewer, peer)
+    }
+
+    pub fn peer_routes(&self, viewer: &Node, peer: &Node) -> PeerRoutes {
+        self.access
+            .peer_routes(viewer, peer, &self.primary_routes_of(peer.id))
+    }
+
+    pub fn primary_routes_of(&self, id: NodeId) -> Vec<IpNet> {
+        self.primaries
+            .iter()
+            .filter(|(_, owner)| **owner == id)
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    /// Whether a DERP client with this key may use the embedded relay.
+    pub fn admits_to_relay(&self, key: &NodePublic, now: OffsetDateTime) -> bool {
+        self.node_by_key(key).is_some_and(|n| !n.is_expired(now))
+    }
+
+    /// The FQDN (with trailing dot) of a node.
+    pub fn fqdn(&self, node: &Node) -> String {
+        format!(
+            "{}.{}.",
+            node.given_name,
+            self.settings.base_domain.trim_matches('.')
+        )
+    }
+
+    pub fn verify_api_key(&self, text: &str, now: OffsetDateTime) -> bool {
+        let Some(prefix) = secret::prefix_of(SecretKind::Api, text) else {
+            return false;
+        };
+        self.api_by_prefix
+            .get(prefix)
+            .and_then(|id| self.api_keys.get(id))
+            .is_some_and(|k| k.expiration > now && secret::matches(text, &k.hash))
+    }
+
+    // ----- users ---------------------------------------------------------------------
+
+    pub fn create_user(
+        &mut self,
+        fx: &mut Effects,
+        name: &str,
+        display_name: &str,
+        email: &str,
+        now: OffsetDateTime,
+    ) -> Result<User, TailnetError> {
+        validate_user_name(name)?;
+        if self.user_by_name(name).is_some() {
+            return Err(TailnetError::Conflict(format!(
+                "user {name:?} already exists"
+            )));
+        }
+        self.seq.user += 1;
+        let user = User {
+            id: self.seq.user,
+            name: name.to_owned(),
+            display_name: display_name.to_owned(),
+            email: email.to_owned(),
+            created: now,
+        };
+        fx.write(DbOp::PutSequence("user", self.seq.user + 1));
+        fx.write(DbOp::PutUser(user.clone()));
+        self.users.insert(user.id, user.clone());
+        Ok(user)
+    }
+
+    pub fn rename_user(
+        &mut self,
+        fx: &mut Effects,
+        id: UserId,
+        new_name: &str,
+    ) -> Result<User, TailnetError> {
+        validate_user_name(new_name)?;
+        if self
+            .users
+            .values()
+            .any(|u| u.name == new_name && u.id != id)
+        {
+            return Err(TailnetError::Conflict(format!(
+                "user {new_name:?} already exists"
+            )));
+        }
+        let user = self
+            .users
+            .get_mut(&id)
+            .ok_or_else(|| not_found("user", id))?;
+        user.name = new_name.to_owned();
+        let user = user.clone();
+        fx.write(DbOp::PutUser(user.clone()));
+        // Peers show the owner's login name.
+        for n in self.nodes.values().filter(|n| n.user == Some(id)) {
+            fx.announce(Change::NodeUpserted(n.id));
+        }
+        Ok(user)
+    }
+
+    /// Deletes a user who owns no nodes; their unused pre-auth keys go with them.
+    pub fn delete_user(&mut self, fx: &mut Effects, id: UserId) -> Result<(), TailnetError> {
+        if !self.users.contains_key(&id) {
+            return Err(not_found("user", id));
+        }
+        let owned = self.nodes.values().filter(|n| n.user == Some(id)).count();
+        if owned > 0 {
+            return Err(TailnetError::Conflict(format!(
+                "user {id} still owns {owned} node(s); delete or re-tag them first"
+            )));
+        }
+        let keys: Vec<KeyId> = self
+            .preauth
+            .values()
+            .filter(|k| k.user == Some(id))
+            .map(|k| k.id)
+            .collect();
+        for k in keys {
+            self.remove_preauth(fx, k);
+        }
+        self.users.remove(&id);
+        fx.write(DbOp::DeleteUser(id));
+        Ok(())
+    }
+
+    // ----- pre-auth and API keys -------------------------------------------------------
+
+    pub fn create_preauth_key(
+        &mut self,
+        fx: &mut Effects,
+        user: Option<UserId>,
+        reusable: bool,
+        ephemeral: bool,
+        expiration: OffsetDateTime,
+        tags: Vec<String>,
+        now: OffsetDateTime,
+    ) -> Result<(PreAuthKey, String), TailnetError> {
+        if let Some(u) = user {
+            if !self.users.contains_key(&u) {
+                return Err(not_found("user", u));
+            }
+        }
+        let tags = normalize_tags(tags)?;
+        if user.is_none() && tags.is_empty() {
+            return Err(TailnetError::Invalid(
+                "a pre-auth key needs a user or at least one tag".into(),
+            ));
+        }
+        if expiration <= now {
+            return Err(TailnetError::Invalid(
+                "the expiration must be in the future".into(),
+            ));
+        }
+        let minted = secret::mint(SecretKind::PreAuth);
+        self.seq.preauth += 1;
+        let key = PreAuthKey {
+            id: self.seq.preauth,
+            prefix: minted.prefix,
+            hash: minted.hash,
+            user,
+            reusable,
+            ephemeral,
+            used: false,
+            tags,
+            expiration,
+            created: now,
+        };
+        fx.write(DbOp::PutSequence("preauth", self.seq.preauth + 1));
+        fx.write(DbOp::PutPreAuthKey(key.clone()));
+        self.preauth_by_prefix.insert(key.prefix.clone(), key.id);
+        self.preauth.insert(key.id, key.clone());
+        Ok((key, minted.text))
+    }
+
+    pub fn expire_preauth_key(
+        &mut self,
+        fx: &mut Effects,
+        id: KeyId,
+        now: OffsetDateTime,
+    ) -> Result<PreAuthKey, TailnetError> {
+        let key = self
+            .preauth
+            .get_mut(&id)
+            .ok_or_else(|| not_found("pre-auth key", id))?;
+        if key.expiration > now {
+            key.expiration = now;
+        }
+        let key = key.clone();
+        fx.write(DbOp::PutPreAuthKey(key.clone()));
+        Ok(key)
+    }
+
+    pub fn delete_preauth_key(&mut self, fx: &mut Effects, id: KeyId) -> Result<(), TailnetError> {
+        if !self.preauth.contains_key(&id) {
+            return Err(not_found("pre-auth key", id));
+        }
+        self.remove_preauth(fx, id);
+        Ok(())
+    }
+
+    fn remove_preauth(&mut self, fx: &mut Effects, id: KeyId) {
+        if let Some(k) = self.preauth.remove(&id) {
+            self.preauth_by_prefix.remove(&k.prefix);
+            fx.write(DbOp::DeletePreAuthKey(id));
+        }
+    }
+
+    pub fn create_api_key(
+        &mut self,
+        fx: &mut Effects,
+        expiration: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(ApiKey, String), TailnetError> {
+        if expiration <= now {
+            return Err(TailnetError::Invalid(
+                "the expiration must be in the future".into(),
+            ));
+        }
+        let minted = secret::mint(SecretKind::Api);
+        self.seq.api += 1;
+        let key = ApiKey {
+            id: self.seq.api,
+            prefix: minted.prefix,
+            hash: minted.hash,
+            expiration,
+            created: now,
+            last_seen: None,
+        };
+        fx.write(DbOp::PutSequence("api", self.seq.api + 1));
+        fx.write(DbOp::PutApiKey(key.clone()));
+        self.api_by_prefix.insert(key.prefix.clone(), key.id);
+        self.api_keys.insert(key.id, key.clone());
+        Ok((key, minted.text))
+    }
+
+    /// Finds an API key by id or by its prefix.
+    pub fn find_api_key(
+        &self,
+        id: Option<KeyId>,
+        prefix: Option<&str>,
+    ) -> Result<KeyId, TailnetError> {
+        match (id, prefix) {
+            (Some(id), _) if self.api_keys.contains_key(&id) => Ok(id),
+            (None, Some(p)) => self
+                .api_by_prefix
+                .get(p)
+                .copied()
+                .ok_or_else(|| not_found("API key", p)),
+            (Some(id), _) => Err(not_found("API key", id)),
+            (None, None) => Err(TailnetError::Invalid("give an API key id or prefix".into())),
+        }
+    }
+
+    pub fn expire_api_key(
+        &mut self,
+        fx: &mut Effects,
+        id: KeyId,
+        now: OffsetDateTime,
+    ) -> Result<ApiKey, TailnetError> {
+        let key = self
+            .api_keys
+            .get_mut(&id)
+            .ok_or_else(|| not_found("API key", id))?;
+        if key.expiration > now {
+            key.expiration = now;
+        }
+        let key = key.clone();
+        fx.write(DbOp::PutApiKey(key.clone()));
+        Ok(key)
+    }
+
+    pub fn delete_api_key(&mut self, fx: &mut Effects, id: KeyId) -> Result<(), TailnetError> {
+        let key = self
+            .api_keys
+            .remove(&id)
+            .ok_or_else(|| not_found("API key", id))?;
+        self.api_by_prefix.remove(&key.prefix);
+        fx.write(DbOp::DeleteApiKey(id));
+        Ok(())
+    }
+
+    // ----- registration --------------------------------------------------------------
+
+    /// Decides a `/machine/register` request from `machine` (protocol/02 §1.3).
+    pub fn register(
+        &mut self,
+        fx: &mut Effects,
+        machine: MachinePublic,
+        req: &RegisterRequest,
+        now: OffsetDateTime,
+    ) -> Result<RegisterOutcome, TailnetError> {
+        if req.node_key.is_zero() {
+            return Ok(RegisterOutcome::Refused(
+                "register request has no node key".into(),
+            ));
+        }
+        let hostinfo = req.hostinfo.clone().unwrap_or_default();
+
+        // A node key belongs to one machine: nobody else may act on it.
+        for key in [&req.node_key, &req.old_node_key] {
+            if let Some(existing) = self.node_by_key(key) {
+                if existing.machine_key != machine {
+                    return Ok(RegisterOutcome::Refused(
+                        "node key is registered to another machine".into(),
+                    ));
+                }
+            }
+        }
+
+        // Logout: an expiry in the past.
+        if req.expiry.is_some_and(|e| e <= now) {
+            if let Some(node) = self.node_by_key(&req.node_key).cloned() {
+                if node.ephemeral {
+                    self.remove_node(fx, node.id);
+                } else if !node.is_expired(now) {
+                    self.update_node(fx, node.id, |n| n.expiry = Some(now));
+                    // Peers drop it (expired nodes are nobody's peer); the node sees its expiry.
+                    fx.announce(Change::NodeUpserted(node.id));
+                }
+            }
+            return Ok(RegisterOutcome::KeyExpired);
+        }
+
+        let auth_key = req
+            .auth
+            .as_ref()
+            .map(|a| a.auth_key.trim())
+            .filter(|k| !k.is_empty());
+
+        // A known node key with no new credentials: a restart or a routine re-login.
+        if auth_key.is_none() {
+            if let Some(node) = self.node_by_key(&req.node_key).cloned() {
+                if node.is_expired(now) {
+                    return Ok(RegisterOutcome::KeyExpired);
+                }
+                self.refresh_hostinfo(fx, node.id, hostinfo, now);
+                return Ok(RegisterOutcome::Authorized(node.id));
+            }
+            // Seamless key renewal: the old key is known and still valid.
+            if !req.old_node_key.is_zero() {
+                if let Some(node) = self.node_by_key(&req.old_node_key).cloned() {
+                    if !node.is_expired(now) {
+                        self.rotate_node_key(fx, node.id, req.node_key);
+                        self.refresh_hostinfo(fx, node.id, hostinfo, now);
+                        return Ok(RegisterOutcome::Authorized(node.id));
+                    }
+                }
+            }
+        }
+
+        if let Some(text) = auth_key {
+            return self.register_with_auth_key(fx, machine, req, text, hostinfo, now);
+        }
+
+        // Nothing vouches for this machine: an administrator has to.
+        let auth_id = format!("oxsreq-{}", hex::encode(rand::random::<[u8; 12]>()));
+        let (done, _) = watch::channel(None);
+        self.pending.insert(
+            auth_id.clone(),
+            PendingLogin {
+                machine,
+                node_key: req.node_key,
+                hostinfo,
+                ephemeral: req.ephemeral,
+                requested_expiry: req.expiry,
+                created: now,
+                done,
+            },
+        );
+        let auth_url = format!(
+            "{}/register/{auth_id}",
+            self.settings.server_url.trim_end_matches('/')
+        );
+        Ok(RegisterOutcome::NeedsLogin { auth_url, auth_id })
+    }
+
+    fn register_with_auth_key(
+        &mut self,
+        fx: &mut Effects,
+        machine: MachinePublic,
+        req: &RegisterRequest,
+        text: &str,
+        hostinfo: Hostinfo,
+        now: OffsetDateTime,
+    ) -> Result<RegisterOutcome, TailnetError> {
+        let key = secret::prefix_of(SecretKind::PreAuth, text)
+            .and_then(|p| self.preauth_by_prefix.get(p))
+            .and_then(|id| self.preauth.get(id))
+            .filter(|k| secret::matches(text, &k.hash))
+            .cloned();
+        let Some(key) = key else {
+            return Ok(RegisterOutcome::Refused("invalid authkey".into()));
+        };
+        if let Some(reason) = key.refusal(now) {
+            return Ok(RegisterOutcome::Refused(reason.into()));
+        }
+        let owner = Owner {
+            user: if key.tags.is_empty() { key.user } else { None },
+            tags: key.tags.clone(),
+        };
+        let registration = Registration {
+            machine,
+            node_key: req.node_key,
+            hostinfo,
+            ephemeral: key.ephemeral || req.ephemeral,
+            requested_expiry: req.expiry,
+            method: RegisterMethod::AuthKey,
+            auth_key_id: Some(key.id),
+        };
+        let id = self.register_node(fx, registration, owner, now)?;
+        if !key.reusable {
+            let k = self.preauth.get_mut(&key.id).expect("checked above");
+            k.used = true;
+            fx.write(DbOp::PutPreAuthKey(k.clone()));
+        }
+        Ok(RegisterOutcome::Authorized(id))
+    }
+
+    /// A receiver that resolves when the pending login `auth_id` of `machine` completes.
+    pub fn watch_login(
+        &self,
+        auth_id: &str,
+        machine: MachinePublic,
+    ) -> Option<watch::Receiver<Option<Result<NodeId, String>>>> {
+        self.pending
+            .get(auth_id)
+            .filter(|p| p.machine == machine)
+            .map(|p| p.done.subscribe())
+    }
+
+    pub fn pending_login(&self, auth_id: &str) -> Option<&PendingLogin> {
+        self.pending.get(auth_id)
+    }
+
+    /// An administrator vouches for a pending login: the machine joins as `user`'s node.
+    pub fn complete_login(
+        &mut self,
+        fx: &mut Effects,
+        auth_id: &str,
+        user: UserId,
+        now: OffsetDateTime,
+    ) -> Result<NodeId, TailnetError> {
+        if !self.users.contains_key(&user) {
+            return Err(not_found("user", user));
+        }
+        let pending = self
+            .pending
+            .get(auth_id)
+            .ok_or_else(|| not_found("pending registration", auth_id))?;
+        let registration = Registration {
+            machine: pending.machine,
+            node_key: pending.node_key,
+            hostinfo: pending.hostinfo.clone(),
+            ephemeral: pending.ephemeral,
+            requested_expiry: pending.requested_expiry,
+            method: RegisterMethod::Interactive,
+            auth_key_id: None,
+        };
+        let id = self.register_node(
+            fx,
+            registration,
+            Owner {
+                user: Some(user),
+                tags: vec![],
+            },
+            now,
+        )?;
+        if let Some(p) = self.pending.remove(auth_id) {
+            p.done.send_replace(Some(Ok(id)));
+        }
+        Ok(id)
+    }
+
+    /// Drops pending logins older than their lifetime; their waiters get an error.
+    pub fn expire_pending_logins(&mut self, now: OffsetDateTime) {
+        self.pending.retain(|_, p| {
+            let alive = now - p.created < PENDING_LOGIN_TTL;
+            if !alive {
+                p.done.send_replace(Some(Err("login timed out".into())));
+            }
+            alive
+        });
+    }
+
+    /// Creates the node, or re-authenticates this machine's existing node for the same owner
+    /// (keeping its id, addresses and name).
+    fn register_node(
+        &mut self,
+        fx: &mut Effects,
+        r: Registration,
+        owner: Owner,
+        now: OffsetDateTime,
+    ) -> Result<NodeId, TailnetError> {
+        let expiry = if owner.tags.is_empty() {
+            self.default_expiry(r.requested_expiry, now)
+        } else {
+            None
+        };
+        let reuse = self
+            .node_by_key(&r.node_key)
+            .or_else(|| {
+                self.nodes.values().find(|n| {
+                    n.machine_key == r.machine && n.user == owner.user && n.tags == owner.tags
+                })
+            })
+            .map(|n| n.id);
+        if let Some(id) = reuse {
+            let old_key = self.nodes[&id].node_key;
+            if old_key != r.node_key {
+                self.rotate_node_key(fx, id, r.node_key);
+            }
+            self.update_node(fx, id, |n| {
+                n.hostname = r.hostinfo.hostname.clone();
+                n.hostinfo = r.hostinfo;
+                n.expiry = expiry;
+                n.ephemeral = r.ephemeral;
+                n.register_method = r.method;
+                n.auth_key_id = r.auth_key_id;
+                n.last_seen = Some(now);
+            });
+            fx.announce(Change::NodeUpserted(id));
+            fx.announce(Change::Visibility);
+            return Ok(id);
+        }
+
+        let ipv4 = self.pool.allocate_v4()?;
+        let ipv6 = match self.pool.allocate_v6() {
+            Ok(ip) => ip,
+            Err(e) => {
+                self.pool.release(ipv4, None);
+                return Err(e.into());
+            }
+        };
+        self.seq.node += 1;
+        let id = self.seq.node;
+        let given_name = unique_label(&sanitize_hostname(&r.hostinfo.hostname), &self.names, None);
+        let node = Node {
+            id,
+            machine_key: r.machine,
+            node_key: r.node_key,
+            disco_key: Default::default(),
+            hostname: r.hostinfo.hostname.clone(),
+            given_name,
+            user: owner.user,
+            tags: owner.tags,
+            ipv4,
+            ipv6,
+            hostinfo: r.hostinfo,
+            endpoints: Vec::new(),
+            approved_routes: Vec::new(),
+            ephemeral: r.ephemeral,
+            register_method: r.method,
+            auth_key_id: r.auth_key_id,
+            expiry,
+            created: now,
+            last_seen: Some(now),
+            cap_version: 0,
+            online: false,
+        };
+        fx.write(DbOp::PutSequence("node", self.seq.node + 1));
+        self.index_node(&node);
+        let node = Arc::new(node);
+        fx.write(DbOp::PutNode(node.clone()));
+        self.nodes.insert(id, node);
+        fx.announce(Change::NodeUpserted(id));
+        Ok(id)
+    }
+
+    fn default_expiry(
+        &self,
+        requested: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        match requested {
+            Some(t) if t > now => Some(t),
+            _ => self.settings.node_expiry.map(|d| now + d),
+        }
+    }
+
+    fn rotate_node_key(&mut self, fx: &mut Effects, id: NodeId, new_key: NodePublic) {
+        let old = self.nodes[&id].node_key;
+        self.by_node_key.remove(&old);
+        self.by_node_key.insert(new_key, id);
+        self.update_node(fx, id, |n| n.node_key = new_key);
+        fx.announce(Change::NodeUpserted(id));
+    }
+
+    fn refresh_hostinfo(
+        &mut self,
+        fx: &mut Effects,
+        id: NodeId,
+        hostinfo: Hostinfo,
+        now: OffsetDateTime,
+    ) {
+        let routes_changed = self.nodes[&id].hostinfo.routable_ips != hostinfo.routable_ips;
+        self.update_node(fx, id, |n| {
+            n.hostname = hostinfo.hostname.clone();
+            n.hostinfo = hostinfo;
+            n.last_seen = Some(now);
+        });
+        if routes_changed {
+            self.routes_changed(fx);
+        }
+    }
+
+    // ----- map requests and presence -------------------------------------------------
+
+    /// Applies what a map request says about the node: disco key, endpoints, hostinfo,
+    /// client version. Returns the node id, or why the request is refused.
+    pub fn apply_map_request(
+        &mut self,
+        fx: &mut Effects,
+        machine: MachinePublic,
+        req: &MapRequest,
+        now: OffsetDateTime,
+    ) -> Result<NodeId, TailnetError> {
+        let node = self
+            .node_by_key(&req.node_key)
+            .ok_or_else(|| not_found("node", req.node_key))?;
+        if node.machine_key != machine {
+            return Err(TailnetError::Invalid(
+                "node key is registered to another machine".into(),
+            ));
+        }
+        let id = node.id;
+        let mut patch = PeerChange {
+            node_id: id,
+            ..Default::default()
+        };
+        let mut full = false;
+        let mut routes_changed = false;
+        if !req.disco_key.is_zero() && req.disco_key != node.disco_key {
+            patch.disco_key = Some(req.disco_key);
+        }
+        // Streams often start without endpoints; an empty list is "not known yet".
+        if !req.endpoints.is_empty() && req.endpoints != node.endpoints {
+            patch.endpoints = Some(req.endpoints.clone());
+        }
+        if let Some(hi) = &req.hostinfo {
+            if hi.preferred_derp() != node.hostinfo.preferred_derp() && hi.preferred_derp() != 0 {
+                patch.derp_region = Some(hi.preferred_derp());
+            }
+            routes_changed = hi.routable_ips != node.hostinfo.routable_ips;
+            // Anything else in Hostinfo (name, OS, services, SSH keys) reaches peers as a full node.
+            let mut old = node.hostinfo.clone();
+            let mut new = hi.clone();
+            old.net_info = None;
+            new.net_info = None;
+            full = old != new;
+        }
+        if req.version != 0 && req.version != node.cap_version {
+            patch.cap = Some(req.version);
+        }
+        let name_changed = req
+            .hostinfo
+            .as_ref()
+            .is_some_and(|hi| !hi.hostname.is_empty() && hi.hostname != node.hostname);
+        self.update_node(fx, id, |n| {
+            if let Some(k) = patch.disco_key {
+                n.disco_key = k;
+            }
+            if let Some(e) = &patch.endpoints {
+                n.endpoints = e.clone();
+            }
+            if let Some(hi) = &req.hostinfo {
+                if name_changed {
+                    n.hostname = hi.hostname.clone();
+                }
+                n.hostinfo = hi.clone();
+            }
+            if req.version != 0 {
+                n.cap_version = req.version;
+            }
+            n.last_seen = Some(now);
+        });
+        if full || routes_changed {
+            fx.announce(Change::NodeUpserted(id));
+        } else if patch
+            != (PeerChange {
+                node_id: id,
+                ..Default::default()
+            })
+        {
+            fx.announce(Change::NodePatched(patch));
+        }
+        if routes_changed {
+            self.routes_changed(fx);
+        }
+        Ok(id)
+    }
+
+    pub fn set_online(&mut self, fx: &mut Effects, id: NodeId, online: bool, now: OffsetDateTime) {
+        let Some(node) = self.nodes.get(&id) else {
+            return;
+        };
+        if node.online == online {
+            return;
+        }
+        let has_routes = !node.served_routes().is_empty();
+        self.update_node(fx, id, |n| {
+            n.online = online;
+            n.last_seen = Some(now);
+        });
+        fx.announce(Change::NodeOnline {
+            id,
+            online,
+            last_seen: Some(now),
+        });
+        if has_routes {
+            self.routes_changed(fx);
+        }
+    }
+
+    // ----- administration of nodes ---------------------------------------------------
+
+    /// Expires the node key at `at` (now if `None`); an expired node loses its peers.
+    pub fn expire_node(
+        &mut self,
+        fx: &mut Effects,
+        id: NodeId,
+        at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+    ) -> Result<Arc<Node>, TailnetError> {
+        let node = self.nodes.get(&id).ok_or_else(|| not_found("node", id))?;
+        if node.is_tagged() && at.is_some_and(|t| t > now) {
+            return Err(TailnetError::Invalid("tagged nodes do not expire".into()));
+        }
+        let when = at.unwrap_or(now);
+        self.update_node(fx, id, |n| n.expiry = Some(when));
+        // Sessions re-check visibility: an expired node drops out of every peer's map.
+        fx.announce(Change::NodeUpserted(id));
+        Ok(self.nodes[&id].clone())
+    }
+
+    pub fn disable_node_expiry(
+        &mut self,
+        fx: &mut Effects,
+        id: NodeId,
+    ) -> Result<Arc<Node>, TailnetError> {
+        let node = self.nodes.get(&id).ok_or_else(|| not_found("node", id))?;
+        let was_expired = node.expiry.is_some_and(|e| e <= OffsetDateTime::now_utc());
+        self.update_node(fx, id, |n| n.expiry = None);
+        fx.announce(Change::NodeUpserted(id));
+        if was_expired {
+            fx.announce(Change::Visibility);
+        }
+        Ok(self.nodes[&id].clone())
+    }
+
+    pub fn rename_node(
+        &mut self,
+        fx: &mut Effects,
+        id: NodeId,
+        new_name: &str,
+    ) -> Result<Arc<Node>, TailnetError> {
+        if !self.nodes.contains_key(&id) {
+            return Err(not_found("node", id));
+        }
+        if !is_valid_label(new_name) {
+            return Err(TailnetError::Invalid(format!(
+                "{new_name:?} is not a valid name: use 1-63 lowercase letters, digits and inner hyphens (try {:?})",
+                sanitize_hostname(new_name)
+            )));
+        }
+        if self.names.get(new_name).is_some_and(|owner| *owner != id) {
+            return Err(TailnetError::Conflict(format!(
+                "another node is already named {new_name:?}"
+            )));
+        }
+        let old = self.nodes[&id].given_name.clone();
+        self.names.remove(&old);
+        self.names.insert(new_name.to_owned(), id);
+        self.update_node(fx, id, |n| n.given_name = new_name.to_owned());
+        fx.announce(Change::NodeUpserted(id));
+        Ok(self.nodes[&id].clone())
+    }
+
+    pub fn delete_node(&mut self, fx: &mut Effects, id: NodeId) -> Result<Arc<Node>, TailnetError> {
+        let node = self
+            .nodes
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| not_found("node", id))?;
+        self.remove_node(fx, id);
+        Ok(node)
+    }
+
+    fn remove_node(&mut self, fx: &mut Effects, id: NodeId) {
+        let Some(node) = self.nodes.remove(&id) else {
+            return;
+        };
+        self.by_node_key.remove(&node.node_key);
+        if self.names.get(&node.given_name) == Some(&id) {
+            self.names.remove(&node.given_name);
+        }
+        self.pool.release(node.ipv4, node.ipv6);
+        fx.write(DbOp::DeleteNode(id));
+        fx.announce(Change::NodeRemoved(id));
+        if !node.served_routes().is_empty() {
+            self.routes_changed(fx);
+        }
+    }
+
+    /// Sets a node's tags; a tagged node is owned by its tags (no user) and never expires.
+    pub fn set_tags(
+        &mut self,
+        fx: &mut Effects,
+        id: NodeId,
+        tags: Vec<String>,
+    ) -> Result<Arc<Node>, TailnetError> {
+        let tags = normalize_tags(tags)?;
+        let node = self.nodes.get(&id).ok_or_else(|| not_found("node", id))?;
+        if tags.is_empty() && node.is_tagged() && node.user.is_none() {
+            return Err(TailnetError::Invalid(
+                "a tagged node has no user to fall back to; it needs at least one tag".into(),
+            ));
+        }
+        self.update_node(fx, id, |n| {
+            if !tags.is_empty() {
+                n.user = None;
+                n.expiry = None;
+            }
+            n.tags = tags;
+        });
+        fx.announce(Change::NodeUpserted(id));
+        fx.announce(Change::Visibility);
+        Ok(self.nodes[&id].clone())
+    }
+
+    /// Sets the approved routes. Approving either exit route approves both.
+    pub fn approve_routes(
+        &mut self,
+        fx: &mut Effects,
+        id: NodeId,
+        routes: Vec<IpNet>,
+    ) -> Result<Arc<Node>, TailnetError> {
+        if !self.nodes.contains_key(&id) {
+            return Err(not_found("node", id));
+        }
+        let mut approved: Vec<IpNet> = Vec::new();
+        for r in routes {
+            if r != r.trunc() {
+                return Err(TailnetError::Invalid(format!(
+                    "route {r} has host bits set (did you mean {}?)",
+                    r.trunc()
+                )));
+            }
+            if is_exit_route(&r) {
+                for exit in ["0.0.0.0/0", "::/0"] {
+                    let e: IpNet = exit.parse().expect("valid literal");
+                    if !approved.contains(&e) {
+                        approved.push(e);
+                    }
+                }
+            } else if !approved.contains(&r) {
+                approved.push(r);
+            }
+        }
+        approved.sort();
+        self.update_node(fx, id, |n| n.approved_routes = approved);
+        fx.announce(Change::NodeUpserted(id));
+        self.routes_changed(fx);
+        Ok(self.nodes[&id].clone())
+    }
+
+    /// Gives every node an address in each configured family it lacks (after a prefix
+    /// change). Returns the ids that changed.
+    pub fn backfill_ips(&mut self, fx: &mut Effects) -> Result<Vec<NodeId>, TailnetError> {
+        let mut changed = Vec::new();
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let node = self.nodes[&id].clone();
+            let v4 = match node.ipv4 {
+                Some(ip) if self.pool.contains_v4(ip) => Some(ip),
+                _ if self.pool.has_v4() => self.pool.allocate_v4()?,
+                _ => None,
+            };
+            let v6 = match node.ipv6 {
+                Some(ip) if self.pool.contains_v6(ip) => Some(ip),
+                _ if self.pool.has_v6() => self.pool.allocate_v6()?,
+                _ => None,
+            };
+            if v4 != node.ipv4 || v6 != node.ipv6 {
+                self.pool.release(
+                    node.ipv4.filter(|ip| Some(*ip) != v4),
+                    node.ipv6.filter(|ip| Some(*ip) != v6),
+                );
+                self.update_node(fx, id, |n| {
+                    n.ipv4 = v4;
+                    n.ipv6 = v6;
+                });
+                fx.announce(Change::NodeUpserted(id));
+                changed.push(id);
+            }
+        }
+        if !changed.is_empty() {
+            fx.announce(Change::Visibility);
+        }
+        Ok(changed)
+    }
+
+    /// Ephemeral nodes offline since before `cutoff`.
+    pub fn stale_ephemeral_nodes(&self, cutoff: OffsetDateTime) -> Vec<NodeId> {
+        self.nodes
+            .values()
+            .filter(|n| n.ephemeral && !n.online && n.last_seen.is_none_or(|t| t < cutoff))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Deletes ephemeral nodes that are still offline and stale (checked again here: they
+    /// may have reconnected since they were picked).
+    pub fn reap_ephemeral(
+        &mut self,
+        fx: &mut Effects,
+        ids: &[NodeId],
+        cutoff: OffsetDateTime,
+    ) -> Vec<NodeId> {
+        let stale: Vec<NodeId> = self
+            .stale_ephemeral_nodes(cutoff)
+            .into_iter()
+            .filter(|id| ids.contains(id))
+            .collect();
+        for id in &stale {
+            self.remove_node(fx, *id);
+        }
+        stale
+    }
+
+    /// Nodes whose key expired since `since` (they must vanish from their peers' maps).
+    pub fn newly_expired(&self, since: OffsetDateTime, now: OffsetDateTime) -> Vec<NodeId> {
+        self.nodes
+            .values()
+            .filter(|n| n.expiry.is_some_and(|e| e > since && e <= now))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    // ----- internals -----------------------------------------------------------------
+
+    fn index_node(&mut self, n: &Node) {
+        self.by_node_key.insert(n.node_key, n.id);
+        self.names.insert(n.given_name.clone(), n.id);
+    }
+
+    /// Copy-on-write update of one node, recorded for the database.
+    fn update_node(&mut self, fx: &mut Effects, id: NodeId, f: impl FnOnce(&mut Node)) {
+        let slot = self
+            .nodes
+            .get_mut(&id)
+            .expect("caller checked the node exists");
+        f(Arc::make_mut(slot));
+        fx.write(DbOp::PutNode(slot.clone()));
+    }
+
+    /// Route advertisement, approval or router presence changed: re-elect primaries and
+    /// tell everyone (AllowedIPs and filters depend on them).
+    fn routes_changed(&mut self, fx: &mut Effects) {
+        let before = self.primaries.clone();
+        self.elect_primaries();
+        let mut affected: Vec<NodeId> = before
+            .values()
+            .chain(self.primaries.values())
+            .copied()
+            .collect();
+        affected.sort_unstable();
+        affected.dedup();
+        for id in affected {
+            if self.nodes.contains_key(&id) {
+                fx.announce(Change::NodeUpserted(id));
+            }
+        }
+        fx.announce(Change::Visibility);
+    }
+
+    /// For each subnet route served by some node, the primary: the current primary while it
+    /// stays online (no flapping back), else the lowest-id online server, else the lowest id.
+    fn elect_primaries(&mut self) {
+        let mut servers: BTreeMap<IpNet, Vec<&Node>> = BTreeMap::new();
+        for n in self.nodes.values() {
+            for r in n.served_routes() {
+                if !is_exit_route(&r) {
+                    servers.entry(r).or_default().push(n);
+                }
+            }
+        }
+        let mut next = BTreeMap::new();
+        for (route, candidates) in servers {
+            let current = self
+                .primaries
+                .get(&route)
+                .and_then(|id| candidates.iter().find(|n| n.id == *id && n.online));
+            let pick = current
+                .or_else(|| candidates.iter().filter(|n| n.online).min_by_key(|n| n.id))
+                .or_else(|| candidates.iter().min_by_key(|n| n.id))
+                .map(|n| n.id);
+            if let Some(id) = pick {
+                next.insert(route, id);
+            }
+        }
+        self.primaries = next;
+    }
+}
+
+struct Owner {
+    user: Option<UserId>,
+    tags: Vec<String>,
+}
+
+struct Registration {
+    machine: MachinePublic,
+    node_key: NodePublic,
+    hostinfo: Hostinfo,
+    ephemeral: bool,
+    requested_expiry: Option<OffsetDateTime>,
+    method: RegisterMethod,
+    auth_key_id: Option<KeyId>,
+}
+
+fn validate_user_name(name: &str) -> Result<(), TailnetError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || "-_.@+".contains(c))
+        && !name.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(TailnetError::Invalid(format!(
+            "{name:?} is not a valid user name: 1-63 letters, digits, '-', '_', '.', '@' or '+'"
+        )))
+    }
+}
+
+/// Tags are `tag:<name>` with a non-empty ASCII name; duplicates removed, sorted.
+fn normalize_tags(tags: Vec<String>) -> Result<Vec<String>, TailnetError> {
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for t in tags {
+        let t = t.trim().to_owned();
+        let name = t.strip_prefix("tag:").unwrap_or("");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(TailnetError::Invalid(format!(
+                "{t:?} is not a tag: tags look like tag:server"
+            )));
+        }
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
