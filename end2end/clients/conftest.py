@@ -72,7 +72,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 
 @pytest.fixture(scope="session")
 def session_dir():
-    base = Path(tempfile.mkdtemp(prefix="oxiscale-e2e-"))
+    # Short paths: the server's unix socket lives in its data dir and sun_path is 108 bytes.
+    base = Path(tempfile.mkdtemp(prefix="oxe2e-", dir="/tmp"))
     yield base
     if os.environ.get("E2E_KEEP_TMP") != "1":
         shutil.rmtree(base, ignore_errors=True)
@@ -80,10 +81,15 @@ def session_dir():
         print(f"\nkept work dirs in {base}")
 
 
+_test_counter = [0]
+
+
 @pytest.fixture
 def test_dir(session_dir: Path, request: pytest.FixtureRequest) -> Path:
-    d = session_dir / request.node.name.replace("/", "_").replace("[", "_").replace("]", "")
+    _test_counter[0] += 1
+    d = session_dir / f"t{_test_counter[0]:02d}"
     d.mkdir(parents=True, exist_ok=True)
+    (d / "TEST").write_text(request.node.nodeid + "\n")
     return d
 
 
@@ -128,7 +134,7 @@ def figures():
 
 @pytest.fixture
 def server(test_dir: Path, request: pytest.FixtureRequest):
-    srv = Server(oxiscale_bin(), test_dir / "server")
+    srv = Server(oxiscale_bin(), test_dir / "srv")
     _register_log(request, "server", srv.log_path)
     try:
         srv.start()
@@ -152,7 +158,7 @@ def caddy_node(test_dir: Path, server: Server, request: pytest.FixtureRequest):
         if isinstance(proxy_to, str):
             proxy_to = [proxy_to]
         node = CaddyNode(name=name, authkey=authkey, control_url=server.url,
-                         workdir=test_dir / f"node-{name}-{len(nodes)}", ephemeral=ephemeral,
+                         workdir=test_dir / f"{name}-{len(nodes)}", ephemeral=ephemeral,
                          always_derp=always_derp, serve_text=serve_text,
                          proxy_to=list(proxy_to or []), extra_env=dict(extra_env or {}))
         nodes.append(node)

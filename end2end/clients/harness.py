@@ -160,7 +160,7 @@ class Server:
     def __init__(self, binary: Path, workdir: Path):
         self.binary = binary
         self.workdir = workdir
-        self.data_dir = workdir / "data"
+        self.data_dir = workdir / "d"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_tcp_port()
         self.stun_port = free_udp_port()
