@@ -1,5 +1,6 @@
 //! `oxiscale serve`: the composition root. Everything is built here and nowhere else.
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,16 +19,72 @@ use crate::store::Store;
 use crate::tailnet::addresses::AddressPool;
 use crate::tailnet::{Settings, Tailnet};
 
+/// A started server: its addresses and the handles tests and `run` need.
+pub struct Running {
+    pub http_addr: std::net::SocketAddr,
+    pub stun_addr: Option<std::net::SocketAddr>,
+    pub server_url: String,
+    pub tailnet: Arc<Tailnet>,
+    pub control: Arc<ControlPlane>,
+    pub admin: Admin,
+    pub socket_path: std::path::PathBuf,
+    shutdown: watch::Sender<bool>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    socket: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, ends streams and connections, waits for the tasks, closes the
+    /// database.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let served = self.http.await.context("HTTP server task")?;
+        // Sockets and streams end on the same signal; give them a moment to close cleanly.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.socket).await;
+        std::fs::remove_file(&self.socket_path).ok();
+        self.tailnet.store().close().await;
+        served.context("HTTP server")
+    }
+}
+
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    shutdown_signal().await;
+    info!("shutting down");
+    running.stop().await?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Builds and starts everything. A listen address with port 0 picks a free port; when the
+/// server_url also says port 0, it is rewritten to the port picked (tests use this).
+pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     for key in config.ignored_keys() {
         warn!(
             key,
             "configuration key is accepted for headscale compatibility but not used by oxiscale yet"
         );
     }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    create_private_dir(&config.data_dir)?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("binding {} (listen_addr)", config.listen_addr))?;
+    let http_addr = listener.local_addr()?;
+    if config.server_port() == 0 {
+        config.server_url = format!("http://{http_addr}");
+    }
+    let stun_socket = if config.derp.server.enabled {
+        let addr = config.derp.server.stun_listen_addr;
+        let socket = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding STUN to {addr} (derp.server.stun_listen_addr)"))?;
+        config.derp.server.stun_listen_addr = socket.local_addr()?;
+        Some(socket)
+    } else {
+        None
+    };
 
     let noise_key = crate::keys::load_or_create(&config.noise_key_path())?;
     let store = Store::open_sqlite(
@@ -59,26 +116,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     );
 
-    let derp = if config.derp.server.enabled {
-        let derp_key = crate::keys::load_or_create(&config.derp_key_path())?;
-        let admit: oxiscale_derp::AdmitFn = if config.derp.server.verify_clients {
-            RelayGate::admit_fn(&tailnet)
-        } else {
-            Arc::new(|_| true)
-        };
-        let derp = Arc::new(oxiscale_derp::DerpServer::new(derp_key, admit));
-        RelayGate::install(derp.clone(), &tailnet);
-        let stun_addr = config.derp.server.stun_listen_addr;
-        let socket = tokio::net::UdpSocket::bind(stun_addr)
-            .await
-            .with_context(|| {
-                format!("binding STUN to {stun_addr} (derp.server.stun_listen_addr)")
-            })?;
-        info!(addr = %stun_addr, "STUN listening");
-        tokio::spawn(oxiscale_derp::serve_stun(socket));
-        Some(derp)
-    } else {
-        None
+    let stun_addr = stun_socket.as_ref().map(|s| s.local_addr()).transpose()?;
+    let derp = match stun_socket {
+        Some(socket) => {
+            let derp_key = crate::keys::load_or_create(&config.derp_key_path())?;
+            let admit: oxiscale_derp::AdmitFn = if config.derp.server.verify_clients {
+                RelayGate::admit_fn(&tailnet)
+            } else {
+                Arc::new(|_| true)
+            };
+            let derp = Arc::new(oxiscale_derp::DerpServer::new(derp_key, admit));
+            RelayGate::install(derp.clone(), &tailnet);
+            info!(addr = ?stun_addr, "STUN listening");
+            tokio::spawn(oxiscale_derp::serve_stun(socket));
+            Some(derp)
+        }
+        None => None,
     };
 
     let admin = Admin::new(tailnet.clone());
@@ -99,13 +152,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let socket_path = config.socket_path();
     let permission =
         u32::from_str_radix(&config.unix_socket_permission, 8).expect("validated with the config");
-    let socket_shutdown = wait_for(shutdown_rx.clone());
-    let socket_task = {
+    let socket = {
         let path = socket_path.clone();
+        let admin = admin.clone();
+        let shutdown = wait_for(shutdown_rx.clone());
         tokio::spawn(async move {
-            if let Err(e) =
-                crate::api::serve_socket(admin, &path, permission, socket_shutdown).await
-            {
+            if let Err(e) = crate::api::serve_socket(admin, &path, permission, shutdown).await {
                 warn!(path = %path.display(), error = %e, "admin socket stopped");
             }
         })
@@ -118,23 +170,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     tokio::spawn(lifecycle.run(shutdown_rx.clone()));
 
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
-        .with_context(|| format!("binding {} (listen_addr)", config.listen_addr))?;
-    info!(addr = %config.listen_addr, server_url = %config.server_url, "oxiscale listening");
+    info!(addr = %http_addr, server_url = %config.server_url, "oxiscale listening");
+    let http = tokio::spawn(
+        axum::serve(listener, router)
+            .with_graceful_shutdown(wait_for(shutdown_rx.clone()))
+            .into_future(),
+    );
+    Ok(Running {
+        http_addr,
+        stun_addr,
+        server_url: config.server_url.clone(),
+        tailnet,
+        control,
+        admin,
+        socket_path,
+        shutdown: shutdown_tx,
+        http,
+        socket,
+    })
+}
 
-    let serve = axum::serve(listener, router).with_graceful_shutdown(wait_for(shutdown_rx.clone()));
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        info!("shutting down");
-        let _ = shutdown_tx.send(true);
-    });
-    serve.await.context("HTTP server")?;
-    // Streams and sockets end on the same signal; give them a moment to close cleanly.
-    let _ = tokio::time::timeout(Duration::from_secs(5), socket_task).await;
-    std::fs::remove_file(&socket_path).ok();
-    tailnet.store().close().await;
-    info!("stopped");
+/// The data directory holds keys and the database: only its owner may enter it.
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let existed = dir.exists();
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))?;
+    if !existed {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restricting the data directory {}", dir.display()))?;
+    }
     Ok(())
 }
 
