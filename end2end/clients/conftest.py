@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import CaddyNode, HarnessError, Server, oxiscale_bin, tail
+from harness import CaddyNode, HarnessError, Server, oxiscale_bin, processes_under, tail
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -75,10 +75,18 @@ def session_dir():
     # Short paths: the server's unix socket lives in its data dir and sun_path is 108 bytes.
     base = Path(tempfile.mkdtemp(prefix="oxe2e-", dir="/tmp"))
     yield base
+    leaked = processes_under(base)
+    for pid, _ in leaked:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     if os.environ.get("E2E_KEEP_TMP") != "1":
         shutil.rmtree(base, ignore_errors=True)
     else:
         print(f"\nkept work dirs in {base}")
+    if leaked:
+        pytest.fail(f"processes outlived their tests (killed now): {leaked}", pytrace=False)
 
 
 _test_counter = [0]
@@ -138,9 +146,12 @@ def server(test_dir: Path, request: pytest.FixtureRequest):
     _register_log(request, "server", srv.log_path)
     try:
         srv.start()
+        start_error = None
     except HarnessError as err:
         srv.stop()
-        pytest.fail(f"oxiscale server could not be started: {err}", pytrace=False)
+        start_error = str(err)
+    if start_error is not None:  # outside the except block: no chained traceback
+        pytest.fail(f"oxiscale server could not be started: {start_error}", pytrace=False)
     yield srv
     code = srv.stop()
     if code not in (0, None):

@@ -85,6 +85,29 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float, interval:
         time.sleep(interval)
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def strip_ansi(text: str) -> str:
+    return ANSI_ESCAPE.sub("", text)
+
+
+def processes_under(base: Path) -> list[tuple[int, str]]:
+    """Processes (other than us) whose command line or cwd lies under `base`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if str(base) in cmdline or cwd.startswith(str(base)):
+            found.append((int(entry.name), cmdline.strip()))
+    return found
+
+
 def tail(path: Path, lines: int = 60, max_bytes: int = 256 * 1024) -> str:
     try:
         with open(path, "rb") as f:
@@ -94,7 +117,7 @@ def tail(path: Path, lines: int = 60, max_bytes: int = 256 * 1024) -> str:
             data = f.read().decode("utf-8", "replace")
     except FileNotFoundError:
         return f"<{path} does not exist>"
-    return "\n".join(data.splitlines()[-lines:])
+    return "\n".join(strip_ansi(data).splitlines()[-lines:])
 
 
 def rss_kib(pid: int) -> int:
@@ -453,7 +476,7 @@ class CaddyNode:
 
     def log_text(self) -> str:
         try:
-            return self.log_path.read_text("utf-8", "replace")
+            return strip_ansi(self.log_path.read_text("utf-8", "replace"))
         except FileNotFoundError:
             return ""
 

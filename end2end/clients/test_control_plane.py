@@ -22,6 +22,7 @@ from harness import CaddyNode, HarnessError, Server, http_get, wait_for
 HELLO_B = "hello from node-b"
 HELLO_C = "hello from node-c"
 DOMAIN = "tail.test"
+DIRECT_PATH = re.compile(r"magicsock: disco: node \S+ d:\S+ now using \d+\.\d+\.\d+\.\d+:\d+")
 REGISTER_ERROR = re.compile(r"Received error: (?!EOF)[^\n]+|tsnet\.Up: backend: [^\n]+")
 
 
@@ -88,6 +89,17 @@ def test_two_nodes_reach_each_other_by_ip_and_magicdns(server: Server, caddy_nod
 
     t_ip = a.wait_reach(ipv4_of(nb), HELLO_B)
     t_dns = a.wait_reach(magicdns(nb), HELLO_B)
+    if always_derp:
+        # Direct UDP is off, so the bytes that arrived can only have crossed the embedded DERP.
+        for node in (a, b):
+            node.wait_log(r"disabled udp4 per TS_DEBUG_ALWAYS_USE_DERP", timeout=5)
+            node.wait_log(r"magicsock: derp-\d+ connected", timeout=30)
+        assert not DIRECT_PATH.search(a.log_text()), "node-a found a direct path despite DERP-only"
+        t_path = None
+    else:
+        # Endpoints were relayed through control: magicsock switches to a direct UDP path.
+        a.wait_log(DIRECT_PATH.pattern, timeout=30)
+        t_path = time.monotonic()
 
     na = server.wait_node("node-a")
     nodes = {n["name"]: n for n in server.nodes()}
@@ -104,6 +116,7 @@ def test_two_nodes_reach_each_other_by_ip_and_magicdns(server: Server, caddy_nod
         first_request_by_ip_s=round(t_ip - t0, 2),
         first_request_by_ip_after_node_a_start_s=round(t_ip - a.started_at, 2),
         first_request_by_magicdns_s=round(t_dns - t0, 2),
+        direct_path_seen_by_s=None if t_path is None else round(t_path - t0, 2),
         server_rss_kib=server.rss_kib(),
         nodes=2,
     )
@@ -164,8 +177,10 @@ def test_nodes_survive_server_restart(server: Server, caddy_node, figures):
 # ---------------------------------------------------------------------------------------------
 
 
-def _assert_refused(server: Server, node: CaddyNode, known: set[str]) -> str:
+def _assert_refused(server: Server, node: CaddyNode, known: set[str], reason: str) -> str:
     match = node.wait_log(REGISTER_ERROR.pattern, timeout=60)
+    assert re.search(reason, match.group(0), re.I), (
+        f"the client's error should say why (/{reason}/): {match.group(0)!r}")
     names = {n["name"] for n in server.nodes()}
     assert node.name not in names, f"{node.name} registered although its key is invalid: {names}"
     assert names == known, f"nodes changed: expected {known}, got {names}"
@@ -183,7 +198,7 @@ def test_used_single_use_key_is_refused(server: Server, caddy_node, figures):
 
     t0 = time.monotonic()
     x = caddy_node("node-x", key["key"], serve_text="should never be reachable")
-    error = _assert_refused(server, x, {"node-b"})
+    error = _assert_refused(server, x, {"node-b"}, reason=r"used|invalid")
     print(f"\nnode-x refused after {time.monotonic() - t0:.1f}s: {error}")
     assert b.running()
     figures.record("used_key_refused", refused_after_s=round(time.monotonic() - t0, 2),
@@ -201,10 +216,10 @@ def test_expired_key_is_refused(server: Server, caddy_node, figures):
 
     t0 = time.monotonic()
     x = caddy_node("node-x", key["key"], serve_text="should never be reachable")
-    error = _assert_refused(server, x, set())
+    error = _assert_refused(server, x, set(), reason=r"expir|invalid")
     print(f"\nnode-x refused after {time.monotonic() - t0:.1f}s: {error}")
     figures.record("expired_key_refused", refused_after_s=round(time.monotonic() - t0, 2),
-                   client_error=error[:200], nodes=0)
+                   client_error=error[:200], server_rss_kib=server.rss_kib(), nodes=0)
 
 
 def test_stopped_ephemeral_node_is_removed(server: Server, caddy_node, figures):
@@ -242,6 +257,9 @@ def test_cli_expired_node_loses_its_peers(server: Server, caddy_node, figures):
     dns_b = magicdns(nb)
     t_first = a.wait_reach(dns_b, HELLO_B)
     rss = server.rss_kib()
+    # Both ways work right before the expiry, so a failure afterwards is caused by it.
+    for upstream in (dns_b, ipv4_of(nb)):
+        assert a.get_via(upstream) == (200, HELLO_B), f"node-a -> {upstream} before expiry"
 
     t_expire = time.monotonic()
     server.cli("nodes", "expire", "-i", str(nb["id"]))
@@ -269,6 +287,7 @@ def test_cli_expired_node_loses_its_peers(server: Server, caddy_node, figures):
     wait_for("node-a to lose node-b after `nodes expire`", unreachable, 90, interval=1,
              on_timeout=lambda: f"nodes list: {server.nodes()}")
     lost_after = time.monotonic() - t_expire
+    print(f"\nnode-a lost node-b {lost_after:.2f}s after `nodes expire`; answers: {failures}")
     figures.record("expired_node_loses_peers", first_request_s=round(t_first - t0, 2),
                    lost_after_expire_s=round(lost_after, 2), server_rss_kib=rss, nodes=2)
 
