@@ -154,8 +154,16 @@ def server(test_dir: Path, request: pytest.FixtureRequest):
         pytest.fail(f"oxiscale server could not be started: {start_error}", pytrace=False)
     yield srv
     code = srv.stop()
+    problems = []
     if code not in (0, None):
-        print(f"\nWARNING: oxiscale exited with {code} on SIGTERM (expected a graceful 0)")
+        problems.append(f"oxiscale exited with {code} on SIGTERM (the contract is a graceful exit)")
+    log = srv.log_path.read_text("utf-8", "replace") if srv.log_path.exists() else ""
+    panics = [line for line in log.splitlines() if "panicked at" in line]
+    if panics:
+        problems.append("oxiscale panicked (bad input must only affect its own connection):\n"
+                        + "\n".join(panics[:5]))
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
