@@ -1,1 +1,77 @@
-//! The console.
+//! The oxiscale admin console: the Leptos application shared by the server (feature `ssr`),
+//! which renders it and answers its server functions, and the browser (feature `hydrate`),
+//! which hydrates it. Build the two halves separately; enabling both features at once is a
+//! mistake that a workspace-wide build would make.
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Title, provide_meta_context};
+use leptos_router::components::{Redirect, Route, Router, Routes};
+use leptos_router::{SsrMode, path};
+
+pub mod api;
+mod components;
+pub mod dto;
+mod pages;
+
+#[cfg(feature = "ssr")]
+pub mod backend;
+#[cfg(feature = "ssr")]
+pub mod ssr;
+
+use components::layout::Layout;
+use pages::machines::MachinesPage;
+use pages::not_found::NotFound;
+use pages::placeholder::ComingSoon;
+
+/// Name of the generated files under `/pkg`: `oxiscale.js`, `oxiscale_bg.wasm`, `oxiscale.css`.
+/// Must equal `LeptosOptions::output_name`; `scripts/build-site.sh` writes these names.
+pub const OUTPUT_NAME: &str = "oxiscale";
+
+/// The HTML document around the app, rendered only on the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let stylesheet = format!("/{}/{}.css", options.site_pkg_dir, options.output_name);
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light dark" />
+                <link rel="stylesheet" href=stylesheet />
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The console: layout, navigation and every page.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+
+    view! {
+        <Title formatter=|page: String| format!("{page} · oxiscale") />
+        <Router>
+            <Layout>
+                <Routes fallback=NotFound>
+                    <Route path=path!("/") view=|| view! { <Redirect path="/machines" /> } />
+                    // Async: the page arrives complete, so it reads fine before (or without) WASM.
+                    <Route path=path!("/machines") view=MachinesPage ssr=SsrMode::Async />
+                    <Route path=path!("/users") view=|| view! { <ComingSoon title="Users" /> } />
+                    <Route
+                        path=path!("/acls")
+                        view=|| view! { <ComingSoon title="Access controls" /> }
+                    />
+                    <Route path=path!("/dns") view=|| view! { <ComingSoon title="DNS" /> } />
+                    <Route path=path!("/keys") view=|| view! { <ComingSoon title="Keys" /> } />
+                </Routes>
+            </Layout>
+        </Router>
+    }
+}

@@ -1,0 +1,73 @@
+//! Data exchanged between the server functions and the pages. Compiled into both halves, so
+//! nothing here may depend on server-only crates.
+
+use leptos::server_fn::codec::JsonEncoding;
+use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
+use serde::{Deserialize, Serialize};
+
+/// What every console page needs to know about the server it is talking to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleConfig {
+    /// The URL that clients pass as `--login-server`, e.g. `https://vpn.example.com`.
+    pub server_url: String,
+}
+
+/// Shown in the join command where the operator must paste a real auth key.
+pub const AUTHKEY_PLACEHOLDER: &str = "<key>";
+
+impl ConsoleConfig {
+    /// The command a device runs to join this server with the given auth key.
+    pub fn join_command(&self, authkey: &str) -> String {
+        format!(
+            "tailscale up --login-server={} --authkey={authkey}",
+            self.server_url
+        )
+    }
+}
+
+/// Errors a console server function can return to the page.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum ConsoleError {
+    /// The embedding server did not provide a `ConsoleBackend`; a wiring bug, not user error.
+    #[error("the console backend is not configured on this server")]
+    BackendMissing,
+    /// Transport, encoding or routing failure of the server function itself.
+    #[error("request to the server failed: {0}")]
+    Transport(ServerFnErrorErr),
+}
+
+impl FromServerFnError for ConsoleError {
+    type Encoder = JsonEncoding;
+
+    fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
+        ConsoleError::Transport(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_command_names_the_login_server_and_key() {
+        let config = ConsoleConfig {
+            server_url: "https://vpn.example.com".into(),
+        };
+        assert_eq!(
+            config.join_command(AUTHKEY_PLACEHOLDER),
+            "tailscale up --login-server=https://vpn.example.com --authkey=<key>"
+        );
+    }
+
+    #[test]
+    fn console_error_survives_the_wire() {
+        let err = ConsoleError::from_server_fn_error(ServerFnErrorErr::Request("timeout".into()));
+        let json = serde_json::to_string(&err).unwrap();
+        let back: ConsoleError = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, err);
+        assert_eq!(
+            ConsoleError::BackendMissing.to_string(),
+            "the console backend is not configured on this server"
+        );
+    }
+}

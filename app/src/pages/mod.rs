@@ -1,0 +1,3 @@
+pub mod machines;
+pub mod not_found;
+pub mod placeholder;

@@ -1,0 +1,52 @@
+import { defineConfig, devices } from "@playwright/test";
+
+// The server under test. Defaults to the console's dev server (app/examples/dev_server.rs);
+// point OXISCALE_E2E_SERVER_CMD / OXISCALE_E2E_BASE_URL at `oxiscale serve` once it embeds
+// the console. The site (WASM, CSS) must be built first: scripts/build-site.sh.
+const baseURL = process.env.OXISCALE_E2E_BASE_URL ?? "http://127.0.0.1:3000";
+const port = new URL(baseURL).port || "80";
+const serverCommand =
+  process.env.OXISCALE_E2E_SERVER_CMD ??
+  `cargo run -p app --features ssr --example dev_server -- --addr 127.0.0.1:${port} --site-root target/site`;
+
+export default defineConfig({
+  testDir: "./tests",
+  outputDir: "./test-results",
+  fullyParallel: true,
+  forbidOnly: !!process.env.CI,
+  retries: 0,
+  workers: process.env.CI ? 1 : undefined,
+  reporter: "line",
+  timeout: 30_000,
+  use: {
+    baseURL,
+    trace: "retain-on-failure",
+    launchOptions: {
+      executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+      ],
+    },
+  },
+  projects: [
+    { name: "desktop", use: { ...devices["Desktop Chrome"] } },
+    // Chromium with a phone-sized viewport and touch; the layout must not need sideways scrolling.
+    { name: "phone", use: { ...devices["Pixel 7"] } },
+  ],
+  webServer: {
+    command: serverCommand,
+    // Run from the repository root so relative paths (target/site) resolve.
+    cwd: "../..",
+    url: baseURL,
+    // A cold `cargo run` compiles the server half first.
+    timeout: 15 * 60_000,
+    reuseExistingServer: !process.env.CI,
+    stdout: "pipe",
+    stderr: "pipe",
+  },
+});

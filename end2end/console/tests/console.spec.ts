@@ -1,0 +1,153 @@
+import { expect, test, type Page } from "@playwright/test";
+
+// The URL the server under test tells clients to use as --login-server. The dev server
+// defaults it to its own address; set OXISCALE_E2E_SERVER_URL when it differs.
+const serverURL = (
+  process.env.OXISCALE_E2E_SERVER_URL ??
+  process.env.OXISCALE_E2E_BASE_URL ??
+  "http://127.0.0.1:3000"
+).replace(/\/$/, "");
+const joinCommand = `tailscale up --login-server=${serverURL} --authkey=<key>`;
+
+/** Fails the test on any uncaught page error or console error (a failed hydration shows up here). */
+function watchForErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on("pageerror", (err) => errors.push(`pageerror: ${err.message}`));
+  page.on("console", (msg) => {
+    if (msg.type() === "error") errors.push(`console: ${msg.text()}`);
+  });
+  return errors;
+}
+
+/** Waits until hydration has enabled the copy button, the console's hydration signal. */
+async function hydrated(page: Page) {
+  const copy = page.getByRole("button", { name: "Copy join command" });
+  await expect(copy).toBeEnabled();
+  return copy;
+}
+
+test("machines page is complete in the server-rendered HTML", async ({ request }) => {
+  const response = await request.get("/machines");
+  expect(response.status()).toBe(200);
+  expect(response.headers()["content-type"]).toContain("text/html");
+  const html = await response.text();
+  expect(html).toContain("<h1>Machines</h1>");
+  expect(html).toContain("No machines yet");
+  // HTML-escaped, exactly as the browser will show it.
+  expect(html).toContain(joinCommand.replace("<", "&lt;").replace(">", "&gt;"));
+  // Before hydration the copy button is present but cannot be used.
+  expect(html).toMatch(/<button[^>]*disabled[^>]*class="[^"]*copy-button|<button[^>]*class="[^"]*copy-button[^"]*"[^>]*disabled/);
+  // The page loads the hydration bundle under the names build-site.sh writes.
+  expect(html).toContain("/pkg/oxiscale.js");
+  expect(html).toContain("/pkg/oxiscale_bg.wasm");
+  expect(html).toContain('href="/pkg/oxiscale.css"');
+});
+
+test("the page reads correctly with JavaScript disabled", async ({ browser }) => {
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await page.goto("/machines");
+  await expect(page.getByRole("heading", { level: 1, name: "Machines" })).toBeVisible();
+  await expect(page.locator("#join-command")).toHaveText(joinCommand);
+  await expect(page.getByRole("button", { name: "Copy join command" })).toBeDisabled();
+  await context.close();
+});
+
+test("after hydration the copy button copies the join command", async ({ page, context }, testInfo) => {
+  const errors = watchForErrors(page);
+  await context.grantPermissions(["clipboard-read", "clipboard-write"]);
+  await page.goto("/");
+  // "/" redirects to the Machines page.
+  await expect(page).toHaveURL(/\/machines$/);
+  await expect(page).toHaveTitle("Machines · oxiscale");
+  await expect(page.locator("#join-command")).toHaveText(joinCommand);
+
+  const copy = await hydrated(page);
+  await expect(copy).toHaveText("Copy join command");
+  await copy.click();
+  await expect(copy).toHaveText("Copied join command");
+  await expect(page.getByRole("status")).toHaveText("Copied to the clipboard.");
+  expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(joinCommand);
+  // The confirmation goes away again.
+  await expect(copy).toHaveText("Copy join command", { timeout: 6_000 });
+
+  await page.screenshot({ path: testInfo.outputPath("machines.png"), fullPage: true });
+  await testInfo.attach("machines", { path: testInfo.outputPath("machines.png"), contentType: "image/png" });
+  expect(errors).toEqual([]);
+});
+
+test("without the Clipboard API the command is selected for Ctrl+C", async ({ page }) => {
+  const errors = watchForErrors(page);
+  // As on a plain-HTTP origin other than localhost, where navigator.clipboard is undefined.
+  await page.addInitScript(() => {
+    Object.defineProperty(Navigator.prototype, "clipboard", { get: () => undefined });
+  });
+  await page.goto("/machines");
+  const copy = await hydrated(page);
+  await copy.click();
+  await expect(copy).toHaveText("Press Ctrl+C join command");
+  expect(await page.evaluate(() => window.getSelection()?.toString())).toBe(joinCommand);
+  expect(errors).toEqual([]);
+});
+
+test("navigation is client-side after hydration and marks the current section", async ({ page }) => {
+  const errors = watchForErrors(page);
+  await page.goto("/machines");
+  await hydrated(page);
+  const nav = page.getByRole("navigation", { name: "Main" });
+  await expect(nav.getByRole("link", { name: "Machines" })).toHaveAttribute("aria-current", "page");
+
+  // A marker on window survives only if the router navigates without a page load.
+  await page.evaluate(() => ((window as unknown as { marker: number }).marker = 42));
+  await nav.getByRole("link", { name: "Access controls" }).click();
+  await expect(page).toHaveURL(/\/acls$/);
+  await expect(page.getByRole("heading", { level: 1 })).toHaveText("Access controls");
+  await expect(page.getByText("This section is coming soon.")).toBeVisible();
+  await expect(nav.getByRole("link", { name: "Access controls" })).toHaveAttribute("aria-current", "page");
+  await expect(nav.getByRole("link", { name: "Machines" })).not.toHaveAttribute("aria-current", "page");
+  expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(42);
+  expect(errors).toEqual([]);
+});
+
+test("keyboard: skip link first, then the navigation, copy button reachable", async ({ page }, testInfo) => {
+  test.skip(testInfo.project.name === "phone", "no hardware keyboard on the phone profile");
+  await page.goto("/machines");
+  const copy = await hydrated(page);
+  await page.keyboard.press("Tab");
+  await expect(page.getByRole("link", { name: "Skip to content" })).toBeFocused();
+  await page.keyboard.press("Tab");
+  await expect(page.getByRole("link", { name: "oxiscale" })).toBeFocused();
+  await page.keyboard.press("Tab");
+  await expect(page.getByRole("link", { name: "Machines" })).toBeFocused();
+  // Machines, Users, Access controls, DNS, Keys, then the "Keys" link in the text, then Copy.
+  for (let i = 0; i < 6; i++) await page.keyboard.press("Tab");
+  await expect(copy).toBeFocused();
+  await page.keyboard.press("Enter");
+  // Without clipboard permission in this context either outcome proves the key worked.
+  await expect(copy).not.toHaveText("Copy join command");
+});
+
+test("fits a phone screen without sideways scrolling", async ({ page }, testInfo) => {
+  await page.goto("/machines");
+  await hydrated(page);
+  const overflow = await page.evaluate(
+    () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+  );
+  expect(overflow).toBeLessThanOrEqual(0);
+  await page.screenshot({ path: testInfo.outputPath("machines-viewport.png") });
+});
+
+test("server function answers over HTTP under /console/fn", async ({ request }) => {
+  const response = await request.post("/console/fn/config", {
+    headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json" },
+    data: "",
+  });
+  expect(response.status()).toBe(200);
+  expect(await response.json()).toEqual({ server_url: serverURL });
+});
+
+test("unknown console paths get the not-found page with status 404", async ({ request }) => {
+  const response = await request.get("/no-such-page");
+  expect(response.status()).toBe(404);
+  expect(await response.text()).toContain("Page not found");
+});
