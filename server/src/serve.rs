@@ -152,13 +152,18 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let socket_path = config.socket_path();
     let permission =
         u32::from_str_radix(&config.unix_socket_permission, 8).expect("validated with the config");
+    let socket_listener = crate::api::bind_socket(&socket_path, permission).with_context(|| {
+        format!(
+            "binding the admin socket {} (unix_socket)",
+            socket_path.display()
+        )
+    })?;
     let socket = {
-        let path = socket_path.clone();
         let admin = admin.clone();
         let shutdown = wait_for(shutdown_rx.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::api::serve_socket(admin, &path, permission, shutdown).await {
-                warn!(path = %path.display(), error = %e, "admin socket stopped");
+            if let Err(e) = crate::api::serve_socket(admin, socket_listener, shutdown).await {
+                warn!(error = %e, "admin socket stopped");
             }
         })
     };

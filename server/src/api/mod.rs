@@ -94,19 +94,23 @@ async fn require_api_key(State(admin): State<Admin>, req: Request, next: Next) -
     }
 }
 
-/// Serves the routes on a unix socket with mode `permission`, until `shutdown` resolves.
-pub async fn serve_socket(
-    admin: Admin,
-    path: &Path,
-    permission: u32,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+/// Binds the admin socket with mode `permission`, replacing a stale socket file.
+pub fn bind_socket(path: &Path, permission: u32) -> std::io::Result<tokio::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if path.exists() {
         std::fs::remove_file(path)?;
     }
     let listener = tokio::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(permission))?;
+    Ok(listener)
+}
+
+/// Serves the routes on a bound admin socket until `shutdown` resolves.
+pub async fn serve_socket(
+    admin: Admin,
+    listener: tokio::net::UnixListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, routes(admin))
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,11 +1,27 @@
-//! Who may see and reach whom. This is where the policy engine plugs in: today the only
-//! mode is "no policy", which, as in headscale and Tailscale, lets every node reach every
-//! other node. A compiled policy will add a second variant answering the same questions.
+//! Who may see and reach whom.
+//!
+//! Two modes. Without a policy (no `policy.path` in file mode, no row in database mode) every
+//! node sees and reaches every other node, as in headscale and Tailscale's default policy.
+//! With a policy, a [`Compiled`] snapshot of it answers: the engine resolved it against the
+//! tailnet as it was at the end of the last writer batch (see `State::finish_batch`).
+//!
+//! Routes: the engine elects its own primary router per subnet (the lowest node id), but it
+//! does not know who is online, so the tailnet's HA election (`State::primaries`) stays the
+//! authority for *which* router carries a prefix. The engine decides only *whether* a viewer
+//! may use a prefix at all: it put the prefix into the AllowedIPs of some peer that viewer
+//! sees. Whether a viewer may use a route depends on the rules, the viewer and the route,
+//! never on which router serves it, so asking "did the engine give this viewer the prefix
+//! through anyone" and then attaching it to the router the server elected keeps both in
+//! agreement while failover follows presence.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
+use oxiscale_policy::{Compiled, Policy};
 use oxiscale_tailcfg::{FilterRule, SshPolicy};
 
-use super::model::Node;
+use super::model::{Node, NodeId};
 
 /// What a node may know about one of its peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +37,77 @@ pub enum Access {
     /// No policy: everyone sees and reaches everyone (documented in the README).
     #[default]
     AllowAll,
+    /// A policy in force, compiled against the current tailnet.
+    Policy(Arc<PolicyAccess>),
+}
+
+/// A policy and its compiled form for one tailnet snapshot.
+pub struct PolicyAccess {
+    policy: Arc<Policy>,
+    compiled: Arc<Compiled>,
+    /// Whether any node serves a route at all; without routes nothing below is needed.
+    any_routes: bool,
+    /// Per viewer, the routed prefixes it may use, filled on first use (a compiled snapshot
+    /// is immutable, so the cache never goes stale; a recompile builds a new one).
+    usable: Mutex<HashMap<NodeId, Arc<Vec<IpNet>>>>,
+}
+
+impl std::fmt::Debug for PolicyAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyAccess")
+            .field("any_routes", &self.any_routes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PolicyAccess {
+    pub fn new(policy: Arc<Policy>, compiled: Compiled, any_routes: bool) -> PolicyAccess {
+        PolicyAccess {
+            policy,
+            compiled: Arc::new(compiled),
+            any_routes,
+            usable: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    pub fn compiled(&self) -> &Arc<Compiled> {
+        &self.compiled
+    }
+
+    /// Prefixes `viewer` may send through some router: those the engine put in the
+    /// AllowedIPs of any peer it shows the viewer, plus the viewer's own subnet routes (a
+    /// co-router must learn who the primary for its prefix is).
+    fn usable_routes(&self, viewer: &Node) -> Arc<Vec<IpNet>> {
+        if !self.any_routes {
+            return Arc::default();
+        }
+        let mut cache = self.usable.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = cache.get(&viewer.id) {
+            return v.clone();
+        }
+        let mut routes: Vec<IpNet> = self
+            .compiled
+            .peers(viewer.id)
+            .into_iter()
+            .flat_map(|p| p.allowed_ips)
+            .filter(|r| r.prefix_len() < r.max_prefix_len())
+            .chain(
+                viewer
+                    .served_routes()
+                    .into_iter()
+                    .filter(|r| !is_exit_route(r)),
+            )
+            .collect();
+        routes.sort();
+        routes.dedup();
+        let routes = Arc::new(routes);
+        cache.insert(viewer.id, routes.clone());
+        routes
+    }
 }
 
 const EXIT_V4: &str = "0.0.0.0/0";
@@ -30,40 +117,81 @@ pub fn is_exit_route(route: &IpNet) -> bool {
     route.prefix_len() == 0
 }
 
+fn exit_routes() -> [IpNet; 2] {
+    [
+        EXIT_V4.parse().expect("valid literal"),
+        EXIT_V6.parse().expect("valid literal"),
+    ]
+}
+
 impl Access {
-    pub fn can_see(&self, _viewer: &Node, _peer: &Node) -> bool {
-        match self {
-            Access::AllowAll => true,
-        }
-    }
-
-    pub fn packet_filter(&self, _node: &Node) -> Vec<FilterRule> {
-        match self {
-            Access::AllowAll => FilterRule::allow_all(),
-        }
-    }
-
-    pub fn ssh_policy(&self, _node: &Node) -> Option<SshPolicy> {
+    pub fn policy(&self) -> Option<&Arc<Policy>> {
         match self {
             Access::AllowAll => None,
+            Access::Policy(p) => Some(p.policy()),
+        }
+    }
+
+    pub fn compiled(&self) -> Option<&Arc<Compiled>> {
+        match self {
+            Access::AllowAll => None,
+            Access::Policy(p) => Some(p.compiled()),
+        }
+    }
+
+    pub fn can_see(&self, viewer: &Node, peer: &Node) -> bool {
+        match self {
+            Access::AllowAll => true,
+            Access::Policy(p) => p.compiled.can_see(viewer.id, peer.id),
+        }
+    }
+
+    /// The node's packet filter. Under a policy an unknown node gets no rules (drop all).
+    pub fn packet_filter(&self, node: &Node) -> Vec<FilterRule> {
+        match self {
+            Access::AllowAll => FilterRule::allow_all(),
+            Access::Policy(p) => p.compiled.packet_filter(node.id),
+        }
+    }
+
+    /// Under a policy the node always gets an SSH policy, empty when the policy has no
+    /// `ssh` section: `None` on the wire means "unchanged", so removing the last SSH rule
+    /// must be said with an empty list.
+    pub fn ssh_policy(&self, node: &Node) -> Option<SshPolicy> {
+        match self {
+            Access::AllowAll => None,
+            Access::Policy(p) => Some(p.compiled.ssh_policy(node.id).unwrap_or_default()),
+        }
+    }
+
+    /// `nodeAttrs` capabilities that apply to the node (none without a policy).
+    pub fn node_attrs(&self, node: &Node) -> Vec<String> {
+        match self {
+            Access::AllowAll => Vec::new(),
+            Access::Policy(p) => p.compiled.node_attrs(node.id),
         }
     }
 
     /// The routes of `peer` as `viewer` is told about them. `primary` are the subnet routes
     /// `peer` is primary for (decided by the tailnet, which knows who is online).
-    pub fn peer_routes(&self, _viewer: &Node, peer: &Node, primary: &[IpNet]) -> PeerRoutes {
-        let mut allowed_ips = peer.addresses();
-        allowed_ips.extend(primary.iter().copied());
+    pub fn peer_routes(&self, viewer: &Node, peer: &Node, primary: &[IpNet]) -> PeerRoutes {
         let served = peer.served_routes();
-        let exit4: IpNet = EXIT_V4.parse().expect("valid literal");
-        let exit6: IpNet = EXIT_V6.parse().expect("valid literal");
-        if served.contains(&exit4) || served.contains(&exit6) {
-            allowed_ips.push(exit4);
-            allowed_ips.push(exit6);
+        let serves_exit = served.iter().any(is_exit_route);
+        // A node's view of itself, and everything without a policy: all it serves.
+        let usable = match self {
+            Access::Policy(p) if viewer.id != peer.id => Some(p.usable_routes(viewer)),
+            _ => None,
+        };
+        let may_use = |r: &IpNet| usable.as_ref().is_none_or(|u| u.contains(r));
+        let primary_routes: Vec<IpNet> = primary.iter().copied().filter(may_use).collect();
+        let mut allowed_ips = peer.addresses();
+        allowed_ips.extend(primary_routes.iter().copied());
+        if serves_exit {
+            allowed_ips.extend(exit_routes().into_iter().filter(may_use));
         }
         PeerRoutes {
             allowed_ips,
-            primary_routes: primary.to_vec(),
+            primary_routes,
         }
     }
 }

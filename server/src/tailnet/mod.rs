@@ -140,10 +140,13 @@ impl Writer {
             let mut fx = Effects::default();
             let completions: Vec<Completion> = {
                 let mut state = write_lock(&self.state);
-                batch
+                let done = batch
                     .drain(..)
                     .map(|job| job(&mut state, &mut fx))
-                    .collect()
+                    .collect();
+                // Once per batch: recompile the policy if the batch changed its inputs.
+                state.finish_batch(&mut fx);
+                done
             };
             match self.store.commit(&fx.ops).await {
                 Ok(()) => {
@@ -164,7 +167,9 @@ impl Writer {
                             let mut state = write_lock(&self.state);
                             let pending_online: Vec<_> =
                                 state.nodes().filter(|n| n.online).map(|n| n.id).collect();
+                            let policy = state.policy().cloned();
                             *state = State::new(self.settings.clone(), self.pool.clone(), loaded);
+                            state.restore_policy(policy);
                             let mut ignored = Effects::default();
                             let now = time::OffsetDateTime::now_utc();
                             for id in pending_online {

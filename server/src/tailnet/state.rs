@@ -7,17 +7,19 @@
 //! memory, so a refused mutation leaves the state as it was.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use oxiscale_policy::{Policy, PolicyError, TagRequester, Topology};
 use oxiscale_tailcfg::{
     Hostinfo, MachinePublic, MapRequest, NodePublic, PeerChange, RegisterRequest,
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use super::access::{Access, PeerRoutes, is_exit_route};
+use super::access::{Access, PeerRoutes, PolicyAccess, is_exit_route};
 use super::addresses::{AddressPool, AllocError};
 use super::effects::{Change, DbOp, Effects};
 use super::model::{ApiKey, KeyId, Node, NodeId, PreAuthKey, RegisterMethod, User, UserId};
@@ -119,6 +121,15 @@ pub struct State {
     access: Access,
     /// Which node routes each subnet prefix served by several (HA election result).
     primaries: BTreeMap<IpNet, NodeId>,
+    /// The policy in force (`None`: allow-all). `access` is its compiled form, except after
+    /// a failed recompile, when `access` denies everything (see `recompile_policy`).
+    policy: Option<Arc<Policy>>,
+    /// Something the policy depends on changed in this batch (see `finish_batch`).
+    policy_dirty: bool,
+    /// Fingerprint of the inputs `access` was compiled from.
+    compiled_for: Option<u64>,
+    /// Why the policy in force could not be recompiled, while that is so.
+    policy_problem: Option<String>,
 }
 
 impl State {
@@ -138,6 +149,10 @@ impl State {
             seq: Sequences::default(),
             access: Access::default(),
             primaries: BTreeMap::new(),
+            policy: None,
+            policy_dirty: false,
+            compiled_for: None,
+            policy_problem: None,
         };
         for u in loaded.users {
             s.seq.user = s.seq.user.max(u.id);
@@ -305,6 +320,7 @@ impl State {
         fx.write(DbOp::PutSequence("user", self.seq.user + 1));
         fx.write(DbOp::PutUser(user.clone()));
         self.users.insert(user.id, user.clone());
+        self.policy_dirty = true;
         Ok(user)
     }
 
@@ -331,6 +347,7 @@ impl State {
         user.name = new_name.to_owned();
         let user = user.clone();
         fx.write(DbOp::PutUser(user.clone()));
+        self.policy_dirty = true;
         // Peers show the owner's login name.
         for n in self.nodes.values().filter(|n| n.user == Some(id)) {
             fx.announce(Change::NodeUpserted(n.id));
@@ -359,6 +376,7 @@ impl State {
             self.remove_preauth(fx, k);
         }
         self.users.remove(&id);
+        self.policy_dirty = true;
         fx.write(DbOp::DeleteUser(id));
         Ok(())
     }
@@ -381,6 +399,7 @@ impl State {
             }
         }
         let tags = normalize_tags(tags)?;
+        self.check_tags_defined(&tags)?;
         if user.is_none() && tags.is_empty() {
             return Err(TailnetError::Invalid(
                 "a pre-auth key needs a user or at least one tag".into(),
@@ -634,9 +653,23 @@ impl State {
         if let Some(reason) = key.refusal(now) {
             return Ok(RegisterOutcome::Refused(reason.into()));
         }
-        let owner = Owner {
-            user: if key.tags.is_empty() { key.user } else { None },
-            tags: key.tags.clone(),
+        // A tagged key decides the tags (what the client asks for is ignored); a user's key
+        // may ask for the tags tagOwners let that user apply, and for nothing else.
+        let owner = if !key.tags.is_empty() {
+            Owner {
+                user: None,
+                tags: key.tags.clone(),
+            }
+        } else if !hostinfo.request_tags.is_empty() {
+            match self.authorize_requested_tags(key.user, &hostinfo.request_tags) {
+                Ok(tags) => Owner { user: None, tags },
+                Err(reason) => return Ok(RegisterOutcome::Refused(reason)),
+            }
+        } else {
+            Owner {
+                user: key.user,
+                tags: Vec::new(),
+            }
         };
         let registration = Registration {
             machine,
@@ -687,6 +720,23 @@ impl State {
             .pending
             .get(auth_id)
             .ok_or_else(|| not_found("pending registration", auth_id))?;
+        let owner = if pending.hostinfo.request_tags.is_empty() {
+            Owner {
+                user: Some(user),
+                tags: vec![],
+            }
+        } else {
+            match self.authorize_requested_tags(Some(user), &pending.hostinfo.request_tags) {
+                Ok(tags) => Owner { user: None, tags },
+                Err(reason) => {
+                    // The client is told why; the login is over either way.
+                    if let Some(p) = self.pending.remove(auth_id) {
+                        p.done.send_replace(Some(Err(reason.clone())));
+                    }
+                    return Err(TailnetError::Invalid(reason));
+                }
+            }
+        };
         let registration = Registration {
             machine: pending.machine,
             node_key: pending.node_key,
@@ -696,15 +746,7 @@ impl State {
             method: RegisterMethod::Interactive,
             auth_key_id: None,
         };
-        let id = self.register_node(
-            fx,
-            registration,
-            Owner {
-                user: Some(user),
-                tags: vec![],
-            },
-            now,
-        )?;
+        let id = self.register_node(fx, registration, owner, now)?;
         if let Some(p) = self.pending.remove(auth_id) {
             p.done.send_replace(Some(Ok(id)));
         }
@@ -802,6 +844,7 @@ impl State {
         let node = Arc::new(node);
         fx.write(DbOp::PutNode(node.clone()));
         self.nodes.insert(id, node);
+        self.policy_dirty = true;
         fx.announce(Change::NodeUpserted(id));
         Ok(id)
     }
@@ -1034,6 +1077,7 @@ impl State {
             self.names.remove(&node.given_name);
         }
         self.pool.release(node.ipv4, node.ipv6);
+        self.policy_dirty = true;
         fx.write(DbOp::DeleteNode(id));
         fx.announce(Change::NodeRemoved(id));
         if !node.served_routes().is_empty() {
@@ -1050,6 +1094,7 @@ impl State {
     ) -> Result<Arc<Node>, TailnetError> {
         let tags = normalize_tags(tags)?;
         let node = self.nodes.get(&id).ok_or_else(|| not_found("node", id))?;
+        self.check_tags_defined(&tags)?;
         if tags.is_empty() && node.is_tagged() && node.user.is_none() {
             return Err(TailnetError::Invalid(
                 "a tagged node has no user to fall back to; it needs at least one tag".into(),
@@ -1176,6 +1221,254 @@ impl State {
             .collect()
     }
 
+    // ----- policy --------------------------------------------------------------------
+
+    /// The policy in force; `None` means allow-all.
+    pub fn policy(&self) -> Option<&Arc<Policy>> {
+        self.policy.as_ref()
+    }
+
+    /// Set while the policy in force no longer compiles against the tailnet (every node is
+    /// cut off until it is fixed): the reason, for the operator.
+    pub fn policy_problem(&self) -> Option<&str> {
+        self.policy_problem.as_deref()
+    }
+
+    /// The tailnet as the policy engine sees it. Node names are the MagicDNS labels; a tagged
+    /// node has no user (its tags own it).
+    pub fn policy_topology(&self) -> Topology {
+        Topology {
+            users: self
+                .users
+                .values()
+                .map(|u| oxiscale_policy::User {
+                    id: u.id,
+                    name: u.name.clone(),
+                    email: u.email.clone(),
+                })
+                .collect(),
+            nodes: self
+                .nodes
+                .values()
+                .map(|n| oxiscale_policy::Node {
+                    id: n.id,
+                    name: n.given_name.clone(),
+                    user: if n.is_tagged() { None } else { n.user },
+                    tags: n.tags.clone(),
+                    ipv4: n.ipv4,
+                    ipv6: n.ipv6,
+                    routable_ips: n.hostinfo.routable_ips.clone(),
+                    approved_routes: n.approved_routes.clone(),
+                    stable_id: n.stable_id(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Compiles `policy` against the live tailnet, its `tests` included, without putting it
+    /// in force (for `policy check`).
+    pub fn check_policy(
+        &self,
+        policy: &Policy,
+    ) -> Result<(oxiscale_policy::Compiled, Topology), PolicyError> {
+        let topo = self.policy_topology();
+        let compiled = policy.compile_with_url(&topo, &self.settings.server_url)?;
+        Ok((compiled, topo))
+    }
+
+    /// Puts `policy` in force (`None`: allow-all) once it compiled against the live tailnet
+    /// and passed its `tests`; on error nothing changes. Routes it auto-approves are approved.
+    pub fn set_policy(
+        &mut self,
+        fx: &mut Effects,
+        policy: Option<Arc<Policy>>,
+    ) -> Result<(), PolicyError> {
+        match policy {
+            None => {
+                self.policy = None;
+                self.access = Access::AllowAll;
+                self.compiled_for = None;
+                self.policy_problem = None;
+            }
+            Some(policy) => {
+                let (compiled, _) = self.check_policy(&policy)?;
+                self.access = Access::Policy(Arc::new(PolicyAccess::new(
+                    policy.clone(),
+                    compiled,
+                    self.any_routes(),
+                )));
+                self.compiled_for = Some(self.policy_fingerprint());
+                self.policy = Some(policy.clone());
+                self.policy_problem = None;
+                // Approvals change nodes: `finish_batch` recompiles for them.
+                self.apply_auto_approvals(fx, &policy);
+            }
+        }
+        fx.announce(Change::Visibility);
+        Ok(())
+    }
+
+    /// Re-adopts a policy after the state was rebuilt from the database (the writer does
+    /// this after a failed commit): compiled at once, so there is no allow-all moment.
+    pub fn restore_policy(&mut self, policy: Option<Arc<Policy>>) {
+        self.policy = policy;
+        self.compiled_for = None;
+        self.recompile_policy();
+        // Approvals (which write rows) wait for the next batch.
+        self.policy_dirty = self.policy.is_some();
+    }
+
+    /// Called by the writer after each batch, before its commit: if anything the policy
+    /// depends on changed (nodes added, removed, re-tagged, re-addressed, routes advertised or
+    /// approved, users added or renamed), auto-approves routes and recompiles, once per
+    /// batch. Cheap when nothing changed.
+    pub fn finish_batch(&mut self, fx: &mut Effects) {
+        if !self.policy_dirty {
+            return;
+        }
+        self.policy_dirty = false;
+        let Some(policy) = self.policy.clone() else {
+            return;
+        };
+        self.apply_auto_approvals(fx, &policy);
+        self.policy_dirty = false;
+        if self.recompile_policy() {
+            fx.announce(Change::Visibility);
+        }
+    }
+
+    /// Recompiles the policy in force if its inputs changed since the last compile. Tests
+    /// are not run again (they judge a policy when it is set). If it no longer compiles,
+    /// every node is cut off rather than left with a stale or wider view: no error widens
+    /// access. Returns whether `access` was replaced.
+    fn recompile_policy(&mut self) -> bool {
+        let Some(policy) = self.policy.clone() else {
+            return false;
+        };
+        let fingerprint = self.policy_fingerprint();
+        if self.compiled_for == Some(fingerprint) {
+            return false;
+        }
+        self.compiled_for = Some(fingerprint);
+        let topo = self.policy_topology();
+        let any_routes = self.any_routes();
+        self.access = match policy.compile_untested(&topo, &self.settings.server_url) {
+            Ok(compiled) => {
+                self.policy_problem = None;
+                Access::Policy(Arc::new(PolicyAccess::new(policy, compiled, any_routes)))
+            }
+            Err(e) => {
+                let problem = format!(
+                    "the policy no longer compiles against the tailnet ({e}); every node is cut off until the policy is fixed"
+                );
+                tracing::error!("{problem}");
+                self.policy_problem = Some(problem);
+                let deny = Arc::new(Policy::parse(r#"{"acls": []}"#).expect("valid literal"));
+                let compiled = deny
+                    .compile_untested(&topo, &self.settings.server_url)
+                    .expect("a policy without rules compiles against any tailnet");
+                Access::Policy(Arc::new(PolicyAccess::new(deny, compiled, false)))
+            }
+        };
+        true
+    }
+
+    fn any_routes(&self) -> bool {
+        self.nodes
+            .values()
+            .any(|n| !n.hostinfo.routable_ips.is_empty())
+    }
+
+    /// Everything the compiled policy depends on, hashed.
+    fn policy_fingerprint(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for u in self.users.values() {
+            (u.id, &u.name, &u.email).hash(&mut h);
+        }
+        for n in self.nodes.values() {
+            (n.id, policy_inputs_hash(n)).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Approves the advertised routes `autoApprovers` cover (adds, never removes).
+    fn apply_auto_approvals(&mut self, fx: &mut Effects, policy: &Policy) {
+        if !self.any_routes() {
+            return;
+        }
+        let topo = self.policy_topology();
+        for n in topo.nodes.iter().filter(|n| !n.routable_ips.is_empty()) {
+            let missing: Vec<IpNet> = policy
+                .auto_approved_routes(&topo, n.id)
+                .into_iter()
+                .filter(|r| !n.approved_routes.contains(r))
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let mut routes = n.approved_routes.clone();
+            routes.extend(missing);
+            if let Err(e) = self.approve_routes(fx, n.id, routes) {
+                tracing::warn!(node = n.id, error = %e, "auto-approving routes failed");
+            }
+        }
+    }
+
+    /// Under a policy, a tag may only be put on a node if `tagOwners` defines it.
+    fn check_tags_defined(&self, tags: &[String]) -> Result<(), TailnetError> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        let undefined: Vec<&String> = tags.iter().filter(|t| !policy.defines_tag(t)).collect();
+        if undefined.is_empty() {
+            Ok(())
+        } else {
+            Err(TailnetError::Invalid(format!(
+                "tag(s) {undefined:?} are not defined in the policy's tagOwners"
+            )))
+        }
+    }
+
+    /// The tags a user-owned registration asked for (`Hostinfo.RequestTags`), if `tagOwners`
+    /// lets `user` apply every one of them. Like Tailscale, one tag not permitted refuses the
+    /// whole registration rather than silently dropping it.
+    fn authorize_requested_tags(
+        &self,
+        user: Option<UserId>,
+        requested: &[String],
+    ) -> Result<Vec<String>, String> {
+        let tags = normalize_tags(requested.to_vec()).map_err(|e| e.to_string())?;
+        let refused: Vec<&String> = match (&self.policy, user) {
+            (Some(policy), Some(user)) => {
+                let topo = Topology {
+                    users: self.policy_topology().users,
+                    nodes: Vec::new(),
+                };
+                tags.iter()
+                    .filter(|t| !policy.may_apply_tag(&topo, &TagRequester::User(user), t))
+                    .collect()
+            }
+            _ => tags.iter().collect(),
+        };
+        if refused.is_empty() {
+            Ok(tags)
+        } else {
+            let list = refused
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            Err(format!(
+                "requested tags [{list}] are invalid or not permitted{}",
+                if self.policy.is_none() {
+                    " (no policy is in force, so no tagOwners allow them)"
+                } else {
+                    ""
+                }
+            ))
+        }
+    }
+
     // ----- internals -----------------------------------------------------------------
 
     fn index_node(&mut self, n: &Node) {
@@ -1189,7 +1482,11 @@ impl State {
             .nodes
             .get_mut(&id)
             .expect("caller checked the node exists");
+        let before = policy_inputs_hash(slot);
         f(Arc::make_mut(slot));
+        if policy_inputs_hash(slot) != before {
+            self.policy_dirty = true;
+        }
         fx.write(DbOp::PutNode(slot.clone()));
     }
 
@@ -1240,6 +1537,23 @@ impl State {
         }
         self.primaries = next;
     }
+}
+
+/// What of a node the policy engine sees (see `State::policy_topology`), hashed: a change
+/// of it means the policy must be recompiled.
+fn policy_inputs_hash(n: &Node) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (
+        n.user,
+        &n.tags,
+        n.ipv4,
+        n.ipv6,
+        &n.hostinfo.routable_ips,
+        &n.approved_routes,
+        &n.given_name,
+    )
+        .hash(&mut h);
+    h.finish()
 }
 
 struct Owner {
