@@ -108,13 +108,22 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     info!(users, nodes, database = %config.sqlite_path().display(), "tailnet loaded");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let map_config = MapConfig::new(&config, derp_map::build(&config)?);
+    let http_client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .build()
+        .context("building the HTTP client")?;
+    let remote_maps = derp_map::fetch_remote(&http_client, &config.derp.urls, &[]).await;
+    let map_config = MapConfig::new(&config, derp_map::build(&config, &remote_maps)?);
     let control = ControlPlane::new(
         tailnet.clone(),
         map_config,
         ControlSettings::default(),
         shutdown_rx.clone(),
     );
+    if !config.derp.urls.is_empty() && config.derp.auto_update_enabled {
+        tokio::spawn(refresh_derp_maps(config.clone(), http_client, remote_maps, control.clone(), shutdown_rx.clone()));
+    }
 
     let stun_addr = stun_socket.as_ref().map(|s| s.local_addr()).transpose()?;
     let derp = match stun_socket {
@@ -193,6 +202,37 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         http,
         socket,
     })
+}
+
+/// Re-fetches `derp.urls` every `derp.update_frequency`; a changed map reaches every
+/// connected node as a `DERPMap` update.
+async fn refresh_derp_maps(
+    config: Config,
+    client: reqwest::Client,
+    mut remote: Vec<oxiscale_tailcfg::DerpMap>,
+    control: Arc<ControlPlane>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let every = config.derp.update_frequency.0.max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        remote = derp_map::fetch_remote(&client, &config.derp.urls, &remote).await;
+        let map = match derp_map::build(&config, &remote) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "DERP map refresh failed; keeping the current map");
+                continue;
+            }
+        };
+        if map != control.map_config().derp_map {
+            info!(regions = map.regions.len(), "DERP map changed; sending it to connected nodes");
+            control.set_map_config(MapConfig::new(&config, map));
+            control.tailnet.broadcast(&[crate::tailnet::Change::DerpMap]);
+        }
+    }
 }
 
 /// The data directory holds keys and the database: only its owner may enter it.

@@ -105,7 +105,7 @@ pub enum Allocation {
     Random,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DerpConfig {
     pub server: DerpServerConfig,
@@ -113,8 +113,9 @@ pub struct DerpConfig {
     pub urls: Vec<String>,
     /// Local DERP map files (YAML or JSON) merged into the map.
     pub paths: Vec<PathBuf>,
-    pub auto_update_enabled: Option<bool>,
-    pub update_frequency: Option<HumanDuration>,
+    /// Re-fetch `urls` every `update_frequency`.
+    pub auto_update_enabled: bool,
+    pub update_frequency: HumanDuration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -282,6 +283,18 @@ impl Default for PrefixesConfig {
             v4: Some("100.64.0.0/10".parse().expect("valid literal")),
             v6: Some("fd7a:115c:a1e0::/48".parse().expect("valid literal")),
             allocation: Allocation::Sequential,
+        }
+    }
+}
+
+impl Default for DerpConfig {
+    fn default() -> Self {
+        DerpConfig {
+            server: DerpServerConfig::default(),
+            urls: Vec::new(),
+            paths: Vec::new(),
+            auto_update_enabled: true,
+            update_frequency: HumanDuration(std::time::Duration::from_secs(3 * 3600)),
         }
     }
 }
@@ -464,11 +477,10 @@ impl Config {
                 message: "postgres is not supported by this build yet; use sqlite".into(),
             });
         }
-        if !self.derp.urls.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "derp.urls",
-                message: "fetching remote DERP maps is not supported yet; save the map to a file and list it in derp.paths".into(),
-            });
+        for url in &self.derp.urls {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid { key: "derp.urls", message: format!("{url:?} is not an http(s) URL") });
+            }
         }
         if self.node.ephemeral.inactivity_timeout.is_zero() {
             return Err(ConfigError::Invalid {
@@ -512,8 +524,6 @@ impl Config {
         note!(database.postgres => "database.postgres");
         note!(database.gorm => "database.gorm");
         note!(node.routes => "node.routes");
-        note!(derp.auto_update_enabled => "derp.auto_update_enabled");
-        note!(derp.update_frequency => "derp.update_frequency");
         keys
     }
 

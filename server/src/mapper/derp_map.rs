@@ -1,6 +1,7 @@
-//! The DERP map every node gets: the embedded relay's region, plus regions from the files
-//! in `derp.paths` (headscale's YAML format, keys in any case; a region set to `null`
-//! removes it).
+//! The DERP map every node gets: regions from remote maps (`derp.urls`, JSON as Tailscale
+//! serves it, refreshed every `derp.update_frequency`), then from the files in `derp.paths`
+//! (headscale's YAML format, keys in any case; a region set to `null` removes it), then the
+//! embedded relay's region, which wins an id collision.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -14,6 +15,8 @@ use crate::config::Config;
 pub enum DerpMapError {
     #[error("DERP map file {path}: {message}")]
     File { path: String, message: String },
+    #[error("DERP map {url}: {message}")]
+    Remote { url: String, message: String },
 }
 
 /// The embedded relay's region, reachable at the server_url's host and port.
@@ -48,19 +51,51 @@ pub fn embedded_region(config: &Config) -> DerpRegion {
     }
 }
 
-/// Builds the map from the configuration; file regions are added first, so the embedded
-/// region wins an id collision.
-pub fn build(config: &Config) -> Result<DerpMap, DerpMapError> {
+/// Builds the map from fetched remote maps and the configuration.
+pub fn build(config: &Config, remote: &[DerpMap]) -> Result<DerpMap, DerpMapError> {
     let mut map = DerpMap {
         omit_default_regions: true,
         ..Default::default()
     };
+    for r in remote {
+        map.regions.extend(r.regions.iter().map(|(id, region)| (*id, region.clone())));
+    }
     for path in &config.derp.paths {
         merge_file(&mut map, path)?;
     }
     if config.derp.server.enabled && config.derp.server.automatically_add_embedded_derp_region {
         let region = embedded_region(config);
         map.regions.insert(region.region_id, region);
+    }
+    Ok(map)
+}
+
+/// Fetches the remote maps of `derp.urls`. A map that cannot be fetched keeps its previous
+/// version (`previous[i]`), so a flaky source never empties the map.
+pub async fn fetch_remote(client: &reqwest::Client, urls: &[String], previous: &[DerpMap]) -> Vec<DerpMap> {
+    let mut out = Vec::with_capacity(urls.len());
+    for (i, url) in urls.iter().enumerate() {
+        match fetch_one(client, url).await {
+            Ok(map) => out.push(map),
+            Err(e) => {
+                tracing::warn!(error = %e, "keeping the previous DERP map of this source");
+                out.push(previous.get(i).cloned().unwrap_or_default());
+            }
+        }
+    }
+    out
+}
+
+async fn fetch_one(client: &reqwest::Client, url: &str) -> Result<DerpMap, DerpMapError> {
+    let err = |message: String| DerpMapError::Remote { url: url.to_owned(), message };
+    let resp = client.get(url).send().await.map_err(|e| err(e.to_string()))?;
+    if !resp.status().is_success() {
+        return Err(err(format!("answered {}", resp.status())));
+    }
+    let body: Value = resp.json().await.map_err(|e| err(e.to_string()))?;
+    let map: DerpMap = serde_json::from_value(canonical_keys(body)).map_err(|e| err(e.to_string()))?;
+    if map.regions.is_empty() {
+        return Err(err("has no regions".into()));
     }
     Ok(map)
 }
@@ -121,6 +156,7 @@ fn canonical_keys(v: Value) -> Value {
         "DERPPort",
         "InsecureForTests",
         "CanPort80",
+        "omitDefaultRegions",
     ];
     match v {
         Value::Object(m) => Value::Object(
@@ -148,7 +184,7 @@ mod tests {
         let mut c = Config::default();
         c.server_url = "http://127.0.0.1:8081".into();
         c.derp.server.stun_listen_addr = "127.0.0.1:3479".parse().unwrap();
-        let map = build(&c).unwrap();
+        let map = build(&c, &[]).unwrap();
         let node = &map.regions[&999].nodes[0];
         assert_eq!(
             (
@@ -173,7 +209,7 @@ mod tests {
         .unwrap();
         let mut c = Config::default();
         c.derp.paths = vec![path];
-        let map = build(&c).unwrap();
+        let map = build(&c, &[]).unwrap();
         assert_eq!(map.regions[&900].nodes[0].host_name, "derp.example.org");
         assert!(map.regions.contains_key(&999));
         std::fs::remove_dir_all(&dir).ok();

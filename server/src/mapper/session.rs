@@ -26,6 +26,7 @@ pub struct Pending {
     /// Visibility or filters may have changed: diff the whole peer set.
     pub recompute: bool,
     pub dns: bool,
+    pub derp: bool,
     pub peers_changed: BTreeSet<NodeId>,
     pub patches: BTreeMap<NodeId, PeerChange>,
     pub removed: BTreeSet<NodeId>,
@@ -36,6 +37,7 @@ impl Pending {
         !self.self_changed
             && !self.recompute
             && !self.dns
+            && !self.derp
             && self.peers_changed.is_empty()
             && self.patches.is_empty()
             && self.removed.is_empty()
@@ -89,6 +91,7 @@ impl Pending {
             }
             Change::Visibility => self.recompute = true,
             Change::DnsConfig => self.dns = true,
+            Change::DerpMap => self.derp = true,
         }
     }
 }
@@ -192,6 +195,9 @@ pub fn build_delta(
     if pending.dns {
         resp.dns_config = Some(config.dns_config.clone());
     }
+    if pending.derp {
+        resp.derp_map = Some(config.derp_map.clone());
+    }
     if !changed_nodes.is_empty() {
         resp.user_profiles = user_profiles(state, changed_nodes.iter().map(|n| n.as_ref()));
     }
@@ -200,7 +206,8 @@ pub fn build_delta(
         || !resp.peers_removed.is_empty()
         || !resp.peers_changed_patch.is_empty()
         || resp.packet_filter.is_some()
-        || resp.dns_config.is_some();
+        || resp.dns_config.is_some()
+        || resp.derp_map.is_some();
     if says_something {
         resp.control_time = Some(now);
         Delta::Send(Box::new(resp))

@@ -40,6 +40,8 @@ pub enum Change {
     /// Who may see whom, or the packet filters, may have changed for everyone.
     Visibility,
     DnsConfig,
+    /// The DERP map changed (a remote map was refreshed).
+    DerpMap,
 }
 
 #[derive(Debug, Default)]

@@ -79,6 +79,14 @@ impl Tailnet {
         write_lock(&self.listeners).push(listener);
     }
 
+    /// Announces changes that are not tailnet state (DNS or DERP configuration), which
+    /// need no commit.
+    pub fn broadcast(&self, changes: &[Change]) {
+        for l in read_lock(&self.listeners).iter() {
+            l.on_changes(changes);
+        }
+    }
+
     /// Runs `f` with a consistent view. Keep it short: writers wait for it.
     pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
         f(&read_lock(&self.state))

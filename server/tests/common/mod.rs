@@ -39,6 +39,16 @@ impl TestServer {
         Self::start_in(dir, None).await
     }
 
+    /// Starts with the test defaults changed by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = std::env::temp_dir().join(format!("oxiscale-test-{}", rand::random::<u64>()));
+        let mut config = config_for(&dir);
+        adjust(&mut config);
+        let running = start(config).await.expect("server starts");
+        let url = running.server_url.clone();
+        TestServer { running: Some(running), dir, url }
+    }
+
     /// Starts on `dir`, reusing a previous server's data; `port` pins the listener.
     pub async fn start_in(dir: PathBuf, port: Option<u16>) -> TestServer {
         let mut config = config_for(&dir);
