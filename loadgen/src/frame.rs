@@ -1,0 +1,379 @@
+//! The map stream as the generator sees it, sans-IO: split the HTTP/2 body into messages
+//! (u32 little-endian length, then a zstd frame of JSON) and decode only the top-level keys
+//! the scenarios need.
+//!
+//! Large messages (full maps of big tailnets) are not kept whole: only their first bytes are
+//! buffered, enough to read the self node's ID, and the rest is counted and dropped. That
+//! keeps the generator's memory per node small and its CPU out of the server's way.
+
+use std::io::Read;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+/// A length prefix beyond this is treated as a corrupt stream.
+pub const MAX_MESSAGE_LEN: usize = 256 << 20;
+/// Compressed bytes kept of a message too large to decode whole.
+pub const HEAD_LEN: usize = 16 << 10;
+/// Decompressed bytes read from such a head.
+const HEAD_PLAIN_LEN: usize = 4 << 10;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("map message length {0} exceeds {MAX_MESSAGE_LEN}")]
+    TooLong(usize),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("zstd: {0}")]
+    Zstd(#[source] std::io::Error),
+    #[error("JSON: {0}")]
+    Json(#[source] serde_json::Error),
+}
+
+/// One message cut from the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawMessage {
+    /// Bytes on the stream: prefix plus compressed payload.
+    pub wire_len: usize,
+    /// The compressed payload, or its first [`HEAD_LEN`] bytes when `head_only`.
+    pub data: Vec<u8>,
+    pub head_only: bool,
+}
+
+/// Splits a byte stream fed in arbitrary chunks into [`RawMessage`]s.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    /// Messages up to this many compressed bytes are kept whole.
+    collect_limit: usize,
+    prefix: [u8; 4],
+    prefix_len: usize,
+    body: Option<Body>,
+}
+
+#[derive(Debug)]
+struct Body {
+    len: usize,
+    received: usize,
+    keep: usize,
+    data: Vec<u8>,
+}
+
+impl FrameDecoder {
+    pub fn new(collect_limit: usize) -> Self {
+        FrameDecoder {
+            collect_limit,
+            prefix: [0; 4],
+            prefix_len: 0,
+            body: None,
+        }
+    }
+
+    /// Consumes `chunk`, appending every message it completes to `out`.
+    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<RawMessage>) -> Result<(), FrameError> {
+        while !chunk.is_empty() {
+            let Some(body) = &mut self.body else {
+                let take = (4 - self.prefix_len).min(chunk.len());
+                self.prefix[self.prefix_len..self.prefix_len + take]
+                    .copy_from_slice(&chunk[..take]);
+                self.prefix_len += take;
+                chunk = &chunk[take..];
+                if self.prefix_len == 4 {
+                    self.prefix_len = 0;
+                    let len = u32::from_le_bytes(self.prefix) as usize;
+                    if len > MAX_MESSAGE_LEN {
+                        return Err(FrameError::TooLong(len));
+                    }
+                    let keep = if len <= self.collect_limit {
+                        len
+                    } else {
+                        HEAD_LEN.min(len)
+                    };
+                    self.body = Some(Body {
+                        len,
+                        received: 0,
+                        keep,
+                        data: Vec::with_capacity(keep),
+                    });
+                    self.finish_if_complete(out);
+                }
+                continue;
+            };
+            let take = (body.len - body.received).min(chunk.len());
+            let keep_more = body.keep.saturating_sub(body.data.len()).min(take);
+            body.data.extend_from_slice(&chunk[..keep_more]);
+            body.received += take;
+            chunk = &chunk[take..];
+            self.finish_if_complete(out);
+        }
+        Ok(())
+    }
+
+    fn finish_if_complete(&mut self, out: &mut Vec<RawMessage>) {
+        if let Some(body) = &self.body
+            && body.received == body.len
+        {
+            let body = self.body.take().expect("checked above");
+            out.push(RawMessage {
+                wire_len: 4 + body.len,
+                head_only: body.keep < body.len,
+                data: body.data,
+            });
+        }
+    }
+
+    /// Whether the stream stopped between messages.
+    #[cfg(test)]
+    pub fn at_boundary(&self) -> bool {
+        self.body.is_none() && self.prefix_len == 0
+    }
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    #[serde(rename = "ID")]
+    id: u64,
+}
+
+#[derive(Deserialize)]
+struct ChangedPeer {
+    #[serde(rename = "ID")]
+    id: u64,
+    #[serde(rename = "Key", default)]
+    key: String,
+}
+
+#[derive(Deserialize)]
+struct Patch {
+    #[serde(rename = "NodeID")]
+    node_id: u64,
+    #[serde(rename = "Endpoints")]
+    endpoints: Option<IgnoredAny>,
+}
+
+/// The top-level keys the scenarios look at; serde skips the rest without allocating.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Wire {
+    #[serde(rename = "KeepAlive")]
+    keep_alive: bool,
+    #[serde(rename = "Node")]
+    node: Option<IdOnly>,
+    #[serde(rename = "Peers")]
+    peers: Option<Vec<IgnoredAny>>,
+    #[serde(rename = "PeersChanged")]
+    peers_changed: Vec<ChangedPeer>,
+    #[serde(rename = "PeersRemoved")]
+    peers_removed: Vec<u64>,
+    #[serde(rename = "PeersChangedPatch")]
+    peers_changed_patch: Vec<Patch>,
+}
+
+/// What one map message says, as far as the scenarios care.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MapMessage {
+    pub keep_alive: bool,
+    /// `Node.ID`: the receiving node's own ID.
+    pub self_id: Option<u64>,
+    /// Length of `Peers` (full maps only).
+    pub peer_count: Option<usize>,
+    /// `PeersChanged`: (ID, node key text).
+    pub changed: Vec<(u64, String)>,
+    pub removed: Vec<u64>,
+    /// IDs in `PeersChangedPatch` whose patch carries `Endpoints`.
+    pub patched_endpoints: Vec<u64>,
+    /// Other IDs in `PeersChangedPatch` (online, DERP home, …).
+    pub patched_other: Vec<u64>,
+    /// Only the head was decoded: the lists above are empty because unknown.
+    pub head_only: bool,
+}
+
+/// Something a change made by the generator should make viewers hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// New endpoints of node `id` (lite update).
+    Endpoints(u64),
+    /// A new node with this node key text.
+    Joined(String),
+    /// Node `id` left the viewers' peer lists.
+    Removed(u64),
+}
+
+impl MapMessage {
+    pub fn mentions(&self, target: &Target) -> bool {
+        match target {
+            Target::Endpoints(id) => {
+                self.patched_endpoints.contains(id) || self.changed.iter().any(|(c, _)| c == id)
+            }
+            Target::Joined(key) => self.changed.iter().any(|(_, k)| k == key),
+            Target::Removed(id) => self.removed.contains(id),
+        }
+    }
+}
+
+/// Decompresses a whole message. The JSON is returned too: the floor benchmark re-sends it.
+pub fn decompress(data: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    zstd::stream::decode_all(data).map_err(DecodeError::Zstd)
+}
+
+/// Decodes a message's JSON into the summary.
+pub fn parse(json: &[u8]) -> Result<MapMessage, DecodeError> {
+    let w: Wire = serde_json::from_slice(json).map_err(DecodeError::Json)?;
+    let mut m = MapMessage {
+        keep_alive: w.keep_alive,
+        self_id: w.node.map(|n| n.id),
+        peer_count: w.peers.map(|p| p.len()),
+        changed: w.peers_changed.into_iter().map(|p| (p.id, p.key)).collect(),
+        removed: w.peers_removed,
+        ..Default::default()
+    };
+    for p in w.peers_changed_patch {
+        if p.endpoints.is_some() {
+            m.patched_endpoints.push(p.node_id);
+        } else {
+            m.patched_other.push(p.node_id);
+        }
+    }
+    Ok(m)
+}
+
+/// Decodes the start of a message too large to keep: only `Node.ID`, which the server
+/// writes first (`{"Node":{"ID":…`) in every message that has a `Node`.
+pub fn parse_head(head: &[u8]) -> MapMessage {
+    let mut plain = Vec::with_capacity(HEAD_PLAIN_LEN);
+    if let Ok(decoder) = zstd::stream::read::Decoder::new(head) {
+        // The input is cut short on purpose: keep whatever decoded before the end.
+        let mut limited = decoder.take(HEAD_PLAIN_LEN as u64);
+        let mut buf = [0u8; 1024];
+        loop {
+            match limited.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => plain.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    MapMessage {
+        self_id: leading_node_id(&plain),
+        head_only: true,
+        ..Default::default()
+    }
+}
+
+fn leading_node_id(json: &[u8]) -> Option<u64> {
+    let rest = json.strip_prefix(br#"{"Node":{"ID":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(json: &[u8]) -> Vec<u8> {
+        let z = zstd::bulk::compress(json, 1).unwrap();
+        let mut out = (z.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&z);
+        out
+    }
+
+    #[test]
+    fn splits_messages_across_arbitrary_chunks() {
+        let mut wire = frame(br#"{"KeepAlive":true}"#);
+        wire.extend(frame(br#"{"PeersRemoved":[7]}"#));
+        for chunk_size in [1, 2, 3, 5, 4096] {
+            let mut dec = FrameDecoder::new(1 << 20);
+            let mut out = Vec::new();
+            for chunk in wire.chunks(chunk_size) {
+                dec.feed(chunk, &mut out).unwrap();
+            }
+            assert_eq!(out.len(), 2, "chunk size {chunk_size}");
+            assert!(dec.at_boundary());
+            assert_eq!(out[0].wire_len + out[1].wire_len, wire.len());
+            let first = parse(&decompress(&out[0].data).unwrap()).unwrap();
+            assert!(first.keep_alive);
+            let second = parse(&decompress(&out[1].data).unwrap()).unwrap();
+            assert_eq!(second.removed, vec![7]);
+            assert!(second.mentions(&Target::Removed(7)));
+            assert!(!second.mentions(&Target::Removed(8)));
+        }
+    }
+
+    #[test]
+    fn a_partial_message_waits_for_the_rest() {
+        let wire = frame(br#"{"KeepAlive":true}"#);
+        let mut dec = FrameDecoder::new(1 << 20);
+        let mut out = Vec::new();
+        dec.feed(&wire[..wire.len() - 1], &mut out).unwrap();
+        assert!(out.is_empty() && !dec.at_boundary());
+        dec.feed(&wire[wire.len() - 1..], &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn absurd_lengths_are_refused() {
+        let mut dec = FrameDecoder::new(1 << 20);
+        let err = dec
+            .feed(&u32::MAX.to_le_bytes(), &mut Vec::new())
+            .unwrap_err();
+        assert_eq!(err, FrameError::TooLong(u32::MAX as usize));
+    }
+
+    #[test]
+    fn large_messages_keep_only_their_head_and_still_give_the_self_id() {
+        let mut json = br#"{"Node":{"ID":4242,"Name":"x"},"Peers":["#.to_vec();
+        for i in 0..20_000 {
+            json.extend(format!(r#"{{"ID":{i},"Key":"nodekey:{i:064x}"}},"#).as_bytes());
+        }
+        json.extend(br#"{"ID":0}]}"#);
+        let wire = frame(&json);
+        let mut dec = FrameDecoder::new(1024);
+        let mut out = Vec::new();
+        dec.feed(&wire, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert!(out[0].head_only);
+        assert_eq!(out[0].data.len(), HEAD_LEN);
+        assert_eq!(out[0].wire_len, wire.len());
+        let m = parse_head(&out[0].data);
+        assert_eq!(m.self_id, Some(4242));
+        assert!(m.head_only);
+
+        // Decoded whole, the same message gives its peer count.
+        let mut dec = FrameDecoder::new(usize::MAX);
+        let mut out = Vec::new();
+        dec.feed(&wire, &mut out).unwrap();
+        let full = parse(&decompress(&out[0].data).unwrap()).unwrap();
+        assert_eq!(full.self_id, Some(4242));
+        assert_eq!(full.peer_count, Some(20_001));
+    }
+
+    #[test]
+    fn mentions_follow_the_kind_of_change() {
+        let m = parse(
+            br#"{"PeersChanged":[{"ID":3,"Key":"nodekey:ab","Other":[1,2]}],
+                "PeersChangedPatch":[{"NodeID":5,"Endpoints":["1.2.3.4:5"]},{"NodeID":6,"Online":true}],
+                "Unknown":{"x":1}}"#,
+        )
+        .unwrap();
+        assert!(m.mentions(&Target::Endpoints(5)));
+        assert!(
+            !m.mentions(&Target::Endpoints(6)),
+            "an online patch is not an endpoint change"
+        );
+        assert!(
+            m.mentions(&Target::Endpoints(3)),
+            "a full peer carries its endpoints"
+        );
+        assert!(m.mentions(&Target::Joined("nodekey:ab".into())));
+        assert!(!m.mentions(&Target::Joined("nodekey:cd".into())));
+        assert_eq!(m.patched_other, vec![6]);
+    }
+
+    #[test]
+    fn bad_payloads_are_errors_not_panics() {
+        assert!(decompress(b"not zstd").is_err());
+        assert!(parse(b"{").is_err());
+        assert_eq!(parse_head(b"junk").self_id, None);
+        assert_eq!(leading_node_id(br#"{"Node":{"ID":x"#), None);
+    }
+}

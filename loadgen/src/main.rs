@@ -1,0 +1,729 @@
+//! oxiscale-loadgen: simulates many Tailscale nodes against an oxiscale server over loopback
+//! and prints what the server does with them (see BENCHMARKS.md and scripts/bench.sh).
+
+mod floor;
+mod frame;
+mod node;
+mod probe;
+mod procstat;
+mod stats;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::frame::Target;
+use crate::node::{Ctx, SimNode};
+use crate::probe::{Probe, ProbeResult};
+use crate::procstat::{Proc, Sample};
+use crate::stats::{Summary, mib, ms};
+
+#[derive(Parser, Debug)]
+#[command(about = "Simulated Tailscale nodes against an oxiscale server")]
+struct Args {
+    /// Control URL (http://127.0.0.1:PORT).
+    #[arg(long)]
+    url: String,
+    /// A reusable pre-auth key.
+    #[arg(long)]
+    auth_key: String,
+    /// Nodes kept connected.
+    #[arg(long, default_value_t = 1000)]
+    nodes: usize,
+    /// The server's pid, to sample its CPU time and RSS from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Comma-separated: join,steady,fanout,storm,churn (join always runs first).
+    #[arg(long, default_value = "join,steady,fanout,storm,churn")]
+    scenarios: String,
+    /// Connects + registrations in flight at once during join.
+    #[arg(long, default_value_t = 256)]
+    join_concurrency: usize,
+    /// Length of the steady (keep-alive only) window.
+    #[arg(long, default_value_t = 65)]
+    steady_secs: u64,
+    /// Changes of each kind in the fan-out scenario.
+    #[arg(long, default_value_t = 5)]
+    fanout_rounds: usize,
+    /// Ephemeral joins per second in the churn scenario (each leaves after --churn-lifetime).
+    #[arg(long, default_value_t = 5.0)]
+    churn_rate: f64,
+    #[arg(long, default_value_t = 30)]
+    churn_secs: u64,
+    #[arg(long, default_value_t = 5)]
+    churn_lifetime_secs: u64,
+    /// Compressed map messages up to this size are decoded whole; larger ones only their head.
+    #[arg(long, default_value_t = 256 << 10)]
+    collect_limit: usize,
+    /// Upper bound on waiting for any one phase or change to complete.
+    #[arg(long, default_value_t = 300)]
+    phase_timeout_secs: u64,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+/// Server /proc sampling: the latest reading and the peak RSS since the last reset.
+struct Sampler {
+    server: Option<Proc>,
+    peak_rss: AtomicU64,
+}
+
+impl Sampler {
+    fn sample(&self) -> Option<Sample> {
+        let s = self.server.as_ref()?.sample().ok()?;
+        self.peak_rss.fetch_max(s.rss_bytes, Ordering::Relaxed);
+        Some(s)
+    }
+    fn reset_peak(&self) -> u64 {
+        let now = self.sample().map(|s| s.rss_bytes).unwrap_or(0);
+        self.peak_rss.swap(now, Ordering::Relaxed)
+    }
+    fn peak(&self) -> u64 {
+        self.peak_rss.load(Ordering::Relaxed)
+    }
+}
+
+/// CPU and RSS of the server and of this process across a phase.
+struct Window {
+    t: Instant,
+    server: Option<Sample>,
+    me: Option<Sample>,
+}
+
+impl Window {
+    fn open(sampler: &Sampler) -> Window {
+        sampler.reset_peak();
+        Window {
+            t: Instant::now(),
+            server: sampler.sample(),
+            me: Proc::new(None).sample().ok(),
+        }
+    }
+    fn close(&self, sampler: &Sampler) -> Value {
+        let dt = self.t.elapsed().as_secs_f64();
+        let server = sampler.sample();
+        let me = Proc::new(None).sample().ok();
+        let share = |a: Option<Sample>, b: Option<Sample>| match (a, b) {
+            (Some(a), Some(b)) => Some((b.cpu - a.cpu).as_secs_f64() / dt * 100.0),
+            _ => None,
+        };
+        json!({
+            "seconds": dt,
+            "server_cpu_pct_of_one_core": share(self.server, server),
+            "server_rss_bytes": server.map(|s| s.rss_bytes),
+            "server_peak_rss_bytes": sampler.peak(),
+            "loadgen_cpu_pct_of_one_core": share(self.me, me),
+            "loadgen_rss_bytes": me.map(|s| s.rss_bytes),
+        })
+    }
+}
+
+fn print_window(label: &str, w: &Value) {
+    let pct = |k: &str| {
+        w[k].as_f64()
+            .map(|v| format!("{v:.1}%"))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    let bytes = |k: &str| w[k].as_u64().map(mib).unwrap_or_else(|| "n/a".into());
+    println!(
+        "  [{label}] {:.1}s  server: cpu {} of one core, rss {}, peak rss {}  |  loadgen: cpu {}, rss {}",
+        w["seconds"].as_f64().unwrap_or(0.0),
+        pct("server_cpu_pct_of_one_core"),
+        bytes("server_rss_bytes"),
+        bytes("server_peak_rss_bytes"),
+        pct("loadgen_cpu_pct_of_one_core"),
+        bytes("loadgen_rss_bytes"),
+    );
+}
+
+struct Bench {
+    args: Args,
+    ctx: Arc<Ctx>,
+    sampler: Arc<Sampler>,
+    nodes: Vec<Arc<SimNode>>,
+    next_index: AtomicU64,
+    timeout: Duration,
+}
+
+fn summary_json(s: &Summary) -> Value {
+    json!({"count": s.count, "p50_ms": s.p50.as_secs_f64()*1e3, "p99_ms": s.p99.as_secs_f64()*1e3, "max_ms": s.max.as_secs_f64()*1e3})
+}
+
+/// Retries a connect a few times: a burst of SYNs can overflow the listen backlog.
+async fn connect_with_retry(node: &SimNode, ctx: &Ctx) -> Result<Duration, node::NodeError> {
+    let mut attempt = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), node.connect(ctx)).await {
+            Ok(Ok(d)) => return Ok(d),
+            Ok(Err(e)) if attempt >= 4 => return Err(e),
+            Err(_) if attempt >= 4 => return Err(node::NodeError::NotConnected),
+            _ => {}
+        }
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+    }
+}
+
+impl Bench {
+    fn new_node(&self, ephemeral: bool) -> Arc<SimNode> {
+        Arc::new(SimNode::new(
+            self.next_index.fetch_add(1, Ordering::Relaxed) as usize,
+            ephemeral,
+        ))
+    }
+
+    /// Base nodes that currently have a map and a known ID, minus `except`.
+    fn viewers(&self, except: Option<usize>) -> Vec<bool> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                Some(n.index) != except
+                    && n.full_map_at.load(Ordering::Acquire) != 0
+                    && n.id.load(Ordering::Relaxed) != 0
+            })
+            .collect()
+    }
+
+    async fn wait_all_full_maps(&self, after_micros: u64) -> (bool, Duration) {
+        let t = Instant::now();
+        let deadline = t + self.timeout;
+        loop {
+            let missing = self
+                .nodes
+                .iter()
+                .filter(|n| n.full_map_at.load(Ordering::Acquire) <= after_micros)
+                .count();
+            if missing == 0 {
+                return (true, t.elapsed());
+            }
+            if Instant::now() >= deadline {
+                println!(
+                    "  {missing} nodes still without a full map after {:?}",
+                    self.timeout
+                );
+                return (false, t.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn join(&self) -> Value {
+        println!(
+            "== join: {} nodes register and open map streams",
+            self.nodes.len()
+        );
+        let w = Window::open(&self.sampler);
+        let t0 = Instant::now();
+        let t0_us = self.ctx.micros();
+        let sem = Arc::new(Semaphore::new(self.args.join_concurrency));
+        let mut set = JoinSet::new();
+        for n in &self.nodes {
+            let (n, ctx, sem) = (n.clone(), self.ctx.clone(), sem.clone());
+            set.spawn(async move {
+                let permit = sem.acquire_owned().await.expect("never closed");
+                let connect = connect_with_retry(&n, &ctx).await?;
+                let register = n.register(&ctx).await?;
+                let registered_at = Instant::now();
+                drop(permit);
+                n.open_stream(&ctx).await?;
+                Ok::<_, node::NodeError>((connect, register, registered_at))
+            });
+        }
+        let (mut connects, mut registers, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        let mut last_registered = t0;
+        while let Some(r) = set.join_next().await {
+            match r.expect("node task panicked") {
+                Ok((c, r, at)) => {
+                    connects.push(c.as_micros() as u64);
+                    registers.push(r.as_micros() as u64);
+                    last_registered = last_registered.max(at);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        let register_span = last_registered - t0;
+        let (all, _) = self.wait_all_full_maps(t0_us).await;
+        let streams_span = t0.elapsed();
+        let ok = registers.len();
+        let rate = ok as f64 / register_span.as_secs_f64().max(1e-9);
+        let reg = Summary::of_micros(&mut registers);
+        let con = Summary::of_micros(&mut connects);
+        println!(
+            "  registered {ok}/{} in {:.2}s = {rate:.0} registrations/s; all streams had full maps after {:.2}s{}",
+            self.nodes.len(),
+            register_span.as_secs_f64(),
+            streams_span.as_secs_f64(),
+            if all { "" } else { " (NOT ALL)" }
+        );
+        println!("  register latency: {reg}");
+        println!("  connect (TCP + /ts2021 + Noise + h2) latency: {con}");
+        if !errors.is_empty() {
+            println!("  {} failures, first: {}", errors.len(), errors[0]);
+        }
+        let win = w.close(&self.sampler);
+        print_window("join", &win);
+        json!({
+            "registered": ok, "failures": errors.len(), "first_error": errors.first(),
+            "register_seconds": register_span.as_secs_f64(), "registrations_per_second": rate,
+            "all_full_maps_seconds": streams_span.as_secs_f64(), "all_full_maps": all,
+            "register_latency": summary_json(&reg), "connect_latency": summary_json(&con),
+            "window": win,
+        })
+    }
+
+    fn totals(&self) -> (u64, u64, u64) {
+        self.nodes.iter().fold((0, 0, 0), |(b, m, k), n| {
+            (
+                b + n.bytes.load(Ordering::Relaxed),
+                m + n.messages.load(Ordering::Relaxed),
+                k + n.keep_alives.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    async fn steady(&self) -> Value {
+        let secs = self.args.steady_secs;
+        println!(
+            "== steady: {} streams, keep-alives only, {secs}s",
+            self.nodes.len()
+        );
+        // Let the join's online patches drain first.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (b0, m0, k0) = self.totals();
+        let w = Window::open(&self.sampler);
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let (b1, m1, k1) = self.totals();
+        let win = w.close(&self.sampler);
+        let minutes = win["seconds"].as_f64().unwrap_or(1.0) / 60.0;
+        let n = self.nodes.len().max(1) as f64;
+        let per_node_min = (b1 - b0) as f64 / n / minutes;
+        let connected = self
+            .nodes
+            .iter()
+            .filter(|n| n.full_map_at.load(Ordering::Acquire) != 0)
+            .count();
+        println!(
+            "  {connected} streams up; {} messages ({} keep-alives), {per_node_min:.0} bytes per node per minute",
+            m1 - m0,
+            k1 - k0
+        );
+        print_window("steady", &win);
+        json!({"connected": connected, "messages": m1 - m0, "keep_alives": k1 - k0,
+               "bytes_per_node_per_minute": per_node_min, "window": win})
+    }
+
+    /// Registers `probe`, runs `change`, waits, and returns what the viewers saw.
+    async fn run_probe<F: std::future::Future<Output = Result<(), node::NodeError>>>(
+        &self,
+        target: Target,
+        except: Option<usize>,
+        change: F,
+    ) -> Result<ProbeResult, node::NodeError> {
+        let viewers = self.viewers(except);
+        let probe = Arc::new(Probe::new(target, &viewers, Instant::now()));
+        self.ctx.probes.add(probe.clone());
+        let outcome = change.await;
+        if outcome.is_ok() {
+            probe.wait(self.timeout.min(Duration::from_secs(60))).await;
+        }
+        self.ctx.probes.remove(&probe);
+        outcome.map(|()| probe.result())
+    }
+
+    fn report_kind(&self, label: &str, results: &[ProbeResult]) -> Value {
+        if results.is_empty() {
+            println!("  {label}: no successful changes");
+            return Value::Null;
+        }
+        let mut all: Vec<u64> = results
+            .iter()
+            .flat_map(|r| r.latencies_us.clone())
+            .collect();
+        let expected: usize = results.iter().map(|r| r.expected).sum();
+        let s = Summary::of_micros(&mut all);
+        let bytes: u64 = results.iter().map(|r| r.bytes).sum();
+        let per_change_max: Vec<f64> = results
+            .iter()
+            .map(|r| r.summary().max.as_secs_f64() * 1e3)
+            .collect();
+        println!(
+            "  {label}: heard {}/{expected} (viewers × changes); latency {s}; {:.0} bytes sent per change ({:.1} per stream)",
+            s.count,
+            bytes as f64 / results.len() as f64,
+            bytes as f64 / s.count.max(1) as f64
+        );
+        let mut out = json!({"heard": s.count, "expected": expected, "latency": summary_json(&s),
+            "bytes_per_change": bytes as f64 / results.len() as f64, "max_ms_per_change": per_change_max});
+        // The floor: compress + encrypt this exact message once per receiver (best of three,
+        // so a busy moment does not inflate it). Compared with the median change's completion.
+        if let Some(json) = results.iter().find_map(|r| r.sample_json.clone()) {
+            let receivers = results[0].expected;
+            let f = (0..3)
+                .map(|_| floor::measure(&json, receivers))
+                .min_by_key(|f| f.total)
+                .expect("three samples");
+            let mut maxima = per_change_max.clone();
+            maxima.sort_by(f64::total_cmp);
+            let median_max_ms = maxima[maxima.len() / 2];
+            let ratio = median_max_ms / (f.total.as_secs_f64() * 1e3);
+            println!(
+                "    floor: zstd-1 + Noise encrypt of the {}-byte message × {receivers} streams = {}; median change completes in {median_max_ms:.1}ms = {ratio:.1}× the floor",
+                f.json_len,
+                ms(f.total)
+            );
+            out["floor"] = json!({"json_bytes": f.json_len, "wire_bytes_per_stream": f.wire_len,
+                "receivers": f.receivers, "ms": f.total.as_secs_f64()*1e3,
+                "median_change_complete_ms": median_max_ms, "ratio": ratio,
+                "sample": String::from_utf8_lossy(&json[..json.len().min(400)])});
+        }
+        out
+    }
+
+    async fn fanout(&self) -> Value {
+        let rounds = self.args.fanout_rounds;
+        println!("== fan-out: {rounds} changes of each kind; viewers = every connected node");
+        let w = Window::open(&self.sampler);
+        let n = self.nodes.len();
+        let mut endpoint = Vec::new();
+        for r in 0..rounds {
+            let x = &self.nodes[(r * 7919 + 13) % n];
+            let id = x.id.load(Ordering::Relaxed);
+            match self
+                .run_probe(
+                    Target::Endpoints(id),
+                    Some(x.index),
+                    x.bump_endpoints(&self.ctx),
+                )
+                .await
+            {
+                Ok(res) => endpoint.push(res),
+                Err(e) => println!("  endpoint change failed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let (mut joins, mut leaves) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let newcomer = self.new_node(false);
+            if let Err(e) = connect_with_retry(&newcomer, &self.ctx).await {
+                println!("  newcomer could not connect: {e}");
+                continue;
+            }
+            let target = Target::Joined(newcomer.node_key.to_string());
+            let joined = self
+                .run_probe(target, None, async {
+                    newcomer.register(&self.ctx).await?;
+                    newcomer.open_stream(&self.ctx).await
+                })
+                .await;
+            match joined {
+                Ok(res) => joins.push(res),
+                Err(e) => {
+                    println!("  join failed: {e}");
+                    continue;
+                }
+            }
+            // Wait for the newcomer's own map (its ID), let its online patch pass, then leave.
+            let t = Instant::now();
+            while newcomer.id.load(Ordering::Relaxed) == 0 && t.elapsed() < self.timeout {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let id = newcomer.id.load(Ordering::Relaxed);
+            match self
+                .run_probe(Target::Removed(id), None, newcomer.logout(&self.ctx))
+                .await
+            {
+                Ok(res) => leaves.push(res),
+                Err(e) => println!("  leave failed: {e}"),
+            }
+            newcomer.disconnect();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let out = json!({
+            "endpoint_change": self.report_kind("endpoint change (lite update)", &endpoint),
+            "node_join": self.report_kind("node join", &joins),
+            "node_leave": self.report_kind("node leave (logout)", &leaves),
+            "policy_change": "skipped: the server has no policy API yet",
+        });
+        println!("  policy change: skipped (oxiscale has no policy set API/CLI yet)");
+        let win = w.close(&self.sampler);
+        print_window("fan-out", &win);
+        let mut out = out;
+        out["window"] = win;
+        out
+    }
+
+    async fn storm(&self) -> Value {
+        println!(
+            "== storm: all {} nodes drop and reconnect at once",
+            self.nodes.len()
+        );
+        let w = Window::open(&self.sampler);
+        let peak_sampler = self.spawn_peak_sampler();
+        let t0 = Instant::now();
+        let t0_us = self.ctx.micros();
+        for n in &self.nodes {
+            n.disconnect();
+        }
+        let mut set = JoinSet::new();
+        for n in &self.nodes {
+            let (n, ctx) = (n.clone(), self.ctx.clone());
+            set.spawn(async move {
+                connect_with_retry(&n, &ctx).await?;
+                n.open_stream(&ctx).await
+            });
+        }
+        let mut errors = Vec::new();
+        while let Some(r) = set.join_next().await {
+            if let Err(e) = r.expect("node task panicked") {
+                errors.push(e.to_string());
+            }
+        }
+        let (all, _) = self.wait_all_full_maps(t0_us).await;
+        let settled = t0.elapsed();
+        peak_sampler.abort();
+        let mut per_node: Vec<u64> = self
+            .nodes
+            .iter()
+            .map(|n| n.full_map_at.load(Ordering::Acquire).saturating_sub(t0_us))
+            .filter(|d| *d > 0)
+            .collect();
+        let s = Summary::of_micros(&mut per_node);
+        println!(
+            "  all {} had full maps again after {:.2}s{}; per node: {s}",
+            self.nodes.len(),
+            settled.as_secs_f64(),
+            if all { "" } else { " (NOT ALL)" }
+        );
+        if !errors.is_empty() {
+            println!(
+                "  {} reconnect failures, first: {}",
+                errors.len(),
+                errors[0]
+            );
+        }
+        let win = w.close(&self.sampler);
+        print_window("storm", &win);
+        json!({"settled_seconds": settled.as_secs_f64(), "all": all, "failures": errors.len(),
+               "first_error": errors.first(), "per_node": summary_json(&s), "window": win})
+    }
+
+    /// Samples the server every 100 ms so short RSS peaks are seen.
+    fn spawn_peak_sampler(&self) -> tokio::task::JoinHandle<()> {
+        let sampler = self.sampler.clone();
+        tokio::spawn(async move {
+            loop {
+                sampler.sample();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    }
+
+    async fn churn(self: &Arc<Self>) -> Value {
+        let rate = self.args.churn_rate;
+        let secs = self.args.churn_secs;
+        let life = Duration::from_secs(self.args.churn_lifetime_secs);
+        println!(
+            "== churn: ephemeral nodes join at {rate}/s for {secs}s, each leaving after {life:?}, while {} stay connected; one endpoint change per second",
+            self.nodes.len()
+        );
+        let w = Window::open(&self.sampler);
+        let peak_sampler = self.spawn_peak_sampler();
+        let mut set = JoinSet::new();
+        let interval = Duration::from_secs_f64(1.0 / rate.max(0.01));
+        let end = Instant::now() + Duration::from_secs(secs);
+        let mut next_endpoint = Instant::now();
+        let mut round = 0usize;
+        let mut endpoint = Vec::new();
+        let mut ticker = tokio::time::interval(interval);
+        while Instant::now() < end {
+            ticker.tick().await;
+            let bench = self.clone();
+            let node = self.new_node(true);
+            set.spawn(async move { bench.churn_one(node, life).await });
+            if Instant::now() >= next_endpoint {
+                next_endpoint += Duration::from_secs(1);
+                let bench = self.clone();
+                let x = self.nodes[(round * 104_729 + 7) % self.nodes.len()].clone();
+                round += 1;
+                set.spawn(async move {
+                    let id = x.id.load(Ordering::Relaxed);
+                    let r = bench
+                        .run_probe(
+                            Target::Endpoints(id),
+                            Some(x.index),
+                            x.bump_endpoints(&bench.ctx),
+                        )
+                        .await;
+                    (None, None, r.ok())
+                });
+            }
+        }
+        let (mut joins, mut leaves) = (Vec::new(), Vec::new());
+        let mut failures = 0;
+        while let Some(r) = set.join_next().await {
+            let (j, l, e) = r.expect("churn task panicked");
+            if j.is_none() && l.is_none() && e.is_none() {
+                failures += 1;
+            }
+            joins.extend(j);
+            leaves.extend(l);
+            endpoint.extend(e);
+        }
+        peak_sampler.abort();
+        let out = json!({
+            "rate_per_second": rate, "seconds": secs, "lifetime_seconds": life.as_secs(),
+            "failed_tasks": failures,
+            "join": self.report_kind("churn join", &joins),
+            "leave": self.report_kind("churn leave", &leaves),
+            "endpoint_change": self.report_kind("endpoint change under churn", &endpoint),
+        });
+        if failures > 0 {
+            println!("  {failures} churn tasks failed");
+        }
+        let win = w.close(&self.sampler);
+        print_window("churn", &win);
+        let mut out = out;
+        out["window"] = win;
+        out
+    }
+
+    async fn churn_one(
+        &self,
+        node: Arc<SimNode>,
+        life: Duration,
+    ) -> (
+        Option<ProbeResult>,
+        Option<ProbeResult>,
+        Option<ProbeResult>,
+    ) {
+        if connect_with_retry(&node, &self.ctx).await.is_err() {
+            return (None, None, None);
+        }
+        let joined = self
+            .run_probe(Target::Joined(node.node_key.to_string()), None, async {
+                node.register(&self.ctx).await?;
+                node.open_stream(&self.ctx).await
+            })
+            .await
+            .ok();
+        let t = Instant::now();
+        while node.id.load(Ordering::Relaxed) == 0
+            && t.elapsed() < life.max(Duration::from_secs(30))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(life.saturating_sub(t.elapsed())).await;
+        let id = node.id.load(Ordering::Relaxed);
+        let left = if id != 0 {
+            self.run_probe(Target::Removed(id), None, node.logout(&self.ctx))
+                .await
+                .ok()
+        } else {
+            None
+        };
+        node.disconnect();
+        (joined, left, None)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let scenarios: Vec<String> = args
+        .scenarios
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .collect();
+    for s in &scenarios {
+        if !["join", "steady", "fanout", "storm", "churn"].contains(&s.as_str()) {
+            bail!("unknown scenario {s:?}");
+        }
+    }
+    let server_pub = oxiscale_noise::client::fetch_server_key(&args.url)
+        .await
+        .context("fetching the server's Noise key from /key")?;
+    let ctx = Arc::new(Ctx {
+        url: args.url.trim_end_matches('/').to_owned(),
+        server_pub,
+        auth_key: args.auth_key.clone(),
+        start: Instant::now(),
+        probes: Default::default(),
+        collect_limit: args.collect_limit,
+        decode_errors: AtomicU64::new(0),
+    });
+    let sampler = Arc::new(Sampler {
+        server: args.server_pid.map(|p| Proc::new(Some(p))),
+        peak_rss: AtomicU64::new(0),
+    });
+    let nodes: Vec<Arc<SimNode>> = (0..args.nodes)
+        .map(|i| Arc::new(SimNode::new(i, false)))
+        .collect();
+    let bench = Arc::new(Bench {
+        timeout: Duration::from_secs(args.phase_timeout_secs),
+        next_index: AtomicU64::new(args.nodes as u64),
+        nodes,
+        ctx,
+        sampler,
+        args,
+    });
+    println!(
+        "oxiscale-loadgen: {} nodes against {} (server pid {:?})",
+        bench.nodes.len(),
+        bench.ctx.url,
+        bench.args.server_pid
+    );
+    let mut report = json!({"nodes": bench.nodes.len(), "url": bench.ctx.url});
+    report["join"] = bench.join().await;
+    for s in &scenarios {
+        report[s.as_str()] = match s.as_str() {
+            "join" => continue,
+            "steady" => bench.steady().await,
+            "fanout" => bench.fanout().await,
+            "storm" => bench.storm().await,
+            "churn" => bench.churn().await,
+            _ => unreachable!("checked above"),
+        };
+    }
+    let (bytes, messages, _) = bench.totals();
+    let head_only: u64 = bench
+        .nodes
+        .iter()
+        .map(|n| n.head_only.load(Ordering::Relaxed))
+        .sum();
+    let peers = bench
+        .nodes
+        .iter()
+        .map(|n| n.last_peer_count.load(Ordering::Relaxed))
+        .max();
+    report["totals"] = json!({"bytes": bytes, "messages": messages, "head_only_messages": head_only,
+        "decode_errors": bench.ctx.decode_errors.load(Ordering::Relaxed), "max_peer_count_seen": peers});
+    println!(
+        "== totals: {messages} messages, {} received, {head_only} decoded head-only, {} decode errors, largest peer list decoded {:?}",
+        mib(bytes),
+        bench.ctx.decode_errors.load(Ordering::Relaxed),
+        peers
+    );
+    for n in &bench.nodes {
+        n.disconnect();
+    }
+    if let Some(path) = &bench.args.json_out {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
