@@ -95,6 +95,7 @@ struct Window {
     t: Instant,
     server: Option<Sample>,
     me: Option<Sample>,
+    machine: Option<Duration>,
 }
 
 impl Window {
@@ -104,6 +105,7 @@ impl Window {
             t: Instant::now(),
             server: sampler.sample(),
             me: Proc::new(None).sample().ok(),
+            machine: procstat::machine_busy(),
         }
     }
     fn close(&self, sampler: &Sampler) -> Value {
@@ -114,8 +116,24 @@ impl Window {
             (Some(a), Some(b)) => Some((b.cpu - a.cpu).as_secs_f64() / dt * 100.0),
             _ => None,
         };
+        // CPU used by everything else on the machine (other builds, other benchmarks).
+        let others = match (
+            self.machine,
+            procstat::machine_busy(),
+            self.server,
+            server,
+            self.me,
+            me,
+        ) {
+            (Some(m0), Some(m1), Some(s0), Some(s1), Some(g0), Some(g1)) => {
+                let own = (s1.cpu - s0.cpu) + (g1.cpu - g0.cpu);
+                Some((m1 - m0).saturating_sub(own).as_secs_f64() / dt * 100.0)
+            }
+            _ => None,
+        };
         json!({
             "seconds": dt,
+            "other_processes_cpu_pct_of_one_core": others,
             "server_cpu_pct_of_one_core": share(self.server, server),
             "server_rss_bytes": server.map(|s| s.rss_bytes),
             "server_peak_rss_bytes": sampler.peak(),
@@ -133,13 +151,14 @@ fn print_window(label: &str, w: &Value) {
     };
     let bytes = |k: &str| w[k].as_u64().map(mib).unwrap_or_else(|| "n/a".into());
     println!(
-        "  [{label}] {:.1}s  server: cpu {} of one core, rss {}, peak rss {}  |  loadgen: cpu {}, rss {}",
+        "  [{label}] {:.1}s  server: cpu {} of one core, rss {}, peak rss {}  |  loadgen: cpu {}, rss {}  |  other processes: cpu {}",
         w["seconds"].as_f64().unwrap_or(0.0),
         pct("server_cpu_pct_of_one_core"),
         bytes("server_rss_bytes"),
         bytes("server_peak_rss_bytes"),
         pct("loadgen_cpu_pct_of_one_core"),
         bytes("loadgen_rss_bytes"),
+        pct("other_processes_cpu_pct_of_one_core"),
     );
 }
 

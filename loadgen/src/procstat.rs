@@ -25,6 +25,26 @@ pub struct Sample {
     pub rss_bytes: u64,
 }
 
+/// Busy CPU time of the whole machine (all cores, idle and iowait excluded), from the
+/// first line of /proc/stat.
+pub fn machine_busy() -> Option<Duration> {
+    parse_machine_busy(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+pub fn parse_machine_busy(stat: &str) -> Option<Duration> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal …: busy = all but idle and iowait.
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some(Duration::from_millis(
+        (total - idle) * 1000 / TICKS_PER_SECOND,
+    ))
+}
+
 /// `pid` or "self".
 #[derive(Debug, Clone)]
 pub struct Proc {
@@ -96,6 +116,13 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmRSS:"), Some(1024));
         assert_eq!(parse_status_kib(status, "VmHWM:"), Some(2048));
         assert_eq!(parse_status_kib(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn machine_busy_excludes_idle_and_iowait() {
+        let stat = "cpu  100 5 50 1000 20 1 2 3 0 0\ncpu0 1 2 3\n";
+        assert_eq!(parse_machine_busy(stat), Some(Duration::from_millis(1610)));
+        assert_eq!(parse_machine_busy("intr 1 2"), None);
     }
 
     #[test]
