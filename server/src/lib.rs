@@ -21,6 +21,7 @@ pub mod http;
 pub mod keys;
 pub mod lifecycle;
 pub mod mapper;
+pub mod policy;
 pub mod relay;
 pub mod serve;
 pub mod store;

@@ -14,6 +14,7 @@ use crate::control::{ControlPlane, ControlSettings};
 use crate::http::Edge;
 use crate::lifecycle::Lifecycle;
 use crate::mapper::{MapConfig, derp_map};
+use crate::policy::PolicyManager;
 use crate::relay::RelayGate;
 use crate::store::Store;
 use crate::tailnet::addresses::AddressPool;
@@ -27,6 +28,8 @@ pub struct Running {
     pub tailnet: Arc<Tailnet>,
     pub control: Arc<ControlPlane>,
     pub admin: Admin,
+    /// Where the policy comes from (`policy get|set`, reloads).
+    pub policy: Arc<PolicyManager>,
     pub socket_path: std::path::PathBuf,
     shutdown: watch::Sender<bool>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -108,6 +111,12 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     info!(users, nodes, database = %config.sqlite_path().display(), "tailnet loaded");
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The policy is in force before any node can connect: never an allow-all moment, and
+    // an invalid policy stops the server here, naming the line.
+    let policy = PolicyManager::start(&config.policy, tailnet.clone())
+        .await
+        .context("loading the policy")?;
+    policy.spawn_watchers(shutdown_rx.clone());
     let http_client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::limited(3))
@@ -143,7 +152,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         None => None,
     };
 
-    let admin = Admin::new(tailnet.clone());
+    let admin = Admin::new(tailnet.clone()).with_policy(policy.clone());
     let noise = Arc::new(oxiscale_noise::ServerConfig {
         key: oxiscale_noise::StaticKey::from_bytes(noise_key),
         min_version: oxiscale_tailcfg::MIN_CAPABILITY_VERSION as u16,
@@ -197,6 +206,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         tailnet,
         control,
         admin,
+        policy,
         socket_path,
         shutdown: shutdown_tx,
         http,

@@ -146,6 +146,22 @@ impl Policy {
         Ok(c)
     }
 
+    /// [`Policy::compile_with_url`] without evaluating `tests`/`sshTests`. Tests judge a policy
+    /// when it is saved, as the hosted service does; a server recompiling an accepted policy
+    /// because its tailnet changed uses this, so a renamed user cannot switch access off.
+    pub fn compile_untested(
+        &self,
+        topo: &Topology,
+        control_url: &str,
+    ) -> Result<Compiled, PolicyError> {
+        compile::compile(&self.doc, topo, control_url)
+    }
+
+    /// Whether `tagOwners` defines `tag` (only defined tags may be put on nodes).
+    pub fn defines_tag(&self, tag: &str) -> bool {
+        self.doc.tag_owners.contains_key(tag)
+    }
+
     /// Routes of `node` (from its `routable_ips`) that `autoApprovers` approve. Exit routes
     /// (`0.0.0.0/0`, `::/0`) are approved only through `exitNode`.
     pub fn auto_approved_routes(&self, topo: &Topology, node: NodeId) -> Vec<IpNet> {

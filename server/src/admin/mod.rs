@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::config::duration;
+use crate::policy::{PolicyManager, PolicyStoreError, PolicyView};
 use crate::tailnet::model::{KeyId, NodeId, UserId};
 use crate::tailnet::{Tailnet, TailnetError};
 use dto::{ApiKeyView, NodeView, PreAuthKeyView, RoutesView, UserView};
@@ -73,6 +74,17 @@ pub enum AdminError {
     Tailnet(#[from] TailnetError),
     #[error("{0}")]
     BadRequest(String),
+    #[error(transparent)]
+    Policy(#[from] PolicyStoreError),
+    /// A policy given to `policy check` is refused: where and why.
+    #[error("{0}")]
+    PolicyInvalid(oxiscale_policy::PolicyError),
+}
+
+#[derive(Debug, Deserialize, Serialize, Default)]
+pub struct PolicyBody {
+    /// The policy text (HuJSON).
+    pub policy: String,
 }
 
 fn lifetime(text: Option<&str>, default: Duration) -> Result<Duration, AdminError> {
@@ -85,11 +97,51 @@ fn lifetime(text: Option<&str>, default: Duration) -> Result<Duration, AdminErro
 #[derive(Clone)]
 pub struct Admin {
     tailnet: Arc<Tailnet>,
+    /// `None` until the server wires its policy source in: then there is no policy at all.
+    policy: Option<Arc<PolicyManager>>,
 }
 
 impl Admin {
     pub fn new(tailnet: Arc<Tailnet>) -> Admin {
-        Admin { tailnet }
+        Admin {
+            tailnet,
+            policy: None,
+        }
+    }
+
+    /// Gives the administration the policy source (`policy get|set`).
+    pub fn with_policy(mut self, policy: Arc<PolicyManager>) -> Admin {
+        self.policy = Some(policy);
+        self
+    }
+
+    // policy
+
+    pub async fn get_policy(&self) -> PolicyView {
+        match &self.policy {
+            Some(p) => p.view().await,
+            None => PolicyView {
+                policy: None,
+                mode: crate::config::PolicyMode::File,
+                path: None,
+                problem: None,
+            },
+        }
+    }
+
+    /// Stores a new policy (database mode) once it is valid for the live tailnet.
+    pub async fn set_policy(&self, text: String) -> Result<PolicyView, AdminError> {
+        match &self.policy {
+            Some(p) => Ok(p.set(text).await?),
+            None => Err(AdminError::Policy(PolicyStoreError::FileMode(
+                "policy.path, which is not set".into(),
+            ))),
+        }
+    }
+
+    /// The per-node report of `text` compiled against the live tailnet (nothing changes).
+    pub fn check_policy(&self, text: &str) -> Result<serde_json::Value, AdminError> {
+        crate::policy::check_live(&self.tailnet, text).map_err(AdminError::PolicyInvalid)
     }
 
     pub fn tailnet(&self) -> &Arc<Tailnet> {

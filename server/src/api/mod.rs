@@ -15,8 +15,9 @@ use tracing::{info, warn};
 
 use crate::admin::{
     Admin, AdminError, CompleteRegistration, CreateApiKey, CreatePreAuthKey, CreateUser,
-    ExpireNode, KeySelector,
+    ExpireNode, KeySelector, PolicyBody,
 };
+use crate::policy::{PolicyStoreError, PolicyView};
 use crate::tailnet::TailnetError;
 
 impl IntoResponse for AdminError {
@@ -29,15 +30,32 @@ impl IntoResponse for AdminError {
             AdminError::Tailnet(TailnetError::Conflict(_)) => StatusCode::CONFLICT,
             AdminError::Tailnet(TailnetError::Addresses(_)) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Tailnet(TailnetError::Storage(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::PolicyInvalid(_)
+            | AdminError::Policy(PolicyStoreError::Invalid(_))
+            | AdminError::Policy(PolicyStoreError::InvalidFile { .. }) => StatusCode::BAD_REQUEST,
+            AdminError::Policy(PolicyStoreError::FileMode(_)) => StatusCode::CONFLICT,
+            AdminError::Policy(PolicyStoreError::Tailnet(_))
+            | AdminError::Policy(PolicyStoreError::Read { .. })
+            | AdminError::Policy(PolicyStoreError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
             warn!(error = %self, "admin request failed");
         }
-        (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response()
+        // A refused policy also says where, for editors that can jump there.
+        let position = match &self {
+            AdminError::PolicyInvalid(e)
+            | AdminError::Policy(PolicyStoreError::Invalid(e))
+            | AdminError::Policy(PolicyStoreError::InvalidFile { source: e, .. }) => {
+                Some((e.line, e.column))
+            }
+            _ => None,
+        };
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if let Some((line, column)) = position {
+            body["line"] = serde_json::json!(line);
+            body["column"] = serde_json::json!(column);
+        }
+        (status, Json(body)).into_response()
     }
 }
 
@@ -69,6 +87,8 @@ pub fn routes(admin: Admin) -> Router {
         .route("/api/v1/node/{id}/routes", get(list_routes))
         .route("/api/v1/routes", get(list_all_routes))
         .route("/api/v1/auth/register", post(complete_registration))
+        .route("/api/v1/policy", get(get_policy).put(set_policy))
+        .route("/api/v1/policy/check", post(check_policy))
         .with_state(admin)
 }
 
@@ -310,4 +330,20 @@ async fn complete_registration(
     Json(req): Json<CompleteRegistration>,
 ) -> ApiResult<crate::admin::dto::NodeView> {
     Ok(Json(a.complete_registration(req).await?))
+}
+
+async fn get_policy(State(a): State<Admin>) -> ApiResult<PolicyView> {
+    Ok(Json(a.get_policy().await))
+}
+
+async fn set_policy(State(a): State<Admin>, Json(b): Json<PolicyBody>) -> ApiResult<PolicyView> {
+    Ok(Json(a.set_policy(b.policy).await?))
+}
+
+/// The report of a policy compiled against the live tailnet (golden `expect` shape).
+async fn check_policy(
+    State(a): State<Admin>,
+    Json(b): Json<PolicyBody>,
+) -> ApiResult<serde_json::Value> {
+    Ok(Json(a.check_policy(&b.policy)?))
 }

@@ -68,6 +68,30 @@ pub enum Command {
     /// Approve interactive logins.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Show, replace or check the access policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Print the policy in force.
+    Get,
+    /// Replace the policy (database mode); refused with line and column when invalid.
+    Set {
+        /// The HuJSON policy file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Validate a policy and show, per node, its filter, its peers and its SSH policy.
+    /// With --topology no server is needed; without, it is checked against the live tailnet.
+    Check {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// A tailnet description in the golden cases' `topology` format (or a whole case).
+        #[arg(short = 't', long = "topology")]
+        topology: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -294,6 +318,24 @@ pub fn main() -> ExitCode {
                 env!("CARGO_PKG_VERSION").to_owned()
             });
             ExitCode::SUCCESS
+        }
+        Command::Policy(PolicyCommand::Check {
+            file,
+            topology: Some(topology),
+        }) => {
+            let out = Output::new(cli.output);
+            match check_offline(&file, &topology) {
+                Ok(report) => {
+                    out.value(&report, |r| {
+                        serde_json::to_string_pretty(r).expect("JSON values print")
+                    });
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    out.error(&e);
+                    ExitCode::FAILURE
+                }
+            }
         }
         command => {
             let client = LocalClient::new(&config.socket_path());
@@ -636,6 +678,34 @@ async fn admin_command(
                 )
             });
         }
+        Command::Policy(cmd) => match cmd {
+            PolicyCommand::Get => {
+                let v = client.get("/api/v1/policy").await?;
+                out.value(&v, |v| match v["policy"].as_str() {
+                    Some(text) => text.to_owned(),
+                    None => "no policy: every node may reach every other node".into(),
+                });
+            }
+            PolicyCommand::Set { file } => {
+                let text = read_policy_file(&file)?;
+                let v = client
+                    .put("/api/v1/policy", json!({ "policy": text }))
+                    .await?;
+                out.value(&v, |_| "Policy updated".into());
+            }
+            PolicyCommand::Check { file, topology } => {
+                debug_assert!(topology.is_none(), "offline checks are handled before");
+                let text = read_policy_file(&file)?;
+                // Structural errors need no server.
+                oxiscale_policy::Policy::parse(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let v = client
+                    .post("/api/v1/policy/check", json!({ "policy": text }))
+                    .await?;
+                out.value(&v, |v| {
+                    serde_json::to_string_pretty(v).expect("JSON values print")
+                });
+            }
+        },
         Command::Serve | Command::Configtest | Command::Version => {
             unreachable!("handled before connecting")
         }
@@ -652,4 +722,19 @@ async fn resolve_user_id(client: &LocalClient, user: &str) -> anyhow::Result<u64
         .find(|u| u["name"] == user || u["id"].as_u64().is_some_and(|id| id.to_string() == user))
         .and_then(|u| u["id"].as_u64())
         .ok_or_else(|| anyhow::anyhow!("user {user:?} not found"))
+}
+
+fn read_policy_file(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading the policy file {}: {e}", path.display()))
+}
+
+/// `policy check --topology`: validates and reports without a server.
+fn check_offline(policy: &std::path::Path, topology: &std::path::Path) -> anyhow::Result<Value> {
+    let text = read_policy_file(policy)?;
+    let topo_text = std::fs::read_to_string(topology)
+        .map_err(|e| anyhow::anyhow!("reading the topology file {}: {e}", topology.display()))?;
+    let topo: Value = serde_json::from_str(&topo_text)
+        .map_err(|e| anyhow::anyhow!("topology file {}: {e}", topology.display()))?;
+    crate::policy::check_offline(&text, &topo).map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -1283,6 +1283,25 @@ impl State {
         fx: &mut Effects,
         policy: Option<Arc<Policy>>,
     ) -> Result<(), PolicyError> {
+        self.put_policy(fx, policy, true)
+    }
+
+    /// [`State::set_policy`] without evaluating the policy's `tests`: for a policy accepted
+    /// earlier (the newest database row at start), which a changed tailnet must not lock out.
+    pub fn adopt_policy(
+        &mut self,
+        fx: &mut Effects,
+        policy: Arc<Policy>,
+    ) -> Result<(), PolicyError> {
+        self.put_policy(fx, Some(policy), false)
+    }
+
+    fn put_policy(
+        &mut self,
+        fx: &mut Effects,
+        policy: Option<Arc<Policy>>,
+        run_tests: bool,
+    ) -> Result<(), PolicyError> {
         match policy {
             None => {
                 self.policy = None;
@@ -1291,7 +1310,11 @@ impl State {
                 self.policy_problem = None;
             }
             Some(policy) => {
-                let (compiled, _) = self.check_policy(&policy)?;
+                let compiled = if run_tests {
+                    self.check_policy(&policy)?.0
+                } else {
+                    policy.compile_untested(&self.policy_topology(), &self.settings.server_url)?
+                };
                 self.access = Access::Policy(Arc::new(PolicyAccess::new(
                     policy.clone(),
                     compiled,

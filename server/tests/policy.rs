@@ -1,0 +1,674 @@
+//! The policy in a running server (in-process, protocol-level clients, no real Tailscale):
+//! loading and reloading, refusal of invalid policies, incremental map updates when the
+//! policy or a tag changes, tags at registration, autoApprovers, and `policy check`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{MapStream, SECOND, TestNode, TestServer, config_for};
+use oxiscale::admin::CreatePreAuthKey;
+use oxiscale::config::{Config, PolicyMode};
+use oxiscale::policy::PolicyStoreError;
+use oxiscale::serve::start;
+use oxiscale::tailnet::{Change, ChangeListener};
+use serde_json::{Value, json};
+
+/// alice's devices may reach bob's on port 80; nothing else is allowed.
+const ALICE_TO_BOB_80: &str = r#"{
+  // HuJSON: comments and trailing commas are fine
+  "tagOwners": { "tag:server": ["alice@"] },
+  "acls": [
+    { "action": "accept", "src": ["alice@"], "dst": ["bob@:80"] },
+  ],
+}"#;
+
+/// The other direction only.
+const BOB_TO_ALICE_22: &str = r#"{
+  "tagOwners": { "tag:server": ["alice@"] },
+  "acls": [
+    { "action": "accept", "src": ["bob@"], "dst": ["alice@:22"] },
+  ],
+}"#;
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("oxiscale-policy-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn start_with(dir: &Path, edit: impl FnOnce(&mut Config)) -> anyhow::Result<TestServer> {
+    let mut config = config_for(&dir.join("data"));
+    edit(&mut config);
+    let running = start(config).await?;
+    let url = running.server_url.clone();
+    Ok(TestServer {
+        running: Some(running),
+        dir: dir.to_owned(),
+        url,
+    })
+}
+
+async fn file_server(policy: &str) -> (TestServer, PathBuf) {
+    let dir = temp_dir();
+    let path = dir.join("policy.hujson");
+    std::fs::write(&path, policy).unwrap();
+    let p = path.clone();
+    let srv = start_with(&dir, move |c| {
+        c.policy.mode = PolicyMode::File;
+        c.policy.path = Some(p);
+    })
+    .await
+    .expect("server starts with a valid policy");
+    (srv, path)
+}
+
+async fn key_for(srv: &TestServer, user: Option<u64>, tags: &[&str]) -> String {
+    srv.running()
+        .admin
+        .create_preauth_key(CreatePreAuthKey {
+            user,
+            reusable: true,
+            expiration: Some("1h".into()),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .expect("key created")
+        .key
+}
+
+/// Registers a node with extra Hostinfo fields; returns the node and the response.
+async fn register_with(
+    srv: &TestServer,
+    hostname: &str,
+    key: &str,
+    hostinfo: Value,
+) -> (TestNode, Value) {
+    let mut node = TestNode::connect(&srv.url, hostname).await;
+    let mut body = node.register_body(Some(key));
+    for (k, v) in hostinfo.as_object().unwrap() {
+        body["Hostinfo"][k] = v.clone();
+    }
+    let (status, resp) = node.post_json("/machine/register", body).await;
+    assert_eq!(status, 200, "{resp}");
+    (node, resp)
+}
+
+fn node_json(srv: &TestServer, name: &str) -> Value {
+    let nodes = srv.running().admin.list_nodes(None);
+    let n = nodes
+        .iter()
+        .find(|n| n.given_name == name)
+        .unwrap_or_else(|| panic!("node {name} exists"));
+    serde_json::to_value(n).unwrap()
+}
+
+fn ipv4(node: &Value) -> String {
+    node["ip_addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|a| a.contains('.'))
+        .unwrap()
+        .to_owned()
+}
+
+/// Every destination IP of a map's PacketFilter.
+fn filter_dsts(msg: &Value) -> Vec<String> {
+    msg["PacketFilter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r["DstPorts"].as_array().cloned().unwrap_or_default())
+        .map(|d| format!("{}:{}", d["IP"].as_str().unwrap_or(""), d["Ports"]["First"]))
+        .collect()
+}
+
+fn peer_ids(msg: &Value) -> Vec<u64> {
+    msg["Peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["ID"].as_u64())
+        .collect()
+}
+
+/// AllowedIPs of the peer `name` in a map message (empty when it is not in it).
+fn allowed_ips_of(msg: &Value, name: &str) -> Vec<String> {
+    msg["PeersChanged"]
+        .as_array()
+        .into_iter()
+        .chain(msg["Peers"].as_array())
+        .flatten()
+        .filter(|p| {
+            p["Name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&format!("{name}.")))
+        })
+        .flat_map(|p| p["AllowedIPs"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<Change>>);
+
+impl ChangeListener for Recorder {
+    fn on_changes(&self, changes: &[Change]) {
+        self.0.lock().unwrap().extend_from_slice(changes);
+    }
+}
+
+impl Recorder {
+    fn take(&self) -> Vec<Change> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+async fn alice_and_bob(srv: &TestServer) -> (TestNode, TestNode) {
+    let alice = srv.user("alice").await;
+    let bob = srv.user("bob").await;
+    let ka = key_for(srv, Some(alice), &[]).await;
+    let kb = key_for(srv, Some(bob), &[]).await;
+    let (a, _) = register_with(srv, "laptop-a", &ka, json!({})).await;
+    let (b, _) = register_with(srv, "server-b", &kb, json!({})).await;
+    (a, b)
+}
+
+async fn first_map(node: &mut TestNode) -> (MapStream, Value) {
+    let mut stream = node.stream().await;
+    let first = stream.next_within(5 * SECOND).await.expect("full map");
+    (stream, first)
+}
+
+#[tokio::test]
+async fn a_policy_file_decides_filters_and_a_valid_edit_reaches_streams_incrementally() {
+    let (srv, path) = file_server(ALICE_TO_BOB_80).await;
+    let (mut a, mut b) = alice_and_bob(&srv).await;
+    let b_ip = ipv4(&node_json(&srv, "server-b"));
+    let a_ip = ipv4(&node_json(&srv, "laptop-a"));
+
+    let (mut sa, full_a) = first_map(&mut a).await;
+    let (_sb, full_b) = first_map(&mut b).await;
+    // bob's server accepts port 80 from alice; alice's laptop accepts nothing.
+    assert_eq!(filter_dsts(&full_b).len(), 2, "v4 and v6: {full_b}");
+    assert!(filter_dsts(&full_b).contains(&format!("{b_ip}:80")));
+    assert!(full_a["PacketFilter"].as_array().unwrap().is_empty());
+    assert_eq!(full_a["SSHPolicy"], json!({"rules": []}));
+    assert_eq!(peer_ids(&full_a).len(), 1, "a sees b: {full_a}");
+
+    let recorder = Arc::new(Recorder::default());
+    srv.running().tailnet.subscribe(recorder.clone());
+
+    // A syntax error is refused with its position, and the policy in force stays.
+    std::fs::write(
+        &path,
+        "{\n  \"acls\": [\n    { \"action\": \"accept\" \"src\": [] }\n  ]\n}",
+    )
+    .unwrap();
+    let err = srv.running().policy.reload(true).await.unwrap_err();
+    match &err {
+        PolicyStoreError::InvalidFile { source, .. } => {
+            assert_eq!(source.line, Some(3), "{err}");
+            assert!(source.column.is_some(), "{err}");
+        }
+        other => panic!("expected an invalid-file error, got {other}"),
+    }
+    assert!(err.to_string().contains("line 3, column"), "{err}");
+    assert_eq!(
+        srv.running().policy.view().await.policy.as_deref(),
+        Some(ALICE_TO_BOB_80)
+    );
+    assert!(!recorder.take().contains(&Change::Visibility));
+
+    // A valid edit, picked up by the file watcher (no SIGHUP), reaches the open stream.
+    std::fs::write(&path, BOB_TO_ALICE_22).unwrap();
+    let t0 = std::time::Instant::now();
+    let delta = sa
+        .until(5 * SECOND, |m| m.get("PacketFilter").is_some())
+        .await;
+    assert_eq!(filter_dsts(&delta).len(), 2, "v4 and v6: {delta}");
+    assert!(filter_dsts(&delta).contains(&format!("{a_ip}:22")));
+    assert!(
+        t0.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(recorder.take().contains(&Change::Visibility));
+    assert_eq!(
+        srv.running().policy.view().await.policy.as_deref(),
+        Some(BOB_TO_ALICE_22)
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_policy_whose_tests_fail_is_refused_and_changes_nothing() {
+    let (srv, path) = file_server(ALICE_TO_BOB_80).await;
+    let (_a, _b) = alice_and_bob(&srv).await;
+    std::fs::write(
+        &path,
+        r#"{"acls": [{"action": "accept", "src": ["alice@"], "dst": ["bob@:80"]}],
+            "tests": [{"src": "alice@", "accept": ["bob@:443"]}]}"#,
+    )
+    .unwrap();
+    let err = srv.running().policy.reload(true).await.unwrap_err();
+    assert!(err.to_string().contains("test"), "{err}");
+    let b = node_json(&srv, "server-b");
+    let filter = srv.running().tailnet.read(|s| {
+        let n = s.node(b["id"].as_u64().unwrap()).unwrap().clone();
+        s.access().packet_filter(&n)
+    });
+    assert_eq!(filter.len(), 1, "the old policy's rule stays: {filter:?}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_policy_file_stops_the_server_at_start() {
+    let dir = temp_dir();
+    let path = dir.join("policy.hujson");
+    std::fs::write(
+        &path,
+        "{\n  \"acls\": [ { \"action\": \"allow\", \"src\": [\"*\"], \"dst\": [\"*:*\"] } ]\n}\n",
+    )
+    .unwrap();
+    let p = path.clone();
+    let err = match start_with(&dir, move |c| c.policy.path = Some(p)).await {
+        Ok(_) => panic!("the server must not start with an invalid policy"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("line 2"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn file_mode_without_a_path_is_allow_all_and_refuses_set() {
+    let srv = TestServer::start().await;
+    let (mut a, _b) = alice_and_bob(&srv).await;
+    let (_s, full) = first_map(&mut a).await;
+    assert_eq!(
+        full["PacketFilter"][0]["SrcIPs"],
+        json!(["*"]),
+        "allow-all: {}",
+        full["PacketFilter"]
+    );
+    let err = srv
+        .running()
+        .admin
+        .set_policy(ALICE_TO_BOB_80.into())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("file"), "{err}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn database_mode_keeps_history_and_serves_the_newest() {
+    let dir = temp_dir();
+    let mut srv = start_with(&dir, |c| c.policy.mode = PolicyMode::Database)
+        .await
+        .unwrap();
+    let admin = srv.running().admin.clone();
+    assert!(admin.get_policy().await.policy.is_none());
+    admin.set_policy(ALICE_TO_BOB_80.into()).await.unwrap();
+    admin.set_policy(BOB_TO_ALICE_22.into()).await.unwrap();
+    let err = admin
+        .set_policy(
+            "{\"acls\": [ {\"action\": \"allow\", \"src\": [\"*\"], \"dst\": [\"*:*\"]} ]}".into(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("line 1, column"), "{err}");
+    assert_eq!(
+        admin.get_policy().await.policy.as_deref(),
+        Some(BOB_TO_ALICE_22)
+    );
+    // The newest row is in force after a restart, too.
+    let port = srv.running().http_addr.port();
+    srv.running.take().unwrap().stop().await.unwrap();
+    srv = start_with(&dir, |c| {
+        c.policy.mode = PolicyMode::Database;
+        c.listen_addr = format!("127.0.0.1:{port}").parse().unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        srv.running().admin.get_policy().await.policy.as_deref(),
+        Some(BOB_TO_ALICE_22)
+    );
+    assert!(srv.running().tailnet.read(|s| s.policy().is_some()));
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_tagged_key_makes_a_tagged_node_without_any_policy() {
+    let srv = TestServer::start().await;
+    let key = key_for(&srv, None, &["tag:server"]).await;
+    let (_n, resp) = register_with(&srv, "tagged", &key, json!({})).await;
+    assert_eq!(resp["MachineAuthorized"], true, "{resp}");
+    let n = node_json(&srv, "tagged");
+    assert_eq!(n["tags"], json!(["tag:server"]));
+    assert!(n["user"].is_null(), "a tagged node has no user: {n}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn request_tags_need_tag_owners() {
+    let (srv, _path) = file_server(ALICE_TO_BOB_80).await;
+    let alice = srv.user("alice").await;
+    let bob = srv.user("bob").await;
+    let kb = key_for(&srv, Some(bob), &[]).await;
+    let (_n, resp) = register_with(
+        &srv,
+        "bobs-box",
+        &kb,
+        json!({"RequestTags": ["tag:server"]}),
+    )
+    .await;
+    let error = resp["Error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("tag:server") && error.contains("not permitted"),
+        "{resp}"
+    );
+    assert!(srv.running().admin.list_nodes(None).is_empty());
+
+    let ka = key_for(&srv, Some(alice), &[]).await;
+    let (_n, resp) = register_with(
+        &srv,
+        "alices-box",
+        &ka,
+        json!({"RequestTags": ["tag:server"]}),
+    )
+    .await;
+    assert_eq!(resp["MachineAuthorized"], true, "{resp}");
+    assert_eq!(node_json(&srv, "alices-box")["tags"], json!(["tag:server"]));
+
+    // Under a policy, the CLI may only set tags tagOwners defines.
+    let id = node_json(&srv, "alices-box")["id"].as_u64().unwrap();
+    let err = srv
+        .running()
+        .admin
+        .set_tags(id, vec!["tag:nobody".into()])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("tag:nobody"), "{err}");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_tag_change_reaches_peers_at_once() {
+    let policy = r#"{
+      "tagOwners": { "tag:web": ["alice@"], "tag:db": ["alice@"] },
+      "acls": [ { "action": "accept", "src": ["bob@"], "dst": ["tag:web:80"] } ],
+    }"#;
+    let (srv, _path) = file_server(policy).await;
+    let (mut a, mut b) = alice_and_bob(&srv).await;
+    let a_id = node_json(&srv, "laptop-a")["id"].as_u64().unwrap();
+    let a_ip = ipv4(&node_json(&srv, "laptop-a"));
+    let (mut sa, full_a) = first_map(&mut a).await;
+    let (mut sb, full_b) = first_map(&mut b).await;
+    assert!(
+        peer_ids(&full_b).is_empty(),
+        "b may reach no one yet: {full_b}"
+    );
+    assert!(full_a["PacketFilter"].as_array().unwrap().is_empty());
+
+    srv.running()
+        .admin
+        .set_tags(a_id, vec!["tag:web".into()])
+        .await
+        .unwrap();
+    let got = sa
+        .until(3 * SECOND, |m| m.get("PacketFilter").is_some())
+        .await;
+    assert!(filter_dsts(&got).contains(&format!("{a_ip}:80")), "{got}");
+    let got = sb
+        .until(3 * SECOND, |m| {
+            m["PeersChanged"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|n| n["ID"] == a_id))
+        })
+        .await;
+    assert!(got.to_string().contains("tag:web"), "{got}");
+
+    // Re-tagged to something bob may not reach: a disappears from b's map.
+    srv.running()
+        .admin
+        .set_tags(a_id, vec!["tag:db".into()])
+        .await
+        .unwrap();
+    sb.until(3 * SECOND, |m| {
+        m["PeersRemoved"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|id| *id == a_id))
+    })
+    .await;
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn routes_reach_peers_after_approval_and_auto_approvers_approve() {
+    let policy = r#"{
+      "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ],
+      "autoApprovers": { "routes": { "10.20.0.0/16": ["alice@"] } },
+    }"#;
+    let (srv, _path) = file_server(policy).await;
+    let alice = srv.user("alice").await;
+    let bob = srv.user("bob").await;
+    let kb = key_for(&srv, Some(bob), &[]).await;
+    let (mut viewer, _) = register_with(&srv, "viewer", &kb, json!({})).await;
+    let (mut sv, _) = first_map(&mut viewer).await;
+
+    // bob's router: 10.30.0.0/24 is not auto-approved; it reaches peers only once approved.
+    let (mut router_b, _) = register_with(
+        &srv,
+        "router-b",
+        &kb,
+        json!({"RoutableIPs": ["10.30.0.0/24"]}),
+    )
+    .await;
+    let rb = node_json(&srv, "router-b");
+    assert_eq!(rb["approved_routes"], json!([]));
+    // (No stream for the router: this test client's map requests carry a Hostinfo without
+    // RoutableIPs, which would withdraw the advertisement.)
+    let _ = &mut router_b;
+    let msg = sv
+        .until(3 * SECOND, |m| m.to_string().contains("router-b"))
+        .await;
+    assert_eq!(allowed_ips_of(&msg, "router-b").len(), 2, "{msg}");
+    srv.running()
+        .admin
+        .approve_routes(rb["id"].as_u64().unwrap(), vec!["10.30.0.0/24".into()])
+        .await
+        .unwrap();
+    sv.until(3 * SECOND, |m| {
+        allowed_ips_of(m, "router-b").contains(&"10.30.0.0/24".to_string())
+    })
+    .await;
+
+    // alice's router: the covered route is approved at registration, the other is not.
+    let ka = key_for(&srv, Some(alice), &[]).await;
+    let (_ra, _) = register_with(
+        &srv,
+        "router-a",
+        &ka,
+        json!({"RoutableIPs": ["10.20.5.0/24", "192.168.9.0/24"]}),
+    )
+    .await;
+    assert_eq!(
+        node_json(&srv, "router-a")["approved_routes"],
+        json!(["10.20.5.0/24"])
+    );
+    let routes = srv
+        .running()
+        .admin
+        .list_routes(Some(node_json(&srv, "router-a")["id"].as_u64().unwrap()))
+        .unwrap();
+    assert_eq!(routes[0].approved_routes, vec!["10.20.5.0/24".to_string()]);
+
+    // Advertised later through a map request: approved when Hostinfo.RoutableIPs changes.
+    let mut later = TestNode::connect(&srv.url, "router-late").await;
+    later.register(Some(&ka)).await;
+    let mut body = later.map_body(false, true, &[]);
+    body["Hostinfo"]["RoutableIPs"] = json!(["10.20.9.0/24"]);
+    let (status, _) = later.post_json("/machine/map", body).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        node_json(&srv, "router-late")["approved_routes"],
+        json!(["10.20.9.0/24"])
+    );
+    srv.stop().await;
+}
+
+// ----- policy check ------------------------------------------------------------------------
+
+const POKEDEX: &[&str] = &[
+    "bulbasaur",
+    "ivysaur",
+    "venusaur",
+    "charmander",
+    "charmeleon",
+    "charizard",
+    "squirtle",
+    "wartortle",
+    "blastoise",
+    "caterpie",
+    "metapod",
+    "butterfree",
+    "weedle",
+    "kakuna",
+    "beedrill",
+    "pidgey",
+    "pidgeotto",
+    "pidgeot",
+    "rattata",
+    "raticate",
+    "spearow",
+    "fearow",
+];
+
+fn golden_case(name: &str) -> Value {
+    let dir = match std::env::var_os("OXISCALE_POLICY_GOLDEN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/policy-golden"),
+    };
+    let text = std::fs::read_to_string(dir.join(name)).expect("golden case readable");
+    let mut case: Value = serde_json::from_str(&text).unwrap();
+    // The captured tailnet registered its nodes in Pokédex order (it decides primaries).
+    for (n, node) in case["topology"]["nodes"].as_object_mut().unwrap() {
+        let id = POKEDEX.iter().position(|p| p == n).unwrap() as u64 + 1;
+        node["id"] = json!(id);
+    }
+    case
+}
+
+/// Order carries no meaning in rules, sources, destinations and peers: compare as sets.
+fn normalize(report: &Value) -> Value {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Array(a) => {
+                let mut items: Vec<Value> = a.iter().map(sorted).collect();
+                items.sort_by_key(|x| x.to_string());
+                Value::Array(items)
+            }
+            Value::Object(m) => Value::Object(
+                m.iter()
+                    .filter(|(k, v)| {
+                        !(k.as_str() == "acceptEnv" && v.as_array().is_some_and(|a| a.is_empty()))
+                    })
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    sorted(report)
+}
+
+#[test]
+fn policy_check_with_a_topology_reproduces_a_golden_case() {
+    let case = golden_case("acl/acl-a01.json");
+    let dir = temp_dir();
+    let policy_path = dir.join("policy.hujson");
+    let topo_path = dir.join("topology.json");
+    std::fs::write(&policy_path, case["policy"].as_str().unwrap()).unwrap();
+    std::fs::write(&topo_path, case["topology"].to_string()).unwrap();
+
+    // The binary, as an operator runs it: no server, no configuration.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oxiscale"))
+        .args(["policy", "check", "--file"])
+        .arg(&policy_path)
+        .arg("--topology")
+        .arg(&topo_path)
+        .args(["-o", "json"])
+        .env("OXISCALE_DATA_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expect = &case["expect"];
+    for (node, want) in expect.as_object().unwrap() {
+        assert_eq!(
+            normalize(&report[node]),
+            normalize(want),
+            "node {node} differs"
+        );
+    }
+    assert_eq!(
+        report.as_object().unwrap().len(),
+        expect.as_object().unwrap().len()
+    );
+
+    // An invalid policy: the position and the reason, and a failing exit code.
+    std::fs::write(&policy_path, "{\n  \"acls\": [\n    {\"action\": \"allow\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}\n  ]\n}").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oxiscale"))
+        .args(["policy", "check", "--file"])
+        .arg(&policy_path)
+        .arg("--topology")
+        .arg(&topo_path)
+        .env("OXISCALE_DATA_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 3, column"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn policy_check_against_the_live_tailnet() {
+    let srv = TestServer::start().await;
+    let (_a, _b) = alice_and_bob(&srv).await;
+    let report = srv
+        .running()
+        .admin
+        .check_policy(ALICE_TO_BOB_80)
+        .expect("valid against the live tailnet");
+    assert!(
+        report["server-b"]["packet_filter_rules"].is_array(),
+        "{report}"
+    );
+    assert!(report["laptop-a"].get("packet_filter_rules").is_none());
+    assert!(
+        report["laptop-a"]["peers"]["server-b"].is_object(),
+        "{report}"
+    );
+    // Nothing changed: still allow-all.
+    assert!(srv.running().tailnet.read(|s| s.policy().is_none()));
+    let err = srv
+        .running()
+        .admin
+        .check_policy(r#"{"acls": [], "tests": [{"src": "alice@", "accept": ["bob@:80"]}]}"#)
+        .unwrap_err();
+    assert!(err.to_string().contains("test"), "{err}");
+    srv.stop().await;
+}
