@@ -60,6 +60,7 @@ pub fn App() -> impl IntoView {
         <Router>
             <Layout>
                 <Routes fallback=NotFound>
+                    // A browser (Accept: text/html) gets a 302; the client router redirects in place.
                     <Route path=path!("/") view=|| view! { <Redirect path="/machines" /> } />
                     // Async: the page arrives complete, so it reads fine before (or without) WASM.
                     <Route path=path!("/machines") view=MachinesPage ssr=SsrMode::Async />

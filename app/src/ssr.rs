@@ -78,3 +78,117 @@ pub fn console_fallback(options: LeptosOptions, backend: Arc<dyn ConsoleBackend>
         file_and_error_handler_with_context(move || provide_context(backend.clone()), shell);
     Router::new().fallback(handler).with_state(options)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::SERVER_FN_PREFIX;
+    use axum::body::Body;
+    use http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    struct FixedBackend;
+
+    impl ConsoleBackend for FixedBackend {
+        fn server_url(&self) -> String {
+            "https://vpn.example.com".into()
+        }
+    }
+
+    /// A site root with one generated file, unique per test.
+    fn site_root(name: &str) -> String {
+        let dir =
+            std::env::temp_dir().join(format!("oxiscale-console-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("pkg")).unwrap();
+        std::fs::write(dir.join("pkg").join("oxiscale.css"), "body{}").unwrap();
+        std::fs::write(dir.join("favicon.svg"), "<svg/>").unwrap();
+        dir.to_string_lossy().into_owned()
+    }
+
+    fn router(name: &str) -> Router {
+        console_router(console_options(site_root(name)), Arc::new(FixedBackend))
+    }
+
+    async fn send(router: Router, request: Request<Body>) -> (StatusCode, http::HeaderMap, String) {
+        let response = router.oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path)
+            .header("accept", "text/html")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn machines_page_is_rendered_with_the_backend_url_and_bundle_names() {
+        let (status, _, html) = send(router("page"), get("/machines")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains(
+                "tailscale up --login-server=https://vpn.example.com --authkey=&lt;key&gt;"
+            )
+        );
+        // build-site.sh writes these names; `_bg` holds because LEPTOS_OUTPUT_NAME is unset
+        // when this crate is compiled.
+        assert!(html.contains("/pkg/oxiscale.js"), "{html}");
+        assert!(html.contains("/pkg/oxiscale_bg.wasm"), "{html}");
+        assert!(html.contains(r#"href="/pkg/oxiscale.css""#), "{html}");
+    }
+
+    #[tokio::test]
+    async fn server_function_answers_under_the_console_prefix() {
+        let request = Request::post(format!("{SERVER_FN_PREFIX}/config"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, body) = send(router("fn"), request).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, r#"{"server_url":"https://vpn.example.com"}"#);
+    }
+
+    #[tokio::test]
+    async fn static_files_are_served_with_revalidation() {
+        let (status, headers, body) = send(router("pkg"), get("/pkg/oxiscale.css")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "body{}");
+        assert_eq!(headers[CACHE_CONTROL], "no-cache");
+        let (status, _, body) = send(router("root"), get("/favicon.svg")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "<svg/>"));
+    }
+
+    #[tokio::test]
+    async fn claims_no_other_paths_and_merges_with_a_router_that_has_a_fallback() {
+        // Without a fallback of its own, unknown paths fall through to the embedding server.
+        let server = Router::new()
+            .route("/key", axum::routing::get(|| async { "server key" }))
+            .fallback(|| async { (StatusCode::IM_A_TEAPOT, "server fallback") })
+            .merge(router("merge"));
+        let (status, _, body) = send(server.clone(), get("/key")).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "server key"));
+        let (status, _, body) = send(server.clone(), get("/ts2021")).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::IM_A_TEAPOT, "server fallback")
+        );
+        let (status, _, _) = send(server, get("/machines")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn console_fallback_renders_the_not_found_page() {
+        let options = console_options(site_root("fallback"));
+        let backend: Arc<dyn ConsoleBackend> = Arc::new(FixedBackend);
+        let server = console_router(options.clone(), backend.clone())
+            .fallback_service(console_fallback(options, backend));
+        let (status, _, html) = send(server, get("/no-such-page")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(html.contains("Page not found"), "{html}");
+    }
+}

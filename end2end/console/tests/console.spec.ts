@@ -19,9 +19,14 @@ function watchForErrors(page: Page): string[] {
   return errors;
 }
 
+/** The copy button, whatever it currently says ("Copy", "Copied", "Press Ctrl+C"). */
+function copyButton(page: Page) {
+  return page.getByRole("button", { name: /^(Copy|Copied|Press Ctrl\+C) join command$/ });
+}
+
 /** Waits until hydration has enabled the copy button, the console's hydration signal. */
 async function hydrated(page: Page) {
-  const copy = page.getByRole("button", { name: "Copy join command" });
+  const copy = copyButton(page);
   await expect(copy).toBeEnabled();
   return copy;
 }
@@ -43,13 +48,20 @@ test("machines page is complete in the server-rendered HTML", async ({ request }
   expect(html).toContain('href="/pkg/oxiscale.css"');
 });
 
+test("the root redirects browsers to Machines with a 302", async ({ request }) => {
+  const response = await request.get("/", { headers: { accept: "text/html" }, maxRedirects: 0 });
+  expect(response.status()).toBe(302);
+  expect(response.headers()["location"]).toBe("/machines");
+});
+
 test("the page reads correctly with JavaScript disabled", async ({ browser }) => {
   const context = await browser.newContext({ javaScriptEnabled: false });
   const page = await context.newPage();
   await page.goto("/machines");
   await expect(page.getByRole("heading", { level: 1, name: "Machines" })).toBeVisible();
   await expect(page.locator("#join-command")).toHaveText(joinCommand);
-  await expect(page.getByRole("button", { name: "Copy join command" })).toBeDisabled();
+  await expect(copyButton(page)).toHaveText("Copy join command");
+  await expect(copyButton(page)).toBeDisabled();
   await context.close();
 });
 
