@@ -16,6 +16,7 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod http;
 pub mod keys;

@@ -131,7 +131,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         shutdown_rx.clone(),
     );
     if !config.derp.urls.is_empty() && config.derp.auto_update_enabled {
-        tokio::spawn(refresh_derp_maps(config.clone(), http_client, remote_maps, control.clone(), shutdown_rx.clone()));
+        tokio::spawn(refresh_derp_maps(
+            config.clone(),
+            http_client,
+            remote_maps,
+            control.clone(),
+            shutdown_rx.clone(),
+        ));
     }
 
     let stun_addr = stun_socket.as_ref().map(|s| s.local_addr()).transpose()?;
@@ -165,7 +171,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         admin: admin.clone(),
         server_url: config.server_url.clone(),
     };
-    let router = crate::http::router(edge).layer(tower_http::trace::TraceLayer::new_for_http());
+    let (console, console_fallback) = crate::console::routes(&config);
+    let router = crate::http::router(edge)
+        .merge(console)
+        .fallback_service(console_fallback)
+        .layer(tower_http::trace::TraceLayer::new_for_http());
 
     let socket_path = config.socket_path();
     let permission =
@@ -238,9 +248,14 @@ async fn refresh_derp_maps(
             }
         };
         if map != control.map_config().derp_map {
-            info!(regions = map.regions.len(), "DERP map changed; sending it to connected nodes");
+            info!(
+                regions = map.regions.len(),
+                "DERP map changed; sending it to connected nodes"
+            );
             control.set_map_config(MapConfig::new(&config, map));
-            control.tailnet.broadcast(&[crate::tailnet::Change::DerpMap]);
+            control
+                .tailnet
+                .broadcast(&[crate::tailnet::Change::DerpMap]);
         }
     }
 }

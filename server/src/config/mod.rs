@@ -65,6 +65,8 @@ pub struct Config {
     pub node: NodeConfig,
     pub log: LogConfig,
     pub policy: PolicyConfig,
+    /// The web console (oxiscale's own keys).
+    pub console: ConsoleConfig,
     // headscale keys accepted for compatibility and not acted on yet (see `ignored_keys`).
     pub metrics_listen_addr: Option<String>,
     pub grpc_listen_addr: Option<String>,
@@ -228,6 +230,14 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// The built browser half (`scripts/build-site.sh` output); found next to the binary
+    /// or in `target/site` when unset.
+    pub site_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
     pub mode: PolicyMode,
     /// The HuJSON policy file (file mode). Empty: no policy, everyone may reach everyone.
@@ -258,6 +268,7 @@ impl Default for Config {
             node: NodeConfig::default(),
             log: LogConfig::default(),
             policy: PolicyConfig::default(),
+            console: ConsoleConfig::default(),
             metrics_listen_addr: None,
             grpc_listen_addr: None,
             grpc_allow_insecure: None,
@@ -479,7 +490,10 @@ impl Config {
         }
         for url in &self.derp.urls {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::Invalid { key: "derp.urls", message: format!("{url:?} is not an http(s) URL") });
+                return Err(ConfigError::Invalid {
+                    key: "derp.urls",
+                    message: format!("{url:?} is not an http(s) URL"),
+                });
             }
         }
         if self.node.ephemeral.inactivity_timeout.is_zero() {

@@ -1,0 +1,69 @@
+//! The admin console, served by the same process: the Leptos app of `app/`, rendered here
+//! and hydrated in the browser from the files `scripts/build-site.sh` puts in the site root.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use app::backend::ConsoleBackend;
+use axum::Router;
+use tracing::{info, warn};
+
+use crate::config::Config;
+
+/// What the console may ask of the server.
+struct Backend {
+    server_url: String,
+}
+
+impl ConsoleBackend for Backend {
+    fn server_url(&self) -> String {
+        self.server_url.clone()
+    }
+}
+
+/// Where the built browser half is: `console.site_root`, else `site/` next to the binary
+/// (the image), else `target/site` of a checkout (`target/<profile>/oxiscale` → `target/site`).
+pub fn site_root(config: &Config) -> PathBuf {
+    if let Some(root) = &config.console.site_root {
+        return root.clone();
+    }
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_owned));
+    let candidates = exe_dir
+        .iter()
+        .flat_map(|d| [d.join("site"), d.join("../site")])
+        .chain([PathBuf::from("target/site")]);
+    for candidate in candidates {
+        if candidate.join("pkg").is_dir() {
+            return candidate;
+        }
+    }
+    PathBuf::from("target/site")
+}
+
+/// The console's routes and its fallback (the console's own 404 page), to merge into the
+/// main router.
+pub fn routes(config: &Config) -> (Router, Router) {
+    let root = site_root(config);
+    if root
+        .join("pkg")
+        .join(format!("{}.js", app::OUTPUT_NAME))
+        .is_file()
+    {
+        info!(site_root = %root.display(), "console assets found");
+    } else {
+        warn!(
+            site_root = %root.display(),
+            "console assets not found: pages render but do not hydrate; run scripts/build-site.sh or set console.site_root"
+        );
+    }
+    let options = app::ssr::console_options(root.to_string_lossy());
+    let backend: Arc<dyn ConsoleBackend> = Arc::new(Backend {
+        server_url: config.server_url.clone(),
+    });
+    (
+        app::ssr::console_router(options.clone(), backend.clone()),
+        app::ssr::console_fallback(options, backend),
+    )
+}
