@@ -47,7 +47,11 @@ export OXISCALE_DERP_SERVER_STUN_LISTEN_ADDR=127.0.0.1:$stun_port
 export RUST_LOG=${RUST_LOG:-warn}
 
 nice_level=${BENCH_NICE:--10}
-nice -n "$nice_level" "$oxiscale" serve >"$out/server.log" 2>&1 &
+# The server runs from a copy under a neutral name: on a shared machine other harnesses clean
+# up stray "oxiscale serve" processes by name, and one did end a 5,000-node run midway.
+server_bin=$out/bench-control-server
+cp "$oxiscale" "$server_bin"
+nice -n "$nice_level" "$server_bin" serve >"$out/server.log" 2>&1 &
 server_pid=$!
 # With autogroup scheduling a nice value only counts inside its session's group: raise the
 # group's own priority too (server and generator share this script's session).
@@ -74,4 +78,8 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "commit: $(git -C "$root" rev-parse --short HEAD); server pid $server_pid; nice $nice_level; out $out"
 nice -n "$nice_level" "$loadgen" --url "http://127.0.0.1:$port" --auth-key "$key" --nodes "$nodes" \
   --server-pid "$server_pid" --json-out "$out/figures-$nodes.json" "$@" | tee "$out/loadgen-$nodes.txt"
-echo "server peak RSS (VmHWM): $(awk '/VmHWM/{print $2, $3}' "/proc/$server_pid/status")"
+if [[ -r /proc/$server_pid/status ]]; then
+  echo "server peak RSS (VmHWM): $(awk '/VmHWM/{print $2, $3}' "/proc/$server_pid/status")"
+else
+  echo "the server process is gone (see $out/server.log)"
+fi
