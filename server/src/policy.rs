@@ -160,18 +160,15 @@ impl PolicyManager {
     async fn apply(&self, text: &str, run_tests: bool, store: bool) -> Result<(), PolicyError> {
         let policy = Arc::new(Policy::parse(text)?);
         let row = store.then(|| text.to_owned());
-        let outcome = self
-            .tailnet
+        self.tailnet
             .mutate(move |s, fx| {
                 let result = if run_tests {
                     s.set_policy(fx, Some(policy))
                 } else {
                     s.adopt_policy(fx, policy)
                 };
-                if result.is_ok() {
-                    if let Some(text) = row {
-                        fx.write(DbOp::PutPolicy(text));
-                    }
+                if let (Ok(()), Some(text)) = (&result, row) {
+                    fx.write(DbOp::PutPolicy(text));
                 }
                 Ok(result)
             })
@@ -180,8 +177,7 @@ impl PolicyManager {
                 line: None,
                 column: None,
                 message: e.to_string(),
-            })?;
-        outcome
+            })?
     }
 
     /// `policy set` (database mode): a new version, in force once it is valid.
