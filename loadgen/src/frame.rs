@@ -13,8 +13,10 @@ use serde::de::IgnoredAny;
 
 /// A length prefix beyond this is treated as a corrupt stream.
 pub const MAX_MESSAGE_LEN: usize = 256 << 20;
-/// Compressed bytes kept of a message too large to decode whole.
-pub const HEAD_LEN: usize = 16 << 10;
+/// Compressed bytes kept of a message too large to decode whole: enough for the frame header
+/// and the whole first zstd block (≤ 128 KiB of content, stored raw at worst), since a
+/// decoder emits nothing from a partial block.
+pub const HEAD_LEN: usize = (128 << 10) + 1024;
 /// Decompressed bytes read from such a head.
 const HEAD_PLAIN_LEN: usize = 4 << 10;
 
@@ -345,6 +347,39 @@ mod tests {
         let full = parse(&decompress(&out[0].data).unwrap()).unwrap();
         assert_eq!(full.self_id, Some(4242));
         assert_eq!(full.peer_count, Some(20_001));
+    }
+
+    #[test]
+    fn the_head_of_a_poorly_compressible_map_still_gives_the_self_id() {
+        // Random keys compress badly: the first 128 KiB block is far larger than a few KiB.
+        let mut json = br#"{"Node":{"ID":77,"Name":"x"},"Peers":["#.to_vec();
+        for i in 0..5_000 {
+            let key: [u8; 32] = rand::random();
+            let disco: [u8; 32] = rand::random();
+            json.extend(
+                format!(
+                    r#"{{"ID":{i},"Key":"nodekey:{}","DiscoKey":"discokey:{}"}},"#,
+                    hex(&key),
+                    hex(&disco)
+                )
+                .as_bytes(),
+            );
+        }
+        json.extend(br#"{"ID":0}]}"#);
+        let wire = frame(&json);
+        assert!(
+            wire.len() > HEAD_LEN,
+            "the test needs a message larger than the head"
+        );
+        let mut dec = FrameDecoder::new(1024);
+        let mut out = Vec::new();
+        dec.feed(&wire, &mut out).unwrap();
+        assert!(out[0].head_only);
+        assert_eq!(parse_head(&out[0].data).self_id, Some(77));
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     #[test]

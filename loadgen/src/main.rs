@@ -450,11 +450,17 @@ impl Bench {
             }
             // Wait for the newcomer's own map (its ID), let its online patch pass, then leave.
             let t = Instant::now();
-            while newcomer.id.load(Ordering::Relaxed) == 0 && t.elapsed() < self.timeout {
+            while newcomer.id.load(Ordering::Relaxed) == 0 && t.elapsed() < Duration::from_secs(60)
+            {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
             let id = newcomer.id.load(Ordering::Relaxed);
+            if id == 0 {
+                println!("  newcomer never received its own map; skipping its leave");
+                newcomer.disconnect();
+                continue;
+            }
             match self
                 .run_probe(Target::Removed(id), None, newcomer.logout(&self.ctx))
                 .await
