@@ -12,6 +12,8 @@ server/tests/policy.rs with protocol-level clients that send Hostinfo.RoutableIP
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -180,3 +182,13 @@ def test_policy_cli_against_a_running_server(server, test_dir):
         server.cli("policy", "check", "--file", str(bad))
     status, _ = http_get(f"{server.url}/api/v1/policy")
     assert status == 401, "the API on the main listener needs a key"
+
+    # SIGHUP reloads the policy (and does not stop the server, SIGHUP's default action).
+    server.policy_path.write_text(BOB_TO_ALICE_80)
+    os.kill(server.pid, signal.SIGHUP)
+    wait_for("the new policy after SIGHUP",
+             lambda: server.cli("policy", "get")["policy"] == BOB_TO_ALICE_80, 10.0)
+    os.kill(server.pid, signal.SIGHUP)
+    wait_for("the server to log the unchanged-policy SIGHUP",
+             lambda: "SIGHUP: the policy is unchanged" in server.log_path.read_text(), 10.0)
+    assert server.alive() and server.healthy()

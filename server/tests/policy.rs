@@ -525,6 +525,61 @@ async fn routes_reach_peers_after_approval_and_auto_approvers_approve() {
     srv.stop().await;
 }
 
+#[tokio::test]
+async fn the_online_router_carries_a_shared_route_and_the_policy_decides_who_gets_it() {
+    // The engine alone would pick the lowest id (router-1) as primary; the server's HA
+    // election knows router-1 is offline and picks router-2. Maps must follow the server.
+    let policy = r#"{
+      "acls": [ { "action": "accept", "src": ["alice@"], "dst": ["10.40.0.0/24:*"] } ],
+      "autoApprovers": { "routes": { "10.40.0.0/24": ["bob@"] } },
+    }"#;
+    let (srv, _path) = file_server(policy).await;
+    let alice = srv.user("alice").await;
+    let bob = srv.user("bob").await;
+    let carol = srv.user("carol").await;
+    let kb = key_for(&srv, Some(bob), &[]).await;
+    let route = json!({"RoutableIPs": ["10.40.0.0/24"]});
+    let (_r1, _) = register_with(&srv, "router-1", &kb, route.clone()).await;
+    let (mut r2, _) = register_with(&srv, "router-2", &kb, route).await;
+    // router-2 goes online with a map stream that keeps advertising the route.
+    let mut body = r2.map_body(true, false, &[]);
+    body["Hostinfo"]["RoutableIPs"] = json!(["10.40.0.0/24"]);
+    let r2_stream = r2.post("/machine/map", body).await;
+    assert_eq!(r2_stream.status(), 200);
+    for _ in 0..50 {
+        if node_json(&srv, "router-2")["online"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        node_json(&srv, "router-2")["subnet_routes"],
+        json!(["10.40.0.0/24"]),
+        "router-2 is primary: {}",
+        node_json(&srv, "router-2")
+    );
+
+    let ka = key_for(&srv, Some(alice), &[]).await;
+    let (mut viewer, _) = register_with(&srv, "viewer", &ka, json!({})).await;
+    let (_sv, full) = first_map(&mut viewer).await;
+    assert!(
+        allowed_ips_of(&full, "router-2").contains(&"10.40.0.0/24".to_string()),
+        "{full}"
+    );
+    assert!(
+        !allowed_ips_of(&full, "router-1").contains(&"10.40.0.0/24".to_string()),
+        "{full}"
+    );
+
+    // carol may not use the route: she does not even see the routers.
+    let kc = key_for(&srv, Some(carol), &[]).await;
+    let (mut other, _) = register_with(&srv, "other", &kc, json!({})).await;
+    let (_so, full) = first_map(&mut other).await;
+    assert!(peer_ids(&full).is_empty(), "{full}");
+    drop(r2_stream);
+    srv.stop().await;
+}
+
 // ----- policy check ------------------------------------------------------------------------
 
 const POKEDEX: &[&str] = &[
