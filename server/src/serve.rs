@@ -71,8 +71,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     }
     create_private_dir(&config.data_dir)?;
 
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
+    let listener = bind_tcp(config.listen_addr)
         .with_context(|| format!("binding {} (listen_addr)", config.listen_addr))?;
     let http_addr = listener.local_addr()?;
     if config.server_port() == 0 {
@@ -258,6 +257,19 @@ async fn refresh_derp_maps(
                 .broadcast(&[crate::tailnet::Change::DerpMap]);
         }
     }
+}
+
+/// Binds the main listener with a deep accept queue: a reconnect storm of thousands of
+/// clients must not overflow it (tokio's default backlog is 1024).
+fn bind_tcp(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(8192)
 }
 
 /// The data directory holds keys and the database: only its owner may enter it.

@@ -23,7 +23,10 @@ async fn remote_maps_are_merged_and_refreshes_reach_connected_nodes() {
     let served = Arc::new(Mutex::new(region(900)));
     let app = {
         let served = served.clone();
-        Router::new().route("/derpmap", get(move || async move { axum::Json(served.lock().unwrap().clone()) }))
+        Router::new().route(
+            "/derpmap",
+            get(move || async move { axum::Json(served.lock().unwrap().clone()) }),
+        )
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/derpmap", listener.local_addr().unwrap());
@@ -41,12 +44,20 @@ async fn remote_maps_are_merged_and_refreshes_reach_connected_nodes() {
     let mut stream = a.stream().await;
     let first = stream.next_within(5 * SECOND).await.unwrap();
     let regions = first["DERPMap"]["Regions"].as_object().unwrap();
-    assert!(regions.contains_key("900") && regions.contains_key("999"), "remote and embedded: {regions:?}");
+    assert!(
+        regions.contains_key("900") && regions.contains_key("999"),
+        "remote and embedded: {regions:?}"
+    );
 
     *served.lock().unwrap() = region(901);
-    let update = stream.until(10 * SECOND, |m| m.get("DERPMap").is_some()).await;
+    let update = stream
+        .until(10 * SECOND, |m| m.get("DERPMap").is_some())
+        .await;
     let regions = update["DERPMap"]["Regions"].as_object().unwrap();
-    assert!(regions.contains_key("901") && !regions.contains_key("900"), "{regions:?}");
+    assert!(
+        regions.contains_key("901") && !regions.contains_key("900"),
+        "{regions:?}"
+    );
     assert!(regions.contains_key("999"));
     server.stop().await;
 }

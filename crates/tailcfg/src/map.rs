@@ -1,10 +1,12 @@
 //! `/machine/map` (protocol/02 §2–§3): the long poll that carries a node's view of the tailnet.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use crate::derp_map::DerpMap;
@@ -52,9 +54,9 @@ pub struct MapResponse {
     pub node: Option<Node>,
     /// The complete peer list. Must be non-empty to mean anything: an empty list is "absent".
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub peers: Option<Vec<Node>>,
+    pub peers: Option<Vec<NodeJson>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub peers_changed: Vec<Node>,
+    pub peers_changed: Vec<NodeJson>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub peers_removed: Vec<NodeId>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -89,6 +91,15 @@ pub struct MapResponse {
 pub struct Debug {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub disable_log_tail: bool,
+}
+
+/// A peer `Node` in a response: built for this message, or serialised once and shared by
+/// every message that carries it (servers render each node version once, not per viewer).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum NodeJson {
+    Built(Box<Node>),
+    Rendered(Arc<RawValue>),
 }
 
 /// `tailcfg.Node`, as a peer or as the node itself.

@@ -53,6 +53,8 @@ pub struct ControlPlane {
     pub settings: ControlSettings,
     /// Flips to true when the server shuts down; streams end.
     pub shutdown: watch::Receiver<bool>,
+    /// Bounds how many large full maps are rendered at once (one per core).
+    pub full_map_permits: tokio::sync::Semaphore,
 }
 
 impl ControlPlane {
@@ -70,6 +72,9 @@ impl ControlPlane {
             map_config: RwLock::new(Arc::new(map_config)),
             settings,
             shutdown,
+            full_map_permits: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         })
     }
 

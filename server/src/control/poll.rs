@@ -15,8 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
 use super::{ControlBody, ControlPlane, empty, text};
-use crate::mapper::build::full_map;
-use crate::mapper::session::{Delta, Sent, SessionSlot, build_delta};
+use crate::mapper::build::FullMapSnapshot;
+use crate::mapper::session::{Delta, SessionSlot, build_delta};
 use crate::mapper::{encode_message, keep_alive_message};
 use crate::tailnet::TailnetError;
 use crate::tailnet::model::NodeId;
@@ -70,13 +70,13 @@ pub async fn handle(
     }
     if !req.stream {
         let config = cp.map_config();
-        let message = cp.tailnet.read(|s| {
+        let snapshot = cp.tailnet.read(|s| {
             s.node(node)
                 .cloned()
-                .map(|me| encode_message(&full_map(s, &me, &config, now).0))
+                .map(|me| FullMapSnapshot::take(s, &me, now))
         });
-        return match message {
-            Some(m) => Response::new(super::body(m)),
+        return match snapshot {
+            Some(snap) => Response::new(super::body(render_full_map(cp, snap, config, now).await)),
             None => text(StatusCode::NOT_FOUND, "node not found"),
         };
     }
@@ -118,14 +118,15 @@ async fn stream_map(
     let node: NodeId = slot.node;
     let config = cp.map_config();
     let now = OffsetDateTime::now_utc();
-    let Some((first, mut sent)) = cp.tailnet.read(|s| {
-        s.node(node).cloned().map(|me| {
-            let (resp, routes) = full_map(s, &me, &config, now);
-            (encode_message(&resp), Sent { peers: routes })
-        })
+    let Some(snapshot) = cp.tailnet.read(|s| {
+        s.node(node)
+            .cloned()
+            .map(|me| FullMapSnapshot::take(s, &me, now))
     }) else {
         return "node gone";
     };
+    let mut sent = snapshot.sent();
+    let first = render_full_map(cp, snapshot, config, now).await;
     // Whatever changed while the full map was built is re-checked in the first delta.
     if tx.send(first).await.is_err() {
         return "client went away";
@@ -173,4 +174,27 @@ fn jitter(max: Duration) -> Duration {
     } else {
         Duration::from_millis(rand::random::<u64>() % max.as_millis().max(1) as u64)
     }
+}
+
+/// Renders and encodes a full map without holding any lock. Large maps go to the blocking
+/// pool, at most one per core at a time, so a reconnect storm cannot starve the writer, the
+/// accept loop or the streams' small deltas of the async workers.
+async fn render_full_map(
+    cp: &ControlPlane,
+    snapshot: FullMapSnapshot,
+    config: std::sync::Arc<crate::mapper::MapConfig>,
+    now: OffsetDateTime,
+) -> Bytes {
+    const INLINE_PEERS: usize = 64;
+    if snapshot.peer_count() <= INLINE_PEERS {
+        return encode_message(&snapshot.render(&config, now));
+    }
+    let _permit = cp
+        .full_map_permits
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    tokio::task::spawn_blocking(move || encode_message(&snapshot.render(&config, now)))
+        .await
+        .expect("rendering a map does not panic")
 }

@@ -58,7 +58,8 @@ pub fn build(config: &Config, remote: &[DerpMap]) -> Result<DerpMap, DerpMapErro
         ..Default::default()
     };
     for r in remote {
-        map.regions.extend(r.regions.iter().map(|(id, region)| (*id, region.clone())));
+        map.regions
+            .extend(r.regions.iter().map(|(id, region)| (*id, region.clone())));
     }
     for path in &config.derp.paths {
         merge_file(&mut map, path)?;
@@ -72,7 +73,11 @@ pub fn build(config: &Config, remote: &[DerpMap]) -> Result<DerpMap, DerpMapErro
 
 /// Fetches the remote maps of `derp.urls`. A map that cannot be fetched keeps its previous
 /// version (`previous[i]`), so a flaky source never empties the map.
-pub async fn fetch_remote(client: &reqwest::Client, urls: &[String], previous: &[DerpMap]) -> Vec<DerpMap> {
+pub async fn fetch_remote(
+    client: &reqwest::Client,
+    urls: &[String],
+    previous: &[DerpMap],
+) -> Vec<DerpMap> {
     let mut out = Vec::with_capacity(urls.len());
     for (i, url) in urls.iter().enumerate() {
         match fetch_one(client, url).await {
@@ -87,13 +92,21 @@ pub async fn fetch_remote(client: &reqwest::Client, urls: &[String], previous: &
 }
 
 async fn fetch_one(client: &reqwest::Client, url: &str) -> Result<DerpMap, DerpMapError> {
-    let err = |message: String| DerpMapError::Remote { url: url.to_owned(), message };
-    let resp = client.get(url).send().await.map_err(|e| err(e.to_string()))?;
+    let err = |message: String| DerpMapError::Remote {
+        url: url.to_owned(),
+        message,
+    };
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| err(e.to_string()))?;
     if !resp.status().is_success() {
         return Err(err(format!("answered {}", resp.status())));
     }
     let body: Value = resp.json().await.map_err(|e| err(e.to_string()))?;
-    let map: DerpMap = serde_json::from_value(canonical_keys(body)).map_err(|e| err(e.to_string()))?;
+    let map: DerpMap =
+        serde_json::from_value(canonical_keys(body)).map_err(|e| err(e.to_string()))?;
     if map.regions.is_empty() {
         return Err(err("has no regions".into()));
     }

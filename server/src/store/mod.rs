@@ -432,5 +432,6 @@ fn node_from_row(r: &SqliteRow) -> Result<Node, StoreError> {
             .transpose()?,
         cap_version: r.get::<i64, _>("cap_version") as u32,
         online: false,
+        peer_json: Default::default(),
     })
 }

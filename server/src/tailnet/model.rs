@@ -85,6 +85,51 @@ pub struct Node {
     pub cap_version: u32,
     /// Runtime only: a map stream is open.
     pub online: bool,
+    /// Runtime only: this version's JSON as its peers see it.
+    pub peer_json: PeerJsonCache,
+}
+
+/// A node's JSON as a peer sees it (when the peer gets only its addresses, the common
+/// case), rendered at most once per version of the node and shared by every viewer. Node
+/// versions are immutable once shared; a change makes a new version with an empty cache.
+#[derive(Default)]
+pub struct PeerJsonCache(std::sync::OnceLock<std::sync::Arc<serde_json::value::RawValue>>);
+
+impl PeerJsonCache {
+    pub fn get_or_render(
+        &self,
+        render: impl FnOnce() -> std::sync::Arc<serde_json::value::RawValue>,
+    ) -> std::sync::Arc<serde_json::value::RawValue> {
+        self.0.get_or_init(render).clone()
+    }
+
+    /// Forgets the rendering (the node changed in place).
+    pub fn clear(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Clone for PeerJsonCache {
+    /// A copy is made to be changed: it starts without a rendering.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for PeerJsonCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for PeerJsonCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "PeerJsonCache(rendered)"
+        } else {
+            "PeerJsonCache(empty)"
+        })
+    }
 }
 
 impl Node {
@@ -98,6 +143,14 @@ impl Node {
 
     pub fn stable_id(&self) -> String {
         format!("n{}", self.id)
+    }
+
+    /// Whether any advertised route is approved (without allocating).
+    pub fn serves_routes(&self) -> bool {
+        self.hostinfo
+            .routable_ips
+            .iter()
+            .any(|r| self.approved_routes.contains(r))
     }
 
     /// Advertised routes that are also approved.

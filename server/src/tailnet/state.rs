@@ -838,6 +838,7 @@ impl State {
             last_seen: Some(now),
             cap_version: 0,
             online: false,
+            peer_json: Default::default(),
         };
         fx.write(DbOp::PutSequence("node", self.seq.node + 1));
         self.index_node(&node);
@@ -1506,7 +1507,10 @@ impl State {
             .get_mut(&id)
             .expect("caller checked the node exists");
         let before = policy_inputs_hash(slot);
-        f(Arc::make_mut(slot));
+        let node = Arc::make_mut(slot);
+        f(node);
+        // When this version was not shared, make_mut changed it in place.
+        node.peer_json.clear();
         if policy_inputs_hash(slot) != before {
             self.policy_dirty = true;
         }

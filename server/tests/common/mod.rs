@@ -46,7 +46,11 @@ impl TestServer {
         adjust(&mut config);
         let running = start(config).await.expect("server starts");
         let url = running.server_url.clone();
-        TestServer { running: Some(running), dir, url }
+        TestServer {
+            running: Some(running),
+            dir,
+            url,
+        }
     }
 
     /// Starts on `dir`, reusing a previous server's data; `port` pins the listener.
