@@ -388,3 +388,47 @@ async fn names_are_unique_and_renames_reach_peers() {
     assert_eq!(renamed["PeersChanged"][0]["Name"], "build-box.tail.test.");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_key_rotation_moves_the_node_and_tells_peers() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let key = server.key(alice, true, false, "1h").await;
+    let mut a = TestNode::connect(&server.url, "a").await;
+    a.register(Some(&key)).await;
+    let mut b = TestNode::connect(&server.url, "b").await;
+    b.register(Some(&key)).await;
+    let mut stream_b = b.stream().await;
+    stream_b.next_within(5 * SECOND).await.unwrap();
+    let before = server.running().admin.list_nodes(None)[0].clone();
+
+    // Seamless renewal: the old key is still valid, so no credentials are needed.
+    let new_key = NodePublic(rand::random());
+    let mut body = a.register_body(None);
+    body["OldNodeKey"] = json!(a.node_key.to_string());
+    body["NodeKey"] = json!(new_key.to_string());
+    let (_, resp) = a.post_json("/machine/register", body).await;
+    assert_eq!(resp["MachineAuthorized"], true, "{resp}");
+
+    let after = server.running().admin.list_nodes(None)[0].clone();
+    assert_eq!(
+        (after.id, &after.ip_addresses),
+        (before.id, &before.ip_addresses)
+    );
+    assert_eq!(after.node_key, new_key.to_string());
+    let seen = stream_b
+        .until(5 * SECOND, |m| {
+            m["PeersChanged"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|n| n["Key"] == new_key.to_string()))
+        })
+        .await;
+    assert_eq!(seen["PeersChanged"][0]["ID"], before.id);
+
+    // The old key is gone: a map request with it is refused.
+    let (status, _) = a
+        .post_json("/machine/map", a.map_body(false, true, &["192.0.2.5:1"]))
+        .await;
+    assert_eq!(status, 404, "the old node key no longer names a node");
+    server.stop().await;
+}
