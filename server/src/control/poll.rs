@@ -95,7 +95,10 @@ async fn run_session(cp: Arc<ControlPlane>, slot: Arc<SessionSlot>, tx: mpsc::Se
     let now = OffsetDateTime::now_utc();
     let _ = cp
         .tailnet
-        .mutate(move |s, fx| Ok(s.set_online(fx, node, true, now)))
+        .mutate(move |s, fx| {
+            s.set_online(fx, node, true, now);
+            Ok(())
+        })
         .await;
 
     let result = stream_map(&cp, &slot, &tx).await;
@@ -105,7 +108,10 @@ async fn run_session(cp: Arc<ControlPlane>, slot: Arc<SessionSlot>, tx: mpsc::Se
         let now = OffsetDateTime::now_utc();
         let _ = cp
             .tailnet
-            .mutate(move |s, fx| Ok(s.set_online(fx, node, false, now)))
+            .mutate(move |s, fx| {
+                s.set_online(fx, node, false, now);
+                Ok(())
+            })
             .await;
     }
 }
