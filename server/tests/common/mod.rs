@@ -35,30 +35,28 @@ pub fn config_for(dir: &std::path::Path) -> Config {
 
 impl TestServer {
     pub async fn start() -> TestServer {
-        let dir = std::env::temp_dir().join(format!("oxiscale-test-{}", rand::random::<u64>()));
-        Self::start_in(dir, None).await
+        Self::start_with(|_| {}).await
     }
 
     /// Starts with the test defaults changed by `adjust`.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let dir = std::env::temp_dir().join(format!("oxiscale-test-{}", rand::random::<u64>()));
-        let mut config = config_for(&dir);
-        adjust(&mut config);
-        let running = start(config).await.expect("server starts");
-        let url = running.server_url.clone();
-        TestServer {
-            running: Some(running),
-            dir,
-            url,
-        }
+        Self::launch(dir, adjust).await
     }
 
     /// Starts on `dir`, reusing a previous server's data; `port` pins the listener.
     pub async fn start_in(dir: PathBuf, port: Option<u16>) -> TestServer {
+        Self::launch(dir, |c| {
+            if let Some(p) = port {
+                c.listen_addr = format!("127.0.0.1:{p}").parse().unwrap();
+            }
+        })
+        .await
+    }
+
+    async fn launch(dir: PathBuf, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = config_for(&dir);
-        if let Some(p) = port {
-            config.listen_addr = format!("127.0.0.1:{p}").parse().unwrap();
-        }
+        adjust(&mut config);
         let running = start(config).await.expect("server starts");
         let url = running.server_url.clone();
         TestServer {
