@@ -29,6 +29,7 @@ impl Lifecycle {
             let now = OffsetDateTime::now_utc();
             self.reap_ephemeral(now).await;
             self.announce_expiries(last, now).await;
+            self.forget_stale_logins(now).await;
             last = now;
         }
     }
@@ -60,13 +61,25 @@ impl Lifecycle {
         info!(nodes = ?expired, "node keys expired");
         let _ = self
             .tailnet
-            .mutate(move |s, fx| {
+            .mutate(move |_, fx| {
                 for id in expired {
                     fx.announce(Change::NodeUpserted(id));
                 }
-                s.expire_pending_logins(now);
                 Ok(())
             })
             .await;
+    }
+
+    /// Interactive logins nobody approved in time: their waiting clients get an error.
+    async fn forget_stale_logins(&self, now: OffsetDateTime) {
+        if self.tailnet.read(|s| s.has_stale_pending_logins(now)) {
+            let _ = self
+                .tailnet
+                .mutate(move |s, _| {
+                    s.expire_pending_logins(now);
+                    Ok(())
+                })
+                .await;
+        }
     }
 }

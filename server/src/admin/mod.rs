@@ -324,10 +324,6 @@ impl Admin {
         })
     }
 
-    fn view(&self, id: NodeId) -> Result<NodeView, AdminError> {
-        self.node(id)
-    }
-
     pub async fn expire_node(&self, id: NodeId, req: ExpireNode) -> Result<NodeView, AdminError> {
         let now = OffsetDateTime::now_utc();
         if req.disable {
@@ -350,18 +346,18 @@ impl Admin {
                 .mutate(move |s, fx| s.expire_node(fx, id, at, now))
                 .await?;
         }
-        self.view(id)
+        self.node(id)
     }
 
     pub async fn rename_node(&self, id: NodeId, new_name: String) -> Result<NodeView, AdminError> {
         self.tailnet
             .mutate(move |s, fx| s.rename_node(fx, id, &new_name))
             .await?;
-        self.view(id)
+        self.node(id)
     }
 
     pub async fn delete_node(&self, id: NodeId) -> Result<NodeView, AdminError> {
-        let before = self.view(id)?;
+        let before = self.node(id)?;
         self.tailnet
             .mutate(move |s, fx| s.delete_node(fx, id))
             .await?;
@@ -372,7 +368,7 @@ impl Admin {
         self.tailnet
             .mutate(move |s, fx| s.set_tags(fx, id, tags))
             .await?;
-        self.view(id)
+        self.node(id)
     }
 
     pub async fn approve_routes(
@@ -392,12 +388,12 @@ impl Admin {
         self.tailnet
             .mutate(move |s, fx| s.approve_routes(fx, id, routes))
             .await?;
-        self.view(id)
+        self.node(id)
     }
 
     pub fn list_routes(&self, id: Option<NodeId>) -> Result<Vec<RoutesView>, AdminError> {
         let nodes = match id {
-            Some(id) => vec![self.view(id)?],
+            Some(id) => vec![self.node(id)?],
             None => self.list_nodes(None),
         };
         Ok(nodes
@@ -428,6 +424,6 @@ impl Admin {
             .tailnet
             .mutate(move |s, fx| s.complete_login(fx, &req.auth_id, req.user, now))
             .await?;
-        self.view(id)
+        self.node(id)
     }
 }

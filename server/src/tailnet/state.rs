@@ -235,22 +235,6 @@ impl State {
         self.api_keys.values()
     }
 
-    /// The nodes `viewer` may have in its netmap right now, with their routes as it sees
-    /// them. Expired nodes are nobody's peers.
-    pub fn visible_peers(
-        &self,
-        viewer: &Node,
-        now: OffsetDateTime,
-    ) -> Vec<(Arc<Node>, PeerRoutes)> {
-        self.nodes
-            .values()
-            .filter(|peer| {
-                peer.id != viewer.id && !peer.is_expired(now) && self.access.can_see(viewer, peer)
-            })
-            .map(|peer| (peer.clone(), self.peer_routes(viewer, peer)))
-            .collect()
-    }
-
     /// Whether `viewer` may have `peer` in its netmap.
     pub fn is_visible(&self, viewer: &Node, peer: &Node, now: OffsetDateTime) -> bool {
         peer.id != viewer.id && !peer.is_expired(now) && self.access.can_see(viewer, peer)
@@ -751,6 +735,13 @@ impl State {
             p.done.send_replace(Some(Ok(id)));
         }
         Ok(id)
+    }
+
+    /// Whether any pending login has outlived its lifetime.
+    pub fn has_stale_pending_logins(&self, now: OffsetDateTime) -> bool {
+        self.pending
+            .values()
+            .any(|p| now - p.created >= PENDING_LOGIN_TTL)
     }
 
     /// Drops pending logins older than their lifetime; their waiters get an error.
