@@ -2,7 +2,7 @@
 # Builds the console's browser half into target/site (the directory the server serves):
 #   target/site/pkg/oxiscale.js        wasm-bindgen glue (--target web)
 #   target/site/pkg/oxiscale_bg.wasm   the hydrate() entry of crate `frontend`
-#   target/site/pkg/oxiscale.css       style/main.css
+#   target/site/pkg/oxiscale.css       style/main.css, then style/pages/*.css in name order
 #   target/site/*                      everything in public/
 #
 # Usage: scripts/build-site.sh [--release] [--no-wasm-opt]
@@ -109,8 +109,12 @@ else
 fi
 
 mkdir -p "$SITE"
+# One stylesheet: the base, then each page's own file (so pages never edit a shared file).
+css_bundle="$TARGET_DIR/.oxiscale.css"
+mkdir -p "$TARGET_DIR"
+cat "$ROOT/style/main.css" "$ROOT"/style/pages/*.css >"$css_bundle"
 if [ -n "$staged" ]; then
-  cp "$ROOT/style/main.css" "$staged/$OUTPUT_NAME.css"
+  cp "$css_bundle" "$staged/$OUTPUT_NAME.css"
   if $release; then
     # ServeDir serves these to browsers that accept gzip (precompressed_gzip).
     gzip -9 -k -f "$staged/$OUTPUT_NAME.js" "$staged/${OUTPUT_NAME}_bg.wasm" "$staged/$OUTPUT_NAME.css"
@@ -119,9 +123,9 @@ if [ -n "$staged" ]; then
   [ -d "$pkg" ] && mv "$pkg" "$SITE/.pkg.old"
   mv "$staged" "$pkg"
   rm -rf "$SITE/.pkg.old"
-elif ! cmp -s "$ROOT/style/main.css" "$pkg/$OUTPUT_NAME.css"; then
+elif ! cmp -s "$css_bundle" "$pkg/$OUTPUT_NAME.css"; then
   step "updating $OUTPUT_NAME.css"
-  cp "$ROOT/style/main.css" "$pkg/.$OUTPUT_NAME.css.new"
+  cp "$css_bundle" "$pkg/.$OUTPUT_NAME.css.new"
   mv "$pkg/.$OUTPUT_NAME.css.new" "$pkg/$OUTPUT_NAME.css"
   if $release; then gzip -9 -k -f "$pkg/$OUTPUT_NAME.css"; fi
 fi

@@ -19,9 +19,14 @@ pub mod backend;
 pub mod ssr;
 
 use components::layout::Layout;
+use pages::acls::AclsPage;
+use pages::dns::DnsPage;
+use pages::keys::KeysPage;
+use pages::login::LoginPage;
+use pages::machine::MachinePage;
 use pages::machines::MachinesPage;
 use pages::not_found::NotFound;
-use pages::placeholder::ComingSoon;
+use pages::users::UsersPage;
 
 /// Name of the generated files under `/pkg`: `oxiscale.js`, `oxiscale_bg.wasm`, `oxiscale.css`.
 /// Must equal `LeptosOptions::output_name`; `scripts/build-site.sh` writes these names.
@@ -64,13 +69,12 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/") view=|| view! { <Redirect path="/machines" /> } />
                     // Async: the page arrives complete, so it reads fine before (or without) WASM.
                     <Route path=path!("/machines") view=MachinesPage ssr=SsrMode::Async />
-                    <Route path=path!("/users") view=|| view! { <ComingSoon title="Users" /> } />
-                    <Route
-                        path=path!("/acls")
-                        view=|| view! { <ComingSoon title="Access controls" /> }
-                    />
-                    <Route path=path!("/dns") view=|| view! { <ComingSoon title="DNS" /> } />
-                    <Route path=path!("/keys") view=|| view! { <ComingSoon title="Keys" /> } />
+                    <Route path=path!("/machines/:id") view=MachinePage />
+                    <Route path=path!("/users") view=UsersPage />
+                    <Route path=path!("/keys") view=KeysPage />
+                    <Route path=path!("/acls") view=AclsPage />
+                    <Route path=path!("/dns") view=DnsPage />
+                    <Route path=path!("/login") view=LoginPage />
                 </Routes>
             </Layout>
         </Router>

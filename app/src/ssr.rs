@@ -96,6 +96,12 @@ mod tests {
         }
     }
 
+    impl crate::backend::TailnetBackend for FixedBackend {}
+
+    impl crate::backend::PolicyBackend for FixedBackend {}
+
+    impl crate::backend::DnsBackend for FixedBackend {}
+
     /// A site root with one generated file, unique per test.
     fn site_root(name: &str) -> String {
         let dir =

@@ -1,13 +1,13 @@
 import { defineConfig, devices } from "@playwright/test";
 
-// The server under test. Defaults to the console's dev server (app/examples/dev_server.rs);
-// point OXISCALE_E2E_SERVER_CMD / OXISCALE_E2E_BASE_URL at `oxiscale serve` once it embeds
-// the console. The site (WASM, CSS) must be built first: scripts/build-site.sh.
+// The server under test: `oxiscale serve` with a fresh data directory. scripts/test sets
+// OXISCALE_E2E_SERVER_CMD / OXISCALE_E2E_BASE_URL; the default below is for a run by hand
+// after `cargo build -p server` and scripts/build-site.sh.
 const baseURL = process.env.OXISCALE_E2E_BASE_URL ?? "http://127.0.0.1:3000";
 const port = new URL(baseURL).port || "80";
 const serverCommand =
   process.env.OXISCALE_E2E_SERVER_CMD ??
-  `cargo run -p app --features ssr --example dev_server -- --addr 127.0.0.1:${port} --site-root target/site`;
+  `sh -c 'd=$(mktemp -d) && exec env OXISCALE_DATA_DIR=$d OXISCALE_LISTEN_ADDR=127.0.0.1:${port} OXISCALE_SERVER_URL=http://127.0.0.1:${port} OXISCALE_DERP_SERVER_STUN_LISTEN_ADDR=127.0.0.1:0 target/debug/oxiscale serve'`;
 
 export default defineConfig({
   testDir: "./tests",

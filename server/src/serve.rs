@@ -170,7 +170,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         admin: admin.clone(),
         server_url: config.server_url.clone(),
     };
-    let (console, console_fallback) = crate::console::routes(&config);
+    let (console, console_fallback) = crate::console::routes(&config, admin.clone());
     let router = crate::http::router(edge)
         .merge(console)
         .fallback_service(console_fallback)

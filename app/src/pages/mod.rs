@@ -1,3 +1,9 @@
+pub mod acls;
+pub mod dns;
+pub mod keys;
+pub mod login;
+pub mod machine;
 pub mod machines;
 pub mod not_found;
 pub mod placeholder;
+pub mod users;

@@ -5,6 +5,10 @@ use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
+pub mod dns;
+pub mod policy;
+pub mod tailnet;
+
 /// What every console page needs to know about the server it is talking to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsoleConfig {
@@ -31,6 +35,19 @@ pub enum ConsoleError {
     /// The embedding server did not provide a `ConsoleBackend`; a wiring bug, not user error.
     #[error("the console backend is not configured on this server")]
     BackendMissing,
+    /// No signed-in session (or it expired): the page should send the admin to sign in.
+    #[error("not signed in")]
+    SignedOut,
+    /// The request was understood and refused (invalid input, conflict); the text says why
+    /// and is shown to the admin as is.
+    #[error("{0}")]
+    Refused(String),
+    /// The thing asked about does not exist (any more).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The server failed; details are in its log.
+    #[error("server error: {0}")]
+    Internal(String),
     /// Transport, encoding or routing failure of the server function itself.
     #[error("request to the server failed: {0}")]
     Transport(ServerFnErrorErr),

@@ -1,5 +1,9 @@
 //! The admin console, served by the same process: the Leptos app of `app/`, rendered here
 //! and hydrated in the browser from the files `scripts/build-site.sh` puts in the site root.
+//!
+//! [`Backend`] is the server's side of `app::backend::ConsoleBackend`; each area of the
+//! console implements its sub-trait in its own module over the same [`Admin`] service the CLI
+//! and REST API use.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -8,11 +12,19 @@ use app::backend::ConsoleBackend;
 use axum::Router;
 use tracing::{info, warn};
 
+use crate::admin::Admin;
 use crate::config::Config;
+
+mod dns;
+mod policy;
+mod tailnet;
 
 /// What the console may ask of the server.
 struct Backend {
     server_url: String,
+    // Read by the area modules (tailnet, policy, dns) as they grow.
+    #[allow(dead_code)]
+    admin: Admin,
 }
 
 impl ConsoleBackend for Backend {
@@ -44,7 +56,7 @@ pub fn site_root(config: &Config) -> PathBuf {
 
 /// The console's routes and its fallback (the console's own 404 page), to merge into the
 /// main router.
-pub fn routes(config: &Config) -> (Router, Router) {
+pub fn routes(config: &Config, admin: Admin) -> (Router, Router) {
     let root = site_root(config);
     if root
         .join("pkg")
@@ -61,6 +73,7 @@ pub fn routes(config: &Config) -> (Router, Router) {
     let options = app::ssr::console_options(root.to_string_lossy());
     let backend: Arc<dyn ConsoleBackend> = Arc::new(Backend {
         server_url: config.server_url.clone(),
+        admin,
     });
     (
         app::ssr::console_router(options.clone(), backend.clone()),

@@ -4,16 +4,33 @@
 //! `Arc<dyn ConsoleBackend>` to [`crate::ssr::console_router`], which provides it as Leptos
 //! context to every page render and server function. The console never reaches into the
 //! server's internals any other way, so it can be tested with a fake backend.
+//!
+//! One sub-trait per area of the console (machines/users/keys, access controls, DNS), each in
+//! its own file, so the areas grow independently.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use leptos::prelude::use_context;
 
 use crate::dto::ConsoleError;
 
-/// Everything the console asks of the server. Methods grow with the console; async ones will
-/// return boxed futures so the trait stays object-safe.
-pub trait ConsoleBackend: Send + Sync + 'static {
+mod dns;
+mod policy;
+mod tailnet;
+
+pub use dns::DnsBackend;
+pub use policy::PolicyBackend;
+pub use tailnet::TailnetBackend;
+
+/// What an async backend method returns. Boxed so the traits stay object-safe.
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ConsoleError>> + Send + 'a>>;
+
+/// Everything the console asks of the server.
+pub trait ConsoleBackend:
+    TailnetBackend + PolicyBackend + DnsBackend + Send + Sync + 'static
+{
     /// The public URL of this server, as clients must pass it to `--login-server`.
     fn server_url(&self) -> String;
 }

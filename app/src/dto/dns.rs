@@ -1,0 +1,1 @@
+//! Data of the dns area, exchanged between its server functions and pages.

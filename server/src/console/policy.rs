@@ -1,0 +1,5 @@
+//! The console's policy area over the admin service.
+
+use super::Backend;
+
+impl app::backend::PolicyBackend for Backend {}
