@@ -43,8 +43,9 @@ for arg in "$@"; do
 done
 
 TOOLS="$ROOT/.tools"
-SITE="$ROOT/target/site"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+# Beside the binaries: the server looks for `site/` next to `<target>/<profile>/oxiscale`.
+SITE="$TARGET_DIR/site"
 if $release; then
   profile=wasm-release
 else
