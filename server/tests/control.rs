@@ -432,3 +432,72 @@ async fn node_key_rotation_moves_the_node_and_tells_peers() {
     assert_eq!(status, 404, "the old node key no longer names a node");
     server.stop().await;
 }
+
+/// Full maps of a tailnet larger than one peer chunk (`mapper::chunks`, 128 ids) are
+/// assembled from shared pre-compressed frames: every viewer still gets exactly its peers,
+/// each once, and a peer's change reaches later full maps (the chunk is re-made).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_maps_from_shared_chunks_are_complete_and_current() {
+    const NODES: usize = 300;
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let key = server.key(alice, true, false, "1h").await;
+    let mut nodes = Vec::new();
+    for batch in 0..NODES / 50 {
+        let joins = (0..50).map(|i| {
+            let (url, key) = (server.url.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut n = TestNode::connect(&url, &format!("n{}", batch * 50 + i)).await;
+                n.register(Some(&key)).await;
+                n
+            })
+        });
+        for j in futures_util::future::join_all(joins).await {
+            nodes.push(j.unwrap());
+        }
+    }
+
+    let full_map = |m: &Value| {
+        let me = m["Node"]["ID"].as_u64().unwrap();
+        let mut peers = ids(&m["Peers"]);
+        let n = peers.len();
+        peers.sort();
+        peers.dedup();
+        assert_eq!(peers.len(), n, "each peer once");
+        assert_eq!(n, NODES - 1, "everyone but me");
+        assert!(!peers.contains(&me));
+        assert!(m["DERPMap"].is_object() && m["PacketFilter"].is_array());
+        m.clone()
+    };
+    let peer = |m: &Value, id: u64| {
+        m["Peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["ID"] == id)
+            .unwrap()
+            .clone()
+    };
+
+    // Viewers in the first and the last chunk; a peer in the middle one (shared for both).
+    let mut first = nodes[0].stream().await;
+    let a = full_map(&first.next_within(10 * SECOND).await.unwrap());
+    let mut last = nodes[NODES - 1].stream().await;
+    let b = full_map(&last.next_within(10 * SECOND).await.unwrap());
+    let a_id = a["Node"]["ID"].as_u64().unwrap();
+    let middle = a["Peers"].as_array().unwrap()[150]["ID"].as_u64().unwrap();
+    assert_eq!(peer(&a, middle), peer(&b, middle), "one rendering for all");
+    assert_eq!(peer(&b, a_id)["Online"], true, "a's stream is open");
+
+    // The middle peer changes: a new full map shows the change.
+    let m = nodes
+        .iter_mut()
+        .find(|n| n.hostname == peer(&a, middle)["Hostinfo"]["Hostname"])
+        .unwrap();
+    assert_eq!(m.lite_update(&["192.0.2.7:41641"]).await, 200);
+    drop(first);
+    let mut again = nodes[0].stream().await;
+    let c = full_map(&again.next_within(10 * SECOND).await.unwrap());
+    assert_eq!(peer(&c, middle)["Endpoints"], json!(["192.0.2.7:41641"]));
+    assert_ne!(peer(&a, middle), peer(&c, middle));
+}

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::mapper::MapConfig;
+use crate::mapper::chunks::PeerChunks;
 use crate::mapper::session::Sessions;
 use crate::tailnet::Tailnet;
 
@@ -55,6 +56,8 @@ pub struct ControlPlane {
     pub shutdown: watch::Receiver<bool>,
     /// Bounds how many large full maps are rendered at once (one per core).
     pub full_map_permits: tokio::sync::Semaphore,
+    /// Pre-compressed peer chunks shared by every viewer's full map.
+    pub peer_chunks: Arc<PeerChunks>,
 }
 
 impl ControlPlane {
@@ -75,6 +78,7 @@ impl ControlPlane {
             full_map_permits: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            peer_chunks: Arc::default(),
         })
     }
 

@@ -76,7 +76,10 @@ pub async fn handle(
                 .map(|me| FullMapSnapshot::take(s, &me, now))
         });
         return match snapshot {
-            Some(snap) => Response::new(super::body(render_full_map(cp, snap, config, now).await)),
+            Some(snap) => {
+                let pieces = render_full_map(cp, snap, config, now).await;
+                Response::new(super::body(pieces.concat()))
+            }
             None => text(StatusCode::NOT_FOUND, "node not found"),
         };
     }
@@ -134,8 +137,11 @@ async fn stream_map(
     let mut sent = snapshot.sent();
     let first = render_full_map(cp, snapshot, config, now).await;
     // Whatever changed while the full map was built is re-checked in the first delta.
-    if tx.send(first).await.is_err() {
-        return "client went away";
+    // The pieces go one by one: shared chunks stay shared until h2 writes them.
+    for piece in first {
+        if tx.send(piece).await.is_err() {
+            return "client went away";
+        }
     }
     let mut shutdown = cp.shutdown.clone();
     let keep_alive = keep_alive_message();
@@ -184,23 +190,25 @@ fn jitter(max: Duration) -> Duration {
 
 /// Renders and encodes a full map without holding any lock. Large maps go to the blocking
 /// pool, at most one per core at a time, so a reconnect storm cannot starve the writer, the
-/// accept loop or the streams' small deltas of the async workers.
+/// accept loop or the streams' small deltas of the async workers. Most of a large map is
+/// shared chunk frames (`mapper::chunks`), compressed once for all viewers.
 async fn render_full_map(
     cp: &ControlPlane,
     snapshot: FullMapSnapshot,
     config: std::sync::Arc<crate::mapper::MapConfig>,
     now: OffsetDateTime,
-) -> Bytes {
+) -> Vec<Bytes> {
     const INLINE_PEERS: usize = 64;
+    let chunks = cp.peer_chunks.clone();
     if snapshot.peer_count() <= INLINE_PEERS {
-        return encode_message(&snapshot.render(&config, now));
+        return snapshot.encode(&config, &chunks, now);
     }
     let _permit = cp
         .full_map_permits
         .acquire()
         .await
         .expect("the semaphore is never closed");
-    tokio::task::spawn_blocking(move || encode_message(&snapshot.render(&config, now)))
+    tokio::task::spawn_blocking(move || snapshot.encode(&config, &chunks, now))
         .await
         .expect("rendering a map does not panic")
 }

@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use oxiscale_tailcfg::map::{self as wire, NodeJson, node_attr};
 use oxiscale_tailcfg::{FilterRule, MapResponse, SshPolicy, UserProfile};
 use serde_json::Value;
@@ -17,9 +19,10 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use super::MapConfig;
+use super::chunks::{MessageBuilder, PeerChunks, chunk_of};
 use crate::tailnet::State;
 use crate::tailnet::access::PeerRoutes;
-use crate::tailnet::model::{Node, UserId};
+use crate::tailnet::model::{Node, NodeId, UserId};
 
 /// The user that owns tagged nodes on the wire (clients need some user for every node).
 pub const TAGGED_DEVICES_USER_ID: UserId = 2_147_455_555;
@@ -56,16 +59,7 @@ pub fn visible_views(state: &State, viewer: &Node, now: OffsetDateTime) -> Vec<P
 /// A peer's JSON for a map: the shared rendering, or one made for this viewer's routes.
 pub fn render_peer(base_domain: &str, view: &PeerView, now: OffsetDateTime) -> NodeJson {
     match &view.routes {
-        None => NodeJson::Rendered(view.node.peer_json.get_or_render(|| {
-            let addresses = view.node.addresses();
-            to_raw(&wire_node(
-                base_domain,
-                &view.node,
-                addresses,
-                Vec::new(),
-                now,
-            ))
-        })),
+        None => NodeJson::Rendered(shared_peer_json(base_domain, &view.node, now)),
         Some(r) => NodeJson::Built(Box::new(wire_node(
             base_domain,
             &view.node,
@@ -157,7 +151,11 @@ pub fn user_profiles<'a>(
     state: &State,
     nodes: impl IntoIterator<Item = &'a Node>,
 ) -> Vec<UserProfile> {
-    let owners: BTreeSet<Option<UserId>> = nodes.into_iter().map(|n| n.user).collect();
+    owner_profiles(state, nodes.into_iter().map(|n| n.user).collect())
+}
+
+/// Profiles for these owners (`None`: tagged devices).
+fn owner_profiles(state: &State, owners: BTreeSet<Option<UserId>>) -> Vec<UserProfile> {
     owners
         .into_iter()
         .filter_map(|owner| match owner {
@@ -181,10 +179,23 @@ pub fn user_profiles<'a>(
         .collect()
 }
 
+/// A run of a full map's peers, in id order.
+pub enum PeerSegment {
+    /// Every node of shared chunk `chunk`: all visible to the viewer with the shared
+    /// rendering, so the chunk's shared frame can be sent.
+    Shared {
+        chunk: NodeId,
+        members: Vec<Arc<Node>>,
+    },
+    /// Peers rendered for this viewer.
+    Own(Vec<PeerView>),
+}
+
 /// Everything a fresh stream needs, captured under the read lock.
 pub struct FullMapSnapshot {
     pub me: wire::Node,
-    pub peers: Vec<PeerView>,
+    pub peers: Vec<PeerSegment>,
+    peer_count: usize,
     pub profiles: Vec<UserProfile>,
     pub packet_filter: Vec<FilterRule>,
     pub ssh_policy: Option<SshPolicy>,
@@ -193,14 +204,54 @@ pub struct FullMapSnapshot {
 
 impl FullMapSnapshot {
     pub fn take(state: &State, me: &Node, now: OffsetDateTime) -> FullMapSnapshot {
-        let peers = visible_views(state, me, now);
-        let profiles = user_profiles(
-            state,
-            std::iter::once(me).chain(peers.iter().map(|p| p.node.as_ref())),
-        );
+        let mut segments: Vec<PeerSegment> = Vec::new();
+        let mut owners = BTreeSet::new();
+        owners.insert(me.user);
+        let mut peer_count = 0;
+        // Nodes come in id order; walk them chunk by chunk.
+        let mut nodes = state.nodes().peekable();
+        while let Some(first) = nodes.peek() {
+            let chunk = chunk_of(first.id);
+            let mut members = Vec::new();
+            let mut views = Vec::new();
+            let mut shared = true;
+            while let Some(node) = nodes.next_if(|n| chunk_of(n.id) == chunk) {
+                members.push(node.clone());
+                if state.is_visible(me, node, now) {
+                    let view = peer_view(state, me, node);
+                    shared &= view.routes.is_none();
+                    owners.insert(node.user);
+                    views.push(view);
+                } else {
+                    shared = false;
+                }
+            }
+            peer_count += views.len();
+            if shared {
+                segments.push(PeerSegment::Shared { chunk, members });
+            } else if !views.is_empty() {
+                match segments.last_mut() {
+                    Some(PeerSegment::Own(prev)) => prev.extend(views),
+                    _ => segments.push(PeerSegment::Own(views)),
+                }
+            }
+        }
+        // Shared frames end every peer with a comma; the array's last peer is rendered here.
+        if let Some(PeerSegment::Shared { members, .. }) = segments.last() {
+            let views = members
+                .iter()
+                .map(|m| PeerView {
+                    node: m.clone(),
+                    routes: None,
+                })
+                .collect();
+            *segments.last_mut().expect("just seen") = PeerSegment::Own(views);
+        }
+        let profiles = owner_profiles(state, owners);
         FullMapSnapshot {
             me: self_node(state, me, now),
-            peers,
+            peers: segments,
+            peer_count,
             profiles,
             packet_filter: state.access().packet_filter(me),
             ssh_policy: state.access().ssh_policy(me),
@@ -211,40 +262,119 @@ impl FullMapSnapshot {
     /// The ids of the peers sent, and the routes sent for those that route.
     pub fn sent(&self) -> super::session::Sent {
         let mut sent = super::session::Sent::default();
-        for p in &self.peers {
-            sent.insert(p.node.id, p.routes.clone());
+        for segment in &self.peers {
+            match segment {
+                PeerSegment::Shared { members, .. } => {
+                    for m in members {
+                        sent.insert(m.id, None);
+                    }
+                }
+                PeerSegment::Own(views) => {
+                    for p in views {
+                        sent.insert(p.node.id, p.routes.clone());
+                    }
+                }
+            }
         }
         sent
     }
 
-    /// The full `MapResponse`. Runs without any lock.
-    pub fn render(self, config: &MapConfig, now: OffsetDateTime) -> MapResponse {
-        let peers: Vec<NodeJson> = self
-            .peers
-            .iter()
-            .map(|p| render_peer(&self.base_domain, p, now))
-            .collect();
-        MapResponse {
-            node: Some(self.me),
-            // An empty list would read as "no change"; a first map without peers omits it.
-            peers: (!peers.is_empty()).then_some(peers),
+    /// The full map as one stream message: length prefix, then zstd frames, the shared
+    /// ones by reference. Runs without any lock. The JSON is
+    /// `{"Node":…,"Peers":[…],<the rest>}`: `Node` first, which the load generator's
+    /// head-only decoding relies on.
+    pub fn encode(
+        self,
+        config: &MapConfig,
+        chunks: &PeerChunks,
+        now: OffsetDateTime,
+    ) -> Vec<Bytes> {
+        let FullMapSnapshot {
+            me,
+            peers,
+            profiles,
+            packet_filter,
+            ssh_policy,
+            base_domain,
+            ..
+        } = self;
+        let mut rest = MapResponse {
             derp_map: Some(config.derp_map.clone()),
             dns_config: Some(config.dns_config.clone()),
             domain: config.domain.clone(),
             collect_services: Some(false),
-            packet_filter: Some(self.packet_filter),
-            user_profiles: self.profiles,
-            ssh_policy: self.ssh_policy,
+            packet_filter: Some(packet_filter),
+            user_profiles: profiles,
+            ssh_policy,
             control_time: Some(now),
             debug: Some(wire::Debug {
                 disable_log_tail: true,
             }),
             health: Some(Vec::new()),
             ..Default::default()
+        };
+        if peers.is_empty() {
+            // An empty list would read as "no change": a first map without peers omits it.
+            rest.node = Some(me);
+            return vec![super::encode_message(&rest)];
         }
+        let head = serde_json::to_vec(&MapResponse {
+            node: Some(me),
+            ..Default::default()
+        })
+        .expect("map responses serialise");
+        let tail = serde_json::to_vec(&rest).expect("map responses serialise");
+        let render = |node: &Node| shared_peer_json(&base_domain, node, now);
+
+        let mut msg = MessageBuilder::default();
+        // `{"Node":{…}` + `,"Peers":[`
+        msg.json().extend_from_slice(&head[..head.len() - 1]);
+        msg.json().extend_from_slice(br#","Peers":["#);
+        for segment in &peers {
+            match segment {
+                PeerSegment::Shared { chunk, members } => {
+                    msg.frame(chunks.frame(*chunk, members, render));
+                }
+                PeerSegment::Own(views) => {
+                    for view in views {
+                        let json = match render_peer(&base_domain, view, now) {
+                            NodeJson::Rendered(raw) => raw,
+                            NodeJson::Built(node) => to_raw(&node),
+                        };
+                        msg.json().extend_from_slice(json.get().as_bytes());
+                        msg.json().push(b',');
+                    }
+                }
+            }
+        }
+        // The last segment is our own (see `take`): drop its last comma, close the array
+        // and append the other fields, `tail` without its opening brace.
+        let json = msg.json();
+        debug_assert_eq!(json.last(), Some(&b','));
+        json.pop();
+        json.push(b']');
+        if tail.len() > 2 {
+            json.push(b',');
+        }
+        json.extend_from_slice(&tail[1..]);
+        msg.finish()
     }
 
     pub fn peer_count(&self) -> usize {
-        self.peers.len()
+        self.peer_count
     }
+}
+
+/// A node's JSON as viewers without routes of their own to see from it get it (cached per
+/// node version).
+fn shared_peer_json(base_domain: &str, node: &Node, now: OffsetDateTime) -> Arc<RawValue> {
+    node.peer_json.get_or_render(|| {
+        to_raw(&wire_node(
+            base_domain,
+            node,
+            node.addresses(),
+            Vec::new(),
+            now,
+        ))
+    })
 }

@@ -1,6 +1,7 @@
 //! What each node is told: full maps, deltas, and their encoding on the stream.
 
 pub mod build;
+pub mod chunks;
 pub mod derp_map;
 pub mod session;
 
@@ -89,16 +90,22 @@ pub fn encode_message(response: &MapResponse) -> Bytes {
     frame_zstd(&json)
 }
 
-/// Frames already-serialised JSON.
-pub fn frame_zstd(json: &[u8]) -> Bytes {
-    let compressed = COMPRESSOR.with(|c| {
+/// One zstd frame of `json`, with the calling thread's compressor (one context per
+/// thread, not per stream: a context is ~1 MB at level 1).
+pub fn compress(json: &[u8]) -> Vec<u8> {
+    COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         let compressor =
             c.get_or_insert_with(|| zstd::bulk::Compressor::new(1).expect("zstd context"));
         compressor
             .compress(json)
             .expect("zstd compression into a growable buffer")
-    });
+    })
+}
+
+/// Frames already-serialised JSON.
+pub fn frame_zstd(json: &[u8]) -> Bytes {
+    let compressed = compress(json);
     let mut out = BytesMut::with_capacity(4 + compressed.len());
     out.put_u32_le(compressed.len() as u32);
     out.extend_from_slice(&compressed);

@@ -1,0 +1,158 @@
+//! Full maps assembled from shared, pre-compressed peer chunks.
+//!
+//! With most policies nearly every viewer sees the same peers with the same JSON, so
+//! rendering and compressing each viewer's full map costs O(N) per viewer and O(N²) for a
+//! join wave or a reconnect storm. A map message is a 4-byte length and then zstd data that
+//! clients decode with a decoder that accepts any number of concatenated frames (Tailscale's
+//! `zstdframe.AppendDecode`: "the input may consist of zero or more frames"; libzstd's
+//! one-shot decoder likewise). So the `Peers` array is cut into chunks by node id range;
+//! a chunk every member of which the viewer sees with the shared rendering is compressed
+//! once per version of its members and its frame is sent, by reference, to every such
+//! viewer. Only the rest — the viewer's own node, its own chunk, peers shown with
+//! viewer-specific routes, the last chunk and the map's other fields — is compressed per
+//! viewer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::tailnet::model::{Node, NodeId};
+
+/// Node ids per chunk. ~128 peers are ~75 KB of JSON: enough for zstd to find the
+/// repetition between peers, small enough that the per-viewer part stays cheap. A build
+/// may set `OXISCALE_MAP_CHUNK_IDS` (e.g. 1) so that tests with a handful of real clients
+/// get maps made mostly of shared frames.
+pub const CHUNK_IDS: NodeId = match option_env!("OXISCALE_MAP_CHUNK_IDS") {
+    Some(n) => parse_chunk_ids(n),
+    None => 128,
+};
+
+const fn parse_chunk_ids(s: &str) -> NodeId {
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    let mut n: NodeId = 0;
+    while i < bytes.len() {
+        assert!(
+            bytes[i].is_ascii_digit(),
+            "OXISCALE_MAP_CHUNK_IDS: digits only"
+        );
+        n = n * 10 + (bytes[i] - b'0') as NodeId;
+        i += 1;
+    }
+    assert!(n > 0, "OXISCALE_MAP_CHUNK_IDS must be at least 1");
+    n
+}
+
+pub fn chunk_of(id: NodeId) -> NodeId {
+    id / CHUNK_IDS
+}
+
+/// A chunk's members (every node in its id range, in id order) and their frame.
+struct Chunk {
+    members: Vec<Arc<Node>>,
+    frame: OnceLock<Bytes>,
+}
+
+/// The shared chunks of the tailnet, each for the newest version of its members seen.
+#[derive(Default)]
+pub struct PeerChunks {
+    chunks: Mutex<HashMap<NodeId, Arc<Chunk>>>,
+}
+
+impl PeerChunks {
+    /// The zstd frame of `members`' shared JSON, each followed by a comma (the viewer's own
+    /// last segment closes the array). `render` gives one member's JSON.
+    ///
+    /// Node versions are immutable while shared (a change makes a new `Arc`; the chunk holds
+    /// its members, so a version cannot be changed in place under it): equal pointers mean
+    /// equal JSON.
+    pub fn frame(
+        &self,
+        chunk: NodeId,
+        members: &[Arc<Node>],
+        render: impl Fn(&Node) -> Arc<serde_json::value::RawValue>,
+    ) -> Bytes {
+        let entry = {
+            let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+            match chunks.get(&chunk) {
+                Some(c) if same_members(&c.members, members) => c.clone(),
+                _ => {
+                    let c = Arc::new(Chunk {
+                        members: members.to_vec(),
+                        frame: OnceLock::new(),
+                    });
+                    chunks.insert(chunk, c.clone());
+                    c
+                }
+            }
+        };
+        // Concurrent viewers of a new version wait for one compression instead of each
+        // doing it.
+        entry
+            .frame
+            .get_or_init(|| {
+                let mut json = Vec::with_capacity(members.len() * 640);
+                for m in members {
+                    json.extend_from_slice(render(m).get().as_bytes());
+                    json.push(b',');
+                }
+                Bytes::from(super::compress(&json))
+            })
+            .clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.chunks.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn same_members(a: &[Arc<Node>], b: &[Arc<Node>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+}
+
+/// Builds one map message out of pieces: per-viewer JSON (compressed here, frame by frame)
+/// and shared frames (sent as they are). The result is the length prefix followed by the
+/// pieces, to be written in order.
+#[derive(Default)]
+pub struct MessageBuilder {
+    pieces: Vec<Bytes>,
+    json: Vec<u8>,
+}
+
+impl MessageBuilder {
+    pub fn json(&mut self) -> &mut Vec<u8> {
+        &mut self.json
+    }
+
+    fn flush(&mut self) {
+        if !self.json.is_empty() {
+            self.pieces
+                .push(Bytes::from(super::compress(&std::mem::take(
+                    &mut self.json,
+                ))));
+        }
+    }
+
+    /// Appends an already compressed frame.
+    pub fn frame(&mut self, frame: Bytes) {
+        self.flush();
+        self.pieces.push(frame);
+    }
+
+    pub fn finish(mut self) -> Vec<Bytes> {
+        self.flush();
+        let len: usize = self.pieces.iter().map(Bytes::len).sum();
+        let mut pieces = self.pieces.into_iter();
+        // The length prefix travels with the first (per-viewer, small) frame.
+        let first = pieces.next().unwrap_or_default();
+        let mut head = BytesMut::with_capacity(4 + first.len());
+        head.put_u32_le(len as u32);
+        head.extend_from_slice(&first);
+        std::iter::once(head.freeze()).chain(pieces).collect()
+    }
+}
