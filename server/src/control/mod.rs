@@ -46,6 +46,11 @@ impl Default for ControlSettings {
     }
 }
 
+/// Large first maps admitted into flight at once. At 10,000 nodes a full map is ~1.7 MB
+/// compressed, so this bounds a storm's maps in flight to ~100 MB while keeping both cores
+/// and the clients busy.
+const FULL_MAPS_IN_FLIGHT: usize = 64;
+
 /// Everything the control handlers share.
 pub struct ControlPlane {
     pub tailnet: Arc<Tailnet>,
@@ -56,6 +61,9 @@ pub struct ControlPlane {
     pub shutdown: watch::Receiver<bool>,
     /// Bounds how many large full maps are rendered at once (one per core).
     pub full_map_permits: tokio::sync::Semaphore,
+    /// Bounds how many large full maps are between snapshot and hand-over to HTTP/2 (the
+    /// bytes in flight of a reconnect storm).
+    pub full_maps_in_flight: tokio::sync::Semaphore,
     /// Pre-compressed peer chunks shared by every viewer's full map.
     pub peer_chunks: Arc<PeerChunks>,
 }
@@ -78,6 +86,7 @@ impl ControlPlane {
             full_map_permits: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
+            full_maps_in_flight: tokio::sync::Semaphore::new(FULL_MAPS_IN_FLIGHT),
             peer_chunks: Arc::default(),
         })
     }

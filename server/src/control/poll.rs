@@ -25,6 +25,13 @@ use crate::tailnet::model::NodeId;
 /// pending changes coalesce in the session while the client is slow.
 const STREAM_QUEUE: usize = 2;
 
+/// Maps with more peers than this are rendered on the blocking pool and admitted into
+/// flight by `ControlPlane::full_maps_in_flight`.
+const INLINE_PEERS: usize = 64;
+
+/// Longest a slow reader keeps its full map's admission permit.
+const FULL_MAP_HOLD: Duration = Duration::from_secs(5);
+
 pub async fn handle(
     cp: &Arc<ControlPlane>,
     machine: MachinePublic,
@@ -125,8 +132,25 @@ async fn stream_map(
     tx: &mpsc::Sender<Bytes>,
 ) -> &'static str {
     let node: NodeId = slot.node;
+    // A reconnect storm must not hold every stream's first map in memory at once: a large
+    // map is admitted (snapshot, render, hand-over to h2) only with a permit, released
+    // once its last piece has been taken by the HTTP/2 writer (which holds at most about a
+    // piece beyond the client's flow-control window), or after FULL_MAP_HOLD for a slow
+    // reader, so that a few stuck clients cannot stall everyone's first map.
+    let large = cp.tailnet.read(|s| s.node_count()) > INLINE_PEERS;
+    let admission = if large {
+        Some(
+            cp.full_maps_in_flight
+                .acquire()
+                .await
+                .expect("the semaphore is never closed"),
+        )
+    } else {
+        None
+    };
     let config = cp.map_config();
     let now = OffsetDateTime::now_utc();
+    slot.start_recording();
     let Some(snapshot) = cp.tailnet.read(|s| {
         s.node(node)
             .cloned()
@@ -137,8 +161,24 @@ async fn stream_map(
     let mut sent = snapshot.sent();
     let first = render_full_map(cp, snapshot, config, now).await;
     // Whatever changed while the full map was built is re-checked in the first delta.
-    // The pieces go one by one: shared chunks stay shared until h2 writes them.
-    for piece in first {
+    // The pieces go one by one: shared chunks stay shared until h2 writes them. `reserve`
+    // before taking a piece, so that the hold timeout cannot drop one half-sent.
+    let mut pieces = first.into_iter().peekable();
+    let send_all = async {
+        while pieces.peek().is_some() {
+            let Ok(place) = tx.reserve().await else {
+                return false;
+            };
+            place.send(pieces.next().expect("peeked"));
+        }
+        true
+    };
+    let sent_in_time = tokio::time::timeout(FULL_MAP_HOLD, send_all).await;
+    drop(admission);
+    if sent_in_time == Ok(false) {
+        return "client went away";
+    }
+    for piece in pieces {
         if tx.send(piece).await.is_err() {
             return "client went away";
         }
@@ -198,7 +238,6 @@ async fn render_full_map(
     config: std::sync::Arc<crate::mapper::MapConfig>,
     now: OffsetDateTime,
 ) -> Vec<Bytes> {
-    const INLINE_PEERS: usize = 64;
     let chunks = cp.peer_chunks.clone();
     if snapshot.peer_count() <= INLINE_PEERS {
         return snapshot.encode(&config, &chunks, now);

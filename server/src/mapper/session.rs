@@ -276,6 +276,11 @@ pub struct SessionSlot {
     pending: Mutex<Pending>,
     wake: Notify,
     closed: AtomicBool,
+    /// The stream has not taken its full map's snapshot yet: changes are not recorded,
+    /// the snapshot will include them. Without this, every stream waiting for its first
+    /// map in a reconnect storm collected a patch for each peer that came back online:
+    /// O(N²) memory (3+ GiB at 5,000 nodes).
+    awaiting_snapshot: AtomicBool,
 }
 
 impl SessionSlot {
@@ -288,11 +293,21 @@ impl SessionSlot {
         self.wake.notified().await
     }
 
+    /// Call right before taking the full map's snapshot: a change announced after this is
+    /// recorded (and may be in the snapshot too, which the first delta tolerates); one
+    /// announced before is already applied to the state the snapshot reads.
+    pub fn start_recording(&self) {
+        self.awaiting_snapshot.store(false, Ordering::Release);
+    }
+
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     fn offer(&self, changes: &[Change]) {
+        if self.awaiting_snapshot.load(Ordering::Acquire) {
+            return;
+        }
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         for c in changes {
             p.merge(self.node, c);
@@ -325,6 +340,7 @@ impl Sessions {
             pending: Mutex::new(Pending::default()),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            awaiting_snapshot: AtomicBool::new(true),
         });
         if let Some(old) = self.lock().insert(node, slot.clone()) {
             old.close();
@@ -465,6 +481,20 @@ mod tests {
         assert!(sent.sent_with(3, &None));
         assert!(sent.remove(700) && !sent.remove(700));
         assert_eq!(sent.ids().collect::<Vec<_>>(), vec![3, 9]);
+    }
+
+    #[test]
+    fn changes_before_the_snapshot_are_not_recorded() {
+        let sessions = Sessions::default();
+        let slot = sessions.attach(7);
+        sessions.on_changes(&[Change::NodeUpserted(8)]);
+        assert!(
+            slot.take().is_empty(),
+            "the snapshot will read node 8 as it is"
+        );
+        slot.start_recording();
+        sessions.on_changes(&[Change::NodeUpserted(9)]);
+        assert!(slot.take().peers_changed.contains(&9));
     }
 
     #[test]
