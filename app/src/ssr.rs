@@ -100,7 +100,18 @@ mod tests {
 
     impl crate::backend::PolicyBackend for FixedBackend {}
 
-    impl crate::backend::DnsBackend for FixedBackend {}
+    impl crate::backend::DnsBackend for FixedBackend {
+        fn dns_settings(&self) -> crate::backend::BackendFuture<'_, crate::dto::dns::DnsSettings> {
+            Box::pin(async { Ok(crate::dto::dns::DnsSettings::default()) })
+        }
+
+        fn set_dns_settings(
+            &self,
+            settings: crate::dto::dns::DnsSettings,
+        ) -> crate::backend::BackendFuture<'_, crate::dto::dns::DnsSettings> {
+            Box::pin(async move { Ok(settings) })
+        }
+    }
 
     /// A site root with one generated file, unique per test.
     fn site_root(name: &str) -> String {

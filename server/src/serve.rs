@@ -94,10 +94,12 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         config.database.sqlite.write_ahead_log,
     )
     .await?;
+    // DNS settings saved by an administrator win over the config file's.
+    let dns = crate::admin::dns::effective_settings(&store, &config).await?;
     let settings = Settings {
         server_url: config.server_url.trim_end_matches('/').to_owned(),
-        base_domain: config.dns.base_domain.trim_matches('.').to_owned(),
-        magic_dns: config.dns.magic_dns,
+        base_domain: dns.base_domain.trim_matches('.').to_owned(),
+        magic_dns: dns.magic_dns,
         node_expiry: (!config.node.expiry.is_zero()).then_some(config.node.expiry.0),
     };
     let pool = AddressPool::new(
@@ -122,7 +124,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         .build()
         .context("building the HTTP client")?;
     let remote_maps = derp_map::fetch_remote(&http_client, &config.derp.urls, &[]).await;
-    let map_config = MapConfig::new(&config, derp_map::build(&config, &remote_maps)?);
+    let mut map_config = MapConfig::new(&config, derp_map::build(&config, &remote_maps)?);
+    map_config.set_dns(&dns);
     let control = ControlPlane::new(
         tailnet.clone(),
         map_config,
@@ -157,7 +160,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         None => None,
     };
 
-    let admin = Admin::new(tailnet.clone()).with_policy(policy.clone());
+    let admin = Admin::new(tailnet.clone())
+        .with_policy(policy.clone())
+        .with_dns(crate::admin::dns::DnsService::new(
+            &config,
+            control.clone(),
+            dns,
+        ));
     let noise = Arc::new(oxiscale_noise::ServerConfig {
         key: oxiscale_noise::StaticKey::from_bytes(noise_key),
         min_version: oxiscale_tailcfg::MIN_CAPABILITY_VERSION as u16,
@@ -251,7 +260,8 @@ async fn refresh_derp_maps(
                 regions = map.regions.len(),
                 "DERP map changed; sending it to connected nodes"
             );
-            control.set_map_config(MapConfig::new(&config, map));
+            // Keep the DNS part: it may have been edited at run time.
+            control.update_map_config(|c| c.derp_map = map);
             control
                 .tailnet
                 .broadcast(&[crate::tailnet::Change::DerpMap]);

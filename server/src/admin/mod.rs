@@ -1,6 +1,7 @@
 //! Administration of the tailnet: the operations behind the CLI, the REST API and the
 //! console, one implementation for all of them.
 
+pub mod dns;
 pub mod dto;
 
 use std::sync::Arc;
@@ -99,6 +100,8 @@ pub struct Admin {
     tailnet: Arc<Tailnet>,
     /// `None` until the server wires its policy source in: then there is no policy at all.
     policy: Option<Arc<PolicyManager>>,
+    /// `None` until the server wires it in (see `dns.rs`).
+    dns: Option<Arc<dns::DnsService>>,
 }
 
 impl Admin {
@@ -106,6 +109,7 @@ impl Admin {
         Admin {
             tailnet,
             policy: None,
+            dns: None,
         }
     }
 

@@ -103,6 +103,15 @@ impl ControlPlane {
         *self.map_config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
     }
 
+    /// Changes one part of the map configuration (DNS or DERP) and keeps the other, under
+    /// the lock, so a DERP refresh and a DNS edit at the same moment both survive.
+    pub fn update_map_config(&self, change: impl FnOnce(&mut MapConfig)) {
+        let mut guard = self.map_config.write().unwrap_or_else(|p| p.into_inner());
+        let mut config = MapConfig::clone(&guard);
+        change(&mut config);
+        *guard = Arc::new(config);
+    }
+
     /// Serves HTTP/2 on an authenticated Noise stream until the client goes away.
     pub async fn serve_connection<IO>(self: Arc<Self>, machine: MachinePublic, io: IO)
     where

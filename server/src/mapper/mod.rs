@@ -6,12 +6,12 @@ pub mod derp_map;
 pub mod session;
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use oxiscale_tailcfg::{DerpMap, DnsConfig, DnsRecord, MapResponse, Resolver};
+use oxiscale_tailcfg::{DerpMap, DnsConfig, MapResponse};
 
 use crate::config::Config;
+use crate::tailnet::dns::DnsSettings;
 
 /// The parts of every map that come from configuration, computed once.
 #[derive(Debug, Clone)]
@@ -32,51 +32,17 @@ impl MapConfig {
     }
 }
 
-fn resolvers(addrs: &[String]) -> Vec<Resolver> {
-    addrs.iter().map(|a| Resolver { addr: a.clone() }).collect()
-}
-
-fn fqdn(domain: &str) -> String {
-    format!("{}.", domain.trim_matches('.'))
-}
-
 /// `DNSConfig` from the `dns.*` keys, with headscale's meanings.
 pub fn dns_config(config: &Config) -> DnsConfig {
-    let dns = &config.dns;
-    let mut out = DnsConfig::default();
-    if dns.override_local_dns {
-        out.resolvers = resolvers(&dns.nameservers.global);
-    } else {
-        out.fallback_resolvers = resolvers(&dns.nameservers.global);
+    DnsSettings::from_config(&config.dns).to_tailcfg()
+}
+
+impl MapConfig {
+    /// Puts DNS settings changed at run time into every map from now on.
+    pub fn set_dns(&mut self, settings: &DnsSettings) {
+        self.dns_config = settings.to_tailcfg();
+        self.domain = settings.base_domain.trim_matches('.').to_owned();
     }
-    out.routes = dns
-        .nameservers
-        .split
-        .iter()
-        .map(|(domain, addrs)| (fqdn(domain), resolvers(addrs)))
-        .collect::<BTreeMap<_, _>>();
-    if dns.magic_dns {
-        out.proxied = true;
-        let base = dns.base_domain.trim_matches('.').to_owned();
-        // An empty route tells the client to answer names under the base domain itself.
-        out.routes.entry(fqdn(&base)).or_default();
-        out.domains.push(base);
-    }
-    for d in &dns.search_domains {
-        if !out.domains.contains(d) {
-            out.domains.push(d.clone());
-        }
-    }
-    out.extra_records = dns
-        .extra_records
-        .iter()
-        .map(|r| DnsRecord {
-            name: r.name.clone(),
-            record_type: r.record_type.clone(),
-            value: r.value.clone(),
-        })
-        .collect();
-    out
 }
 
 thread_local! {
@@ -120,6 +86,7 @@ pub fn keep_alive_message() -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oxiscale_tailcfg::Resolver;
 
     #[test]
     fn messages_are_length_prefixed_zstd_json() {

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod addresses;
+pub mod dns;
 pub mod effects;
 pub mod model;
 pub mod names;
