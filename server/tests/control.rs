@@ -500,4 +500,29 @@ async fn full_maps_from_shared_chunks_are_complete_and_current() {
     let c = full_map(&again.next_within(10 * SECOND).await.unwrap());
     assert_eq!(peer(&c, middle)["Endpoints"], json!(["192.0.2.7:41641"]));
     assert_ne!(peer(&a, middle), peer(&c, middle));
+
+    // A burst of joins reaches an open stream as deltas (several peers per delta are
+    // spliced from per-node shared frames): every newcomer, each complete.
+    let joins = (0..20).map(|i| {
+        let (url, key) = (server.url.clone(), key.clone());
+        tokio::spawn(async move {
+            let mut n = TestNode::connect(&url, &format!("late{i}")).await;
+            n.register(Some(&key)).await;
+        })
+    });
+    futures_util::future::join_all(joins).await;
+    let mut heard = std::collections::BTreeSet::new();
+    while heard.len() < 20 {
+        let m = last
+            .until(10 * SECOND, |m| m.get("PeersChanged").is_some())
+            .await;
+        assert!(m.get("Peers").is_none(), "deltas, not a full map");
+        for p in m["PeersChanged"].as_array().unwrap() {
+            assert!(p["Key"].as_str().unwrap().starts_with("nodekey:"), "{p}");
+            let name = p["Name"].as_str().unwrap();
+            if name.starts_with("late") {
+                heard.insert(name.to_owned());
+            }
+        }
+    }
 }

@@ -80,7 +80,7 @@ pub async fn handle(
         let snapshot = cp.tailnet.read(|s| {
             s.node(node)
                 .cloned()
-                .map(|me| FullMapSnapshot::take(s, &me, now))
+                .map(|me| FullMapSnapshot::take(s, &cp.peer_chunks, &me, now))
         });
         return match snapshot {
             Some(snap) => {
@@ -154,7 +154,7 @@ async fn stream_map(
     let Some(snapshot) = cp.tailnet.read(|s| {
         s.node(node)
             .cloned()
-            .map(|me| FullMapSnapshot::take(s, &me, now))
+            .map(|me| FullMapSnapshot::take(s, &cp.peer_chunks, &me, now))
     }) else {
         return "node gone";
     };
@@ -238,16 +238,15 @@ async fn render_full_map(
     config: std::sync::Arc<crate::mapper::MapConfig>,
     now: OffsetDateTime,
 ) -> Vec<Bytes> {
-    let chunks = cp.peer_chunks.clone();
     if snapshot.peer_count() <= INLINE_PEERS {
-        return snapshot.encode(&config, &chunks, now);
+        return snapshot.encode(&config, now);
     }
     let _permit = cp
         .full_map_permits
         .acquire()
         .await
         .expect("the semaphore is never closed");
-    tokio::task::spawn_blocking(move || snapshot.encode(&config, &chunks, now))
+    tokio::task::spawn_blocking(move || snapshot.encode(&config, now))
         .await
         .expect("rendering a map does not panic")
 }

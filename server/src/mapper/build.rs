@@ -19,10 +19,10 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use super::MapConfig;
-use super::chunks::{MessageBuilder, PeerChunks, chunk_of};
+use super::chunks::{CHUNK_IDS, Chunk, MessageBuilder, PeerChunks, chunk_of};
 use crate::tailnet::State;
 use crate::tailnet::access::PeerRoutes;
-use crate::tailnet::model::{Node, NodeId, UserId};
+use crate::tailnet::model::{Node, UserId};
 
 /// The user that owns tagged nodes on the wire (clients need some user for every node).
 pub const TAGGED_DEVICES_USER_ID: UserId = 2_147_455_555;
@@ -183,10 +183,7 @@ fn owner_profiles(state: &State, owners: BTreeSet<Option<UserId>>) -> Vec<UserPr
 pub enum PeerSegment {
     /// Every node of shared chunk `chunk`: all visible to the viewer with the shared
     /// rendering, so the chunk's shared frame can be sent.
-    Shared {
-        chunk: NodeId,
-        members: Vec<Arc<Node>>,
-    },
+    Shared(Arc<Chunk>),
     /// Peers rendered for this viewer.
     Own(Vec<PeerView>),
 }
@@ -203,24 +200,32 @@ pub struct FullMapSnapshot {
 }
 
 impl FullMapSnapshot {
-    pub fn take(state: &State, me: &Node, now: OffsetDateTime) -> FullMapSnapshot {
+    pub fn take(
+        state: &State,
+        chunks: &PeerChunks,
+        me: &Node,
+        now: OffsetDateTime,
+    ) -> FullMapSnapshot {
         let mut segments: Vec<PeerSegment> = Vec::new();
         let mut owners = BTreeSet::new();
         owners.insert(me.user);
+        let mut last_owner = me.user;
         let mut peer_count = 0;
         // Nodes come in id order; walk them chunk by chunk.
         let mut nodes = state.nodes().peekable();
         while let Some(first) = nodes.peek() {
             let chunk = chunk_of(first.id);
-            let mut members = Vec::new();
+            let start = first.id;
             let mut views = Vec::new();
             let mut shared = true;
             while let Some(node) = nodes.next_if(|n| chunk_of(n.id) == chunk) {
-                members.push(node.clone());
                 if state.is_visible(me, node, now) {
                     let view = peer_view(state, me, node);
                     shared &= view.routes.is_none();
-                    owners.insert(node.user);
+                    if node.user != last_owner {
+                        last_owner = node.user;
+                        owners.insert(node.user);
+                    }
                     views.push(view);
                 } else {
                     shared = false;
@@ -228,7 +233,8 @@ impl FullMapSnapshot {
             }
             peer_count += views.len();
             if shared {
-                segments.push(PeerSegment::Shared { chunk, members });
+                let members = state.nodes_in(start..(chunk + 1) * CHUNK_IDS);
+                segments.push(PeerSegment::Shared(chunks.get(chunk, members)));
             } else if !views.is_empty() {
                 match segments.last_mut() {
                     Some(PeerSegment::Own(prev)) => prev.extend(views),
@@ -237,8 +243,9 @@ impl FullMapSnapshot {
             }
         }
         // Shared frames end every peer with a comma; the array's last peer is rendered here.
-        if let Some(PeerSegment::Shared { members, .. }) = segments.last() {
-            let views = members
+        if let Some(PeerSegment::Shared(chunk)) = segments.last() {
+            let views = chunk
+                .members()
                 .iter()
                 .map(|m| PeerView {
                     node: m.clone(),
@@ -264,8 +271,8 @@ impl FullMapSnapshot {
         let mut sent = super::session::Sent::default();
         for segment in &self.peers {
             match segment {
-                PeerSegment::Shared { members, .. } => {
-                    for m in members {
+                PeerSegment::Shared(chunk) => {
+                    for m in chunk.members() {
                         sent.insert(m.id, None);
                     }
                 }
@@ -283,12 +290,7 @@ impl FullMapSnapshot {
     /// ones by reference. Runs without any lock. The JSON is
     /// `{"Node":…,"Peers":[…],<the rest>}`: `Node` first, which the load generator's
     /// head-only decoding relies on.
-    pub fn encode(
-        self,
-        config: &MapConfig,
-        chunks: &PeerChunks,
-        now: OffsetDateTime,
-    ) -> Vec<Bytes> {
+    pub fn encode(self, config: &MapConfig, now: OffsetDateTime) -> Vec<Bytes> {
         let FullMapSnapshot {
             me,
             peers,
@@ -332,9 +334,7 @@ impl FullMapSnapshot {
         msg.json().extend_from_slice(br#","Peers":["#);
         for segment in &peers {
             match segment {
-                PeerSegment::Shared { chunk, members } => {
-                    msg.frame(chunks.frame(*chunk, members, render));
-                }
+                PeerSegment::Shared(chunk) => msg.frame(chunk.frame(render)),
                 PeerSegment::Own(views) => {
                     for view in views {
                         let json = match render_peer(&base_domain, view, now) {

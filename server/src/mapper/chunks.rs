@@ -49,9 +49,34 @@ pub fn chunk_of(id: NodeId) -> NodeId {
 }
 
 /// A chunk's members (every node in its id range, in id order) and their frame.
-struct Chunk {
+pub struct Chunk {
     members: Vec<Arc<Node>>,
     frame: OnceLock<Bytes>,
+}
+
+impl Chunk {
+    pub fn members(&self) -> &[Arc<Node>] {
+        &self.members
+    }
+
+    /// The zstd frame of the members' shared JSON, each followed by a comma (the viewer's
+    /// own last segment closes the array). `render` gives one member's JSON. Concurrent
+    /// viewers of a new version wait for one compression instead of each doing it.
+    pub fn frame(&self, render: impl Fn(&Node) -> Arc<serde_json::value::RawValue>) -> Bytes {
+        self.frame
+            .get_or_init(|| {
+                let mut json = Vec::with_capacity(self.members.len() * 640);
+                for m in &self.members {
+                    json.extend_from_slice(render(m).get().as_bytes());
+                    json.push(b',');
+                }
+                // Level 1 as elsewhere: in a storm a chunk is re-made for every writer
+                // batch that flips one of its members online, and level 3 cost more CPU
+                // than its smaller output saved.
+                Bytes::from(super::compress(&json))
+            })
+            .clone()
+    }
 }
 
 /// The shared chunks of the tailnet, each for the newest version of its members seen.
@@ -61,45 +86,30 @@ pub struct PeerChunks {
 }
 
 impl PeerChunks {
-    /// The zstd frame of `members`' shared JSON, each followed by a comma (the viewer's own
-    /// last segment closes the array). `render` gives one member's JSON.
+    /// The chunk for exactly these members (the nodes of id range `chunk`, in id order).
+    /// Called under the tailnet's read lock: when the cached chunk is current this only
+    /// compares pointers, so a full map's snapshot does not clone N `Arc`s.
     ///
     /// Node versions are immutable while shared (a change makes a new `Arc`; the chunk holds
     /// its members, so a version cannot be changed in place under it): equal pointers mean
     /// equal JSON.
-    pub fn frame(
+    pub fn get<'a>(
         &self,
         chunk: NodeId,
-        members: &[Arc<Node>],
-        render: impl Fn(&Node) -> Arc<serde_json::value::RawValue>,
-    ) -> Bytes {
-        let entry = {
-            let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
-            match chunks.get(&chunk) {
-                Some(c) if same_members(&c.members, members) => c.clone(),
-                _ => {
-                    let c = Arc::new(Chunk {
-                        members: members.to_vec(),
-                        frame: OnceLock::new(),
-                    });
-                    chunks.insert(chunk, c.clone());
-                    c
-                }
-            }
-        };
-        // Concurrent viewers of a new version wait for one compression instead of each
-        // doing it.
-        entry
-            .frame
-            .get_or_init(|| {
-                let mut json = Vec::with_capacity(members.len() * 640);
-                for m in members {
-                    json.extend_from_slice(render(m).get().as_bytes());
-                    json.push(b',');
-                }
-                Bytes::from(super::compress(&json))
-            })
-            .clone()
+        members: impl Iterator<Item = &'a Arc<Node>> + Clone,
+    ) -> Arc<Chunk> {
+        let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = chunks.get(&chunk)
+            && same_members(&c.members, members.clone())
+        {
+            return c.clone();
+        }
+        let c = Arc::new(Chunk {
+            members: members.cloned().collect(),
+            frame: OnceLock::new(),
+        });
+        chunks.insert(chunk, c.clone());
+        c
     }
 
     pub fn len(&self) -> usize {
@@ -111,8 +121,15 @@ impl PeerChunks {
     }
 }
 
-fn same_members(a: &[Arc<Node>], b: &[Arc<Node>]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+fn same_members<'a>(a: &[Arc<Node>], b: impl Iterator<Item = &'a Arc<Node>>) -> bool {
+    let mut n = 0;
+    for y in b {
+        match a.get(n) {
+            Some(x) if Arc::ptr_eq(x, y) => n += 1,
+            _ => return false,
+        }
+    }
+    n == a.len()
 }
 
 /// Builds one map message out of pieces: per-viewer JSON (compressed here, frame by frame)

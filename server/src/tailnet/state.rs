@@ -215,6 +215,14 @@ impl State {
         self.nodes.values()
     }
 
+    /// The nodes with ids in `ids`, in id order.
+    pub fn nodes_in(
+        &self,
+        ids: std::ops::Range<NodeId>,
+    ) -> impl Iterator<Item = &Arc<Node>> + Clone {
+        self.nodes.range(ids).map(|(_, n)| n)
+    }
+
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
