@@ -3,6 +3,9 @@
 //! which hydrates it. Build the two halves separately; enabling both features at once is a
 //! mistake that a workspace-wide build would make.
 
+// Leptos view types nest deeply; the default limit (128) is too small for the larger pages.
+#![recursion_limit = "256"]
+
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::components::{Redirect, Route, Router, Routes};

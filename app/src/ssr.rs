@@ -83,6 +83,12 @@ pub fn console_fallback(options: LeptosOptions, backend: Arc<dyn ConsoleBackend>
 mod tests {
     use super::*;
     use crate::api::SERVER_FN_PREFIX;
+    use crate::backend::BackendFuture;
+    use crate::dto::ConsoleError;
+    use crate::dto::tailnet::{
+        ApiKeyRow, CreatedSecret, MachineDetail, MachineSummary, NewPreAuthKey, PreAuthKeyRow,
+        UserRow,
+    };
     use axum::body::Body;
     use http::{Request, StatusCode};
     use http_body_util::BodyExt;
@@ -96,7 +102,67 @@ mod tests {
         }
     }
 
-    impl crate::backend::TailnetBackend for FixedBackend {}
+    /// An empty tailnet that refuses every change.
+    impl crate::backend::TailnetBackend for FixedBackend {
+        fn machines(&self) -> Result<Vec<MachineSummary>, ConsoleError> {
+            Ok(vec![])
+        }
+        fn machine(&self, id: u64) -> Result<MachineDetail, ConsoleError> {
+            Err(ConsoleError::NotFound(format!("node {id}")))
+        }
+        fn rename_machine(&self, _: u64, _: String) -> BackendFuture<'_, MachineSummary> {
+            refused()
+        }
+        fn set_machine_tags(&self, _: u64, _: Vec<String>) -> BackendFuture<'_, MachineSummary> {
+            refused()
+        }
+        fn approve_routes(&self, _: u64, _: Vec<String>) -> BackendFuture<'_, MachineSummary> {
+            refused()
+        }
+        fn expire_machine(&self, _: u64) -> BackendFuture<'_, MachineSummary> {
+            refused()
+        }
+        fn disable_machine_expiry(&self, _: u64) -> BackendFuture<'_, MachineSummary> {
+            refused()
+        }
+        fn delete_machine(&self, _: u64) -> BackendFuture<'_, ()> {
+            refused()
+        }
+        fn users(&self) -> Result<Vec<UserRow>, ConsoleError> {
+            Ok(vec![])
+        }
+        fn create_user(&self, _: String, _: String, _: String) -> BackendFuture<'_, UserRow> {
+            refused()
+        }
+        fn rename_user(&self, _: u64, _: String) -> BackendFuture<'_, UserRow> {
+            refused()
+        }
+        fn delete_user(&self, _: u64) -> BackendFuture<'_, ()> {
+            refused()
+        }
+        fn preauth_keys(&self) -> Result<Vec<PreAuthKeyRow>, ConsoleError> {
+            Ok(vec![])
+        }
+        fn create_preauth_key(&self, _: NewPreAuthKey) -> BackendFuture<'_, CreatedSecret> {
+            refused()
+        }
+        fn expire_preauth_key(&self, _: u64) -> BackendFuture<'_, ()> {
+            refused()
+        }
+        fn api_keys(&self) -> Result<Vec<ApiKeyRow>, ConsoleError> {
+            Ok(vec![])
+        }
+        fn create_api_key(&self, _: String) -> BackendFuture<'_, CreatedSecret> {
+            refused()
+        }
+        fn expire_api_key(&self, _: u64) -> BackendFuture<'_, ()> {
+            refused()
+        }
+    }
+
+    fn refused<T: Send + 'static>() -> BackendFuture<'static, T> {
+        Box::pin(async { Err(ConsoleError::Refused("read-only test backend".into())) })
+    }
 
     impl crate::backend::PolicyBackend for FixedBackend {}
 

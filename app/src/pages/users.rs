@@ -1,10 +1,220 @@
-//! Users.
+//! Users: who owns machines. Create, rename, delete (refused while they own machines, as the
+//! server refuses it: their machines must be deleted or re-tagged first).
 
 use leptos::prelude::*;
+use leptos_meta::Title;
 
-use crate::pages::placeholder::ComingSoon;
+use crate::api::tailnet::{create_user, delete_user, list_users, rename_user};
+use crate::components::live::use_hydrated;
+use crate::dto::tailnet::{UserRow, short_time};
 
 #[component]
 pub fn UsersPage() -> impl IntoView {
-    view! { <ComingSoon title="Users" /> }
+    let changed = RwSignal::new(0_u64);
+    let users = Resource::new(move || changed.get(), |_| list_users());
+    let refetch = Callback::new(move |()| changed.update(|c| *c += 1));
+
+    view! {
+        <Title text="Users" />
+        <h1>"Users"</h1>
+        <CreateUser on_created=refetch />
+        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match users.await {
+                    Ok(users) if users.is_empty() => view! {
+                        <p class="empty-state">"No users yet. Create one above; machines join as a user with a pre-auth key."</p>
+                    }
+                    .into_any(),
+                    Ok(users) => {
+                        let rows = users
+                            .into_iter()
+                            .map(|user| view! { <UserItem user on_changed=refetch /> })
+                            .collect_view();
+                        view! {
+                            <div class="table-wrap">
+                                <table class="users">
+                                    <thead>
+                                        <tr>
+                                            <th scope="col">"Name"</th>
+                                            <th scope="col">"Machines"</th>
+                                            <th scope="col">"Last seen"</th>
+                                            <th scope="col">"Created"</th>
+                                            <th scope="col"><span class="visually-hidden">"Actions"</span></th>
+                                        </tr>
+                                    </thead>
+                                    <tbody>{rows}</tbody>
+                                </table>
+                            </div>
+                        }
+                        .into_any()
+                    }
+                    Err(error) => view! { <p class="notice notice--error" role="alert">{error.to_string()}</p> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn CreateUser(on_created: Callback<()>) -> impl IntoView {
+    let hydrated = use_hydrated();
+    let name = RwSignal::new(String::new());
+    let display_name = RwSignal::new(String::new());
+    let email = RwSignal::new(String::new());
+    let pending = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let (n, d, e) = (
+            name.get_untracked(),
+            display_name.get_untracked(),
+            email.get_untracked(),
+        );
+        pending.set(true);
+        error.set(None);
+        leptos::task::spawn_local(async move {
+            match create_user(n, d, e).await {
+                Ok(_) => {
+                    name.set(String::new());
+                    display_name.set(String::new());
+                    email.set(String::new());
+                    on_created.run(());
+                }
+                Err(e) => error.set(Some(e.to_string())),
+            }
+            pending.set(false);
+        });
+    };
+    view! {
+        <form class="user-form" on:submit=submit aria-label="Create a user">
+            <label>
+                "Name"
+                <input type="text" name="name" required autocomplete="off" prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev)) />
+            </label>
+            <label>
+                "Display name"
+                <input type="text" name="display_name" autocomplete="off" prop:value=move || display_name.get() on:input=move |ev| display_name.set(event_target_value(&ev)) />
+            </label>
+            <label>
+                "Email"
+                <input type="email" name="email" autocomplete="off" prop:value=move || email.get() on:input=move |ev| email.set(event_target_value(&ev)) />
+            </label>
+            <button type="submit" class="button" disabled=move || !hydrated.get() || pending.get()>
+                "Create user"
+            </button>
+            {move || error.get().map(|e| view! { <p class="notice notice--error" role="alert">{e}</p> })}
+        </form>
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Idle,
+    Renaming,
+    ConfirmingDelete,
+}
+
+#[component]
+fn UserItem(user: UserRow, on_changed: Callback<()>) -> impl IntoView {
+    let hydrated = use_hydrated();
+    let mode = RwSignal::new(Mode::Idle);
+    let pending = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let new_name = RwSignal::new(user.name.clone());
+    let id = user.id;
+    let owns = user.machines;
+    let name = user.name.clone();
+    let disabled = move || !hydrated.get() || pending.get();
+    let finish = move |result: Result<(), crate::dto::ConsoleError>| match result {
+        Ok(()) => {
+            mode.set(Mode::Idle);
+            on_changed.run(());
+        }
+        Err(e) => error.set(Some(e.to_string())),
+    };
+    let rename = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let n = new_name.get_untracked();
+        pending.set(true);
+        leptos::task::spawn_local(async move {
+            finish(rename_user(id, n).await.map(|_| ()));
+            pending.set(false);
+        });
+    };
+    let delete = move |_| {
+        pending.set(true);
+        leptos::task::spawn_local(async move {
+            finish(delete_user(id).await);
+            pending.set(false);
+        });
+    };
+    let last_seen = if user.online {
+        "Online now".to_owned()
+    } else {
+        user.last_seen
+            .as_deref()
+            .map(short_time)
+            .unwrap_or_else(|| "—".into())
+    };
+    let subtitle = [user.display_name.clone(), user.email.clone()]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" · ");
+    let rename_label = format!("Rename {name}");
+    let delete_label = format!("Delete {name}");
+    let confirm_text = if owns == 0 {
+        format!("Delete {name}? Their unused pre-auth keys are deleted too.")
+    } else {
+        String::new()
+    };
+
+    view! {
+        <tr data-user=user.name.clone()>
+            <td data-label="Name">
+                <strong>{user.name.clone()}</strong>
+                {(!subtitle.is_empty()).then(|| view! { <span class="muted">{subtitle}</span> })}
+            </td>
+            <td data-label="Machines">
+                <a href=format!("/machines?user={}", crate::dto::tailnet::encode_component(&user.name))>{owns}</a>
+            </td>
+            <td data-label="Last seen">{last_seen}</td>
+            <td data-label="Created">{short_time(&user.created)}</td>
+            <td class="user-actions">
+                <button type="button" class="button button--secondary" aria-label=rename_label disabled=disabled
+                    on:click=move |_| { error.set(None); mode.set(if mode.get_untracked() == Mode::Renaming { Mode::Idle } else { Mode::Renaming }) }>
+                    "Rename"
+                </button>
+                <button type="button" class="button button--danger" aria-label=delete_label disabled=disabled
+                    on:click=move |_| { error.set(None); mode.set(Mode::ConfirmingDelete) }>
+                    "Delete…"
+                </button>
+                {move || match mode.get() {
+                    Mode::Idle => ().into_any(),
+                    Mode::Renaming => view! {
+                        <form class="inline-form" on:submit=rename>
+                            <label>"New name"
+                                <input type="text" required autocomplete="off" prop:value=move || new_name.get() on:input=move |ev| new_name.set(event_target_value(&ev)) />
+                            </label>
+                            <button type="submit" class="button" disabled=disabled>"Save name"</button>
+                        </form>
+                    }.into_any(),
+                    Mode::ConfirmingDelete if owns > 0 => view! {
+                        <p class="notice" role="alert">
+                            {format!("{owns} machine(s) belong to this user. Delete them or give them tags first; a user who owns machines cannot be deleted.")}
+                            " " <a href=format!("/machines?user={}", crate::dto::tailnet::encode_component(&name))>"Show their machines"</a>
+                        </p>
+                    }.into_any(),
+                    Mode::ConfirmingDelete => view! {
+                        <div class="inline-form" role="group" aria-label="Confirm delete">
+                            <p>{confirm_text.clone()}</p>
+                            <button type="button" class="button button--danger" disabled=disabled on:click=delete>"Delete user"</button>
+                            <button type="button" class="button button--secondary" on:click=move |_| mode.set(Mode::Idle)>"Cancel"</button>
+                        </div>
+                    }.into_any(),
+                }}
+                {move || error.get().map(|e| view! { <p class="notice notice--error" role="alert">{e}</p> })}
+            </td>
+        </tr>
+    }
 }

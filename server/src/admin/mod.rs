@@ -328,6 +328,34 @@ impl Admin {
         })
     }
 
+    /// The NetInfo facts a node reported (UDP, NAT mapping, port mapping, DERP latency…) as
+    /// sorted (name, value) pairs; empty when it reported none.
+    pub fn node_net_info(&self, id: NodeId) -> Result<Vec<(String, String)>, AdminError> {
+        self.tailnet.read(|s| {
+            let node = s.node(id).ok_or_else(|| {
+                AdminError::Tailnet(TailnetError::NotFound {
+                    what: "node",
+                    id: id.to_string(),
+                })
+            })?;
+            let mut facts: Vec<(String, String)> = node
+                .hostinfo
+                .net_info
+                .iter()
+                .flat_map(|ni| ni.rest.iter())
+                .map(|(k, v)| {
+                    let value = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), value)
+                })
+                .collect();
+            facts.sort();
+            Ok(facts)
+        })
+    }
+
     pub async fn expire_node(&self, id: NodeId, req: ExpireNode) -> Result<NodeView, AdminError> {
         let now = OffsetDateTime::now_utc();
         if req.disable {

@@ -16,14 +16,13 @@ use crate::admin::Admin;
 use crate::config::Config;
 
 mod dns;
+mod events;
 mod policy;
 mod tailnet;
 
 /// What the console may ask of the server.
 struct Backend {
     server_url: String,
-    // Read by the area modules (tailnet, policy, dns) as they grow.
-    #[allow(dead_code)]
     admin: Admin,
 }
 
@@ -71,12 +70,21 @@ pub fn routes(config: &Config, admin: Admin) -> (Router, Router) {
         );
     }
     let options = app::ssr::console_options(root.to_string_lossy());
+    // Live pages: the writer bumps the feed, /console/events tells the browsers.
+    let feed = Arc::new(crate::tailnet::feed::ChangeFeed::default());
+    admin.tailnet().subscribe(feed.clone());
+    let events = Router::new()
+        .route(
+            app::dto::tailnet::EVENTS_PATH,
+            axum::routing::get(events::handler),
+        )
+        .with_state(feed);
     let backend: Arc<dyn ConsoleBackend> = Arc::new(Backend {
         server_url: config.server_url.clone(),
         admin,
     });
     (
-        app::ssr::console_router(options.clone(), backend.clone()),
+        app::ssr::console_router(options.clone(), backend.clone()).merge(events),
         app::ssr::console_fallback(options, backend),
     )
 }

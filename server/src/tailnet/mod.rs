@@ -10,6 +10,7 @@ pub mod access;
 pub mod addresses;
 pub mod dns;
 pub mod effects;
+pub mod feed;
 pub mod model;
 pub mod names;
 pub mod secret;

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Runs one real tsnet node (caddy-tailscale, as the client tests use) until it is stopped.
+
+    python3 end2end/clients/node.py --server URL --authkey KEY --hostname NAME --state DIR
+
+Used by the console's browser tests, which spawn it to register a real machine. Prints
+`node: started pid=N` and then waits; SIGTERM/SIGINT stop the node (its whole process group).
+Run it only inside scripts/lib/netns.sh, like every test that starts a client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import CaddyNode  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", required=True, help="control URL (the --login-server)")
+    parser.add_argument("--authkey", required=True)
+    parser.add_argument("--hostname", required=True)
+    parser.add_argument("--state", required=True, type=Path, help="work and state directory")
+    parser.add_argument("--ephemeral", action="store_true")
+    args = parser.parse_args()
+
+    node = CaddyNode(name=args.hostname, authkey=args.authkey, control_url=args.server,
+                     workdir=args.state, ephemeral=args.ephemeral, serve_text=args.hostname)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    node.start()
+    print(f"node: started pid={node.proc.pid} log={node.log_path}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            if not node.running():
+                print(f"node: caddy exited early; log follows\n{node.log_text()[-4000:]}",
+                      file=sys.stderr, flush=True)
+                return 1
+    finally:
+        node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
