@@ -32,7 +32,7 @@ test("a pre-auth key is shown once with its join command, listed masked, and exp
   await expect(page.locator("#new-join-command")).toHaveText(
     `tailscale up --login-server=${serverURL} --authkey=${secret}`,
   );
-  await expect(page.getByRole("button", { name: /pre-auth key$/ })).toBeEnabled();
+  await expect(page.getByRole("button", { name: "Copy pre-auth key" })).toBeEnabled();
   await testInfo.attach("keys", { body: await page.screenshot({ fullPage: true }), contentType: "image/png" });
 
   // The list shows a masked form, never the secret; a reload cannot bring it back.
