@@ -29,6 +29,7 @@ use pages::login::LoginPage;
 use pages::machine::MachinePage;
 use pages::machines::MachinesPage;
 use pages::not_found::NotFound;
+use pages::setup::SetupPage;
 use pages::users::UsersPage;
 
 /// Name of the generated files under `/pkg`: `oxiscale.js`, `oxiscale_bg.wasm`, `oxiscale.css`.
@@ -38,6 +39,9 @@ pub const OUTPUT_NAME: &str = "oxiscale";
 /// The HTML document around the app, rendered only on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     let stylesheet = format!("/{}/{}.css", options.site_pkg_dir, options.output_name);
+    // Per request: the CSRF token the browser half sends with every server function call,
+    // and who is signed in. The app reads both back from here when it hydrates.
+    let (csrf, user) = api::session_meta();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -47,6 +51,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="color-scheme" content="light dark" />
                 <link rel="stylesheet" href=stylesheet />
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
+                {csrf.map(|token| view! { <meta name=api::CSRF_META content=token /> })}
+                {user.map(|name| view! { <meta name=api::USER_META content=name /> })}
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
                 <MetaTags />
@@ -78,6 +84,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/acls") view=AclsPage />
                     <Route path=path!("/dns") view=DnsPage />
                     <Route path=path!("/login") view=LoginPage />
+                    <Route path=path!("/setup") view=SetupPage />
                 </Routes>
             </Layout>
         </Router>

@@ -180,6 +180,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         server_url: config.server_url.clone(),
     };
     let (console, console_fallback) = crate::console::routes(&config, admin.clone());
+    crate::console::auth::announce_setup_link(store.pool(), &config.server_url).await;
     let router = crate::http::router(edge)
         .merge(console)
         .fallback_service(console_fallback)
@@ -213,9 +214,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
 
     info!(addr = %http_addr, server_url = %config.server_url, "oxiscale listening");
     let http = tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(wait_for(shutdown_rx.clone()))
-            .into_future(),
+        // The peer address keys the console's sign-in throttle.
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(wait_for(shutdown_rx.clone()))
+        .into_future(),
     );
     Ok(Running {
         http_addr,

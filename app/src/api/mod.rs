@@ -1,7 +1,15 @@
 //! Server functions: the only way the browser half reaches the server. Each one fetches the
 //! backend from context, so it runs identically during SSR and over HTTP.
 
+use std::future::Future;
+
+use futures_util::{Sink, Stream};
 use leptos::prelude::*;
+use leptos::server_fn::Bytes;
+use leptos::server_fn::client::Client;
+use leptos::server_fn::client::browser::BrowserClient;
+use leptos::server_fn::error::FromServerFnError;
+use serde::{Deserialize, Serialize};
 
 use crate::dto::{ConsoleConfig, ConsoleError};
 
@@ -13,10 +21,141 @@ pub mod tailnet;
 /// server's own HTTP API.
 pub const SERVER_FN_PREFIX: &str = "/console/fn";
 
+/// Header that carries the session's CSRF token on every server function call.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Name of the hidden field that carries the CSRF token in a plain HTML form post.
+pub const CSRF_FIELD: &str = "_csrf";
+/// `<meta name=…>` in the document head holding the CSRF token (see [`crate::shell`]).
+pub const CSRF_META: &str = "csrf-token";
+/// `<meta name=…>` holding the signed-in administrator's name.
+pub const USER_META: &str = "console-user";
+
+/// How the administrator proved who they are. OpenID Connect adds a variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthMethod {
+    /// A local account: name and password stored (hashed) in the server's database.
+    Local,
+}
+
+/// The signed-in administrator. The server's auth middleware puts it in the request
+/// extensions of every authenticated console request; read it with [`current_admin`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleIdentity {
+    pub admin_id: u64,
+    pub name: String,
+    pub method: AuthMethod,
+}
+
+/// The session's CSRF token, placed in the request extensions next to the identity (also for
+/// the signed-out pages, whose forms need it too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrfToken(pub String);
+
+/// The administrator behind the current request, in a server function or a server render.
+/// Every console server function is reached only through the auth middleware, so `SignedOut`
+/// here means a wiring mistake or an unauthenticated render.
+#[cfg(feature = "ssr")]
+pub fn current_admin() -> Result<ConsoleIdentity, ConsoleError> {
+    request_extension::<ConsoleIdentity>().ok_or(ConsoleError::SignedOut)
+}
+
+#[cfg(feature = "ssr")]
+fn request_extension<T: Clone + Send + Sync + 'static>() -> Option<T> {
+    use_context::<http::request::Parts>().and_then(|parts| parts.extensions.get::<T>().cloned())
+}
+
+/// The per-request facts the document head carries for the browser half: the CSRF token and
+/// the signed-in name. Rendered into `<meta>` by the shell on the server.
+pub fn session_meta() -> (Option<String>, Option<String>) {
+    #[cfg(feature = "ssr")]
+    {
+        (
+            request_extension::<CsrfToken>().map(|t| t.0),
+            request_extension::<ConsoleIdentity>().map(|i| i.name),
+        )
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        (None, None)
+    }
+}
+
+/// Reads one of the shell's `<meta>` values in the browser.
+#[cfg(feature = "hydrate")]
+fn meta_content(name: &str) -> Option<String> {
+    web_sys::window()?
+        .document()?
+        .query_selector(&format!("meta[name=\"{name}\"]"))
+        .ok()??
+        .get_attribute("content")
+}
+
+/// The CSRF token for forms: from the request on the server, from the document head in the
+/// browser, so both halves render the same value and hydration matches.
+pub fn csrf_token() -> Option<String> {
+    #[cfg(feature = "hydrate")]
+    {
+        meta_content(CSRF_META)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        session_meta().0
+    }
+}
+
+/// The signed-in administrator's name, the same way as [`csrf_token`].
+pub fn signed_in_name() -> Option<String> {
+    #[cfg(feature = "hydrate")]
+    {
+        meta_content(USER_META)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        session_meta().1
+    }
+}
+
 /// The HTTP client behind every console server function: name it in each `#[server]` as
-/// `client = crate::api::ConsoleClient`, so that whatever every request must carry (the CSRF
-/// token) is added in one place.
-pub type ConsoleClient = leptos::server_fn::client::browser::BrowserClient;
+/// `client = crate::api::ConsoleClient`. It is leptos' fetch client plus the `x-csrf-token`
+/// header, which the server requires on every console POST.
+pub struct ConsoleClient;
+
+impl<E, IS, OS> Client<E, IS, OS> for ConsoleClient
+where
+    E: FromServerFnError,
+    IS: FromServerFnError,
+    OS: FromServerFnError,
+{
+    type Request = <BrowserClient as Client<E, IS, OS>>::Request;
+    type Response = <BrowserClient as Client<E, IS, OS>>::Response;
+
+    fn send(req: Self::Request) -> impl Future<Output = Result<Self::Response, E>> + Send {
+        #[cfg(feature = "hydrate")]
+        if let Some(token) = meta_content(CSRF_META) {
+            req.headers().set(CSRF_HEADER, &token);
+        }
+        <BrowserClient as Client<E, IS, OS>>::send(req)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn open_websocket(
+        path: &str,
+    ) -> impl Future<
+        Output = Result<
+            (
+                impl Stream<Item = Result<Bytes, Bytes>> + Send + 'static,
+                impl Sink<Bytes> + Send + 'static,
+            ),
+            E,
+        >,
+    > + Send {
+        <BrowserClient as Client<E, IS, OS>>::open_websocket(path)
+    }
+
+    fn spawn(future: impl Future<Output = ()> + Send + 'static) {
+        <BrowserClient as Client<E, IS, OS>>::spawn(future)
+    }
+}
 
 /// The server's public settings the console shows (join command and the like).
 #[server(prefix = "/console/fn", endpoint = "config", client = ConsoleClient)]

@@ -1,4 +1,5 @@
-import { expect, test, type Page } from "@playwright/test";
+import { type Page } from "@playwright/test";
+import { csrfFrom, expect, test } from "./fixtures";
 
 // The URL the server under test tells clients to use as --login-server. The dev server
 // defaults it to its own address; set OXISCALE_E2E_SERVER_URL when it differs.
@@ -31,8 +32,8 @@ async function hydrated(page: Page) {
   return copy;
 }
 
-test("machines page is complete in the server-rendered HTML", async ({ request }) => {
-  const response = await request.get("/machines");
+test("machines page is complete in the server-rendered HTML", async ({ page }) => {
+  const response = await page.request.get("/machines");
   expect(response.status()).toBe(200);
   expect(response.headers()["content-type"]).toContain("text/html");
   const html = await response.text();
@@ -48,14 +49,14 @@ test("machines page is complete in the server-rendered HTML", async ({ request }
   expect(html).toContain('href="/pkg/oxiscale.css"');
 });
 
-test("the root redirects browsers to Machines with a 302", async ({ request }) => {
-  const response = await request.get("/", { headers: { accept: "text/html" }, maxRedirects: 0 });
+test("the root redirects browsers to Machines with a 302", async ({ page }) => {
+  const response = await page.request.get("/", { headers: { accept: "text/html" }, maxRedirects: 0 });
   expect(response.status()).toBe(302);
   expect(response.headers()["location"]).toBe("/machines");
 });
 
-test("the page reads correctly with JavaScript disabled", async ({ browser }) => {
-  const context = await browser.newContext({ javaScriptEnabled: false });
+test("the page reads correctly with JavaScript disabled", async ({ browser, storageState }) => {
+  const context = await browser.newContext({ javaScriptEnabled: false, storageState });
   const page = await context.newPage();
   await page.goto("/machines");
   await expect(page.getByRole("heading", { level: 1, name: "Machines" })).toBeVisible();
@@ -131,8 +132,12 @@ test("keyboard: skip link first, then the navigation, copy button reachable", as
   await expect(page.getByRole("link", { name: "oxiscale" })).toBeFocused();
   await page.keyboard.press("Tab");
   await expect(page.getByRole("link", { name: "Machines" })).toBeFocused();
-  // Machines, Users, Access controls, DNS, Keys, then the "Keys" link in the text, then Copy.
-  for (let i = 0; i < 6; i++) await page.keyboard.press("Tab");
+  // Machines, Users, Access controls, DNS, Keys, Sign out, then the "Keys" link in the text,
+  // then Copy.
+  for (let i = 0; i < 4; i++) await page.keyboard.press("Tab");
+  await page.keyboard.press("Tab");
+  await expect(page.getByRole("button", { name: "Sign out" })).toBeFocused();
+  for (let i = 0; i < 2; i++) await page.keyboard.press("Tab");
   await expect(copy).toBeFocused();
   await page.keyboard.press("Enter");
   // Without clipboard permission in this context either outcome proves the key worked.
@@ -149,17 +154,22 @@ test("fits a phone screen without sideways scrolling", async ({ page }, testInfo
   await page.screenshot({ path: testInfo.outputPath("machines-viewport.png") });
 });
 
-test("server function answers over HTTP under /console/fn", async ({ request }) => {
-  const response = await request.post("/console/fn/config", {
-    headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json" },
+test("server function answers over HTTP under /console/fn", async ({ page }) => {
+  const token = csrfFrom(await (await page.request.get("/machines")).text());
+  const response = await page.request.post("/console/fn/config", {
+    headers: {
+      "content-type": "application/x-www-form-urlencoded",
+      accept: "application/json",
+      "x-csrf-token": token,
+    },
     data: "",
   });
   expect(response.status()).toBe(200);
   expect(await response.json()).toEqual({ server_url: serverURL });
 });
 
-test("unknown console paths get the not-found page with status 404", async ({ request }) => {
-  const response = await request.get("/no-such-page");
+test("unknown console paths get the not-found page with status 404", async ({ page }) => {
+  const response = await page.request.get("/no-such-page");
   expect(response.status()).toBe(404);
   expect(await response.text()).toContain("Page not found");
 });

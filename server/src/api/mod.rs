@@ -17,6 +17,7 @@ use crate::admin::{
     Admin, AdminError, CompleteRegistration, CreateApiKey, CreatePreAuthKey, CreateUser,
     ExpireNode, KeySelector, PolicyBody,
 };
+use crate::console::auth::{AccountError, Accounts, AdminAccount};
 use crate::policy::{PolicyStoreError, PolicyView};
 use crate::tailnet::TailnetError;
 
@@ -89,6 +90,11 @@ pub fn routes(admin: Admin) -> Router {
         .route("/api/v1/auth/register", post(complete_registration))
         .route("/api/v1/policy", get(get_policy).put(set_policy))
         .route("/api/v1/policy/check", post(check_policy))
+        .route(
+            "/api/v1/console/admin",
+            get(list_console_admins).post(create_console_admin),
+        )
+        .route("/api/v1/console/admin/{name}", delete(delete_console_admin))
         .with_state(admin)
 }
 
@@ -346,4 +352,63 @@ async fn check_policy(
     Json(b): Json<PolicyBody>,
 ) -> ApiResult<serde_json::Value> {
     Ok(Json(a.check_policy(&b.policy)?))
+}
+
+// Console administrators (the accounts that sign in to the web console).
+
+impl IntoResponse for AccountError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AccountError::InvalidName(_)
+            | AccountError::WeakPassword
+            | AccountError::BadSetupToken => StatusCode::BAD_REQUEST,
+            AccountError::Exists(_) | AccountError::SetupDone => StatusCode::CONFLICT,
+            AccountError::NotFound(_) => StatusCode::NOT_FOUND,
+            AccountError::Hash(_) | AccountError::Sql(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            warn!(error = %self, "console administrator request failed");
+        }
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}
+
+fn console_accounts(a: &Admin) -> Accounts {
+    Accounts::new(a.tailnet().store().pool().clone())
+}
+
+#[derive(Deserialize)]
+struct CreateConsoleAdmin {
+    name: String,
+    password: String,
+}
+
+async fn list_console_admins(
+    State(a): State<Admin>,
+) -> Result<Json<Vec<AdminAccount>>, AccountError> {
+    Ok(Json(console_accounts(&a).list().await?))
+}
+
+async fn create_console_admin(
+    State(a): State<Admin>,
+    Json(req): Json<CreateConsoleAdmin>,
+) -> Result<Json<AdminAccount>, AccountError> {
+    let account = console_accounts(&a)
+        .create(&req.name, &req.password)
+        .await?;
+    info!(admin = %account.name, "console administrator created");
+    Ok(Json(account))
+}
+
+async fn delete_console_admin(
+    State(a): State<Admin>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, AccountError> {
+    console_accounts(&a).delete(&name).await?;
+    info!(admin = %name, "console administrator deleted; their sessions end with their next request");
+    Ok(Json(serde_json::json!({})))
 }

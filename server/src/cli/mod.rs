@@ -71,6 +71,28 @@ pub enum Command {
     /// Show, replace or check the access policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Manage the administrators who sign in to the web console.
+    #[command(subcommand, visible_alias = "admin")]
+    Admins(AdminsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminsCommand {
+    /// Create a console administrator. The password is read from standard input, so it
+    /// never appears in the process list or the shell history.
+    #[command(visible_aliases = ["c", "new"])]
+    Create {
+        name: String,
+        /// Read the password from standard input (one line; the final newline is dropped).
+        #[arg(long = "password-stdin")]
+        password_stdin: bool,
+    },
+    /// List console administrators.
+    #[command(visible_aliases = ["ls", "show"])]
+    List,
+    /// Delete a console administrator; their open sessions end.
+    #[command(visible_aliases = ["del", "rm"])]
+    Delete { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -706,11 +728,68 @@ async fn admin_command(
                 });
             }
         },
+        Command::Admins(cmd) => match cmd {
+            AdminsCommand::Create {
+                name,
+                password_stdin,
+            } => {
+                if !password_stdin {
+                    anyhow::bail!(
+                        "give the password on standard input with --password-stdin, e.g. `printf %s \"$PASSWORD\" | oxiscale admins create {} --password-stdin`",
+                        user_path(&name)
+                    );
+                }
+                let password = read_password(std::io::stdin().lock())?;
+                let v = client
+                    .post(
+                        "/api/v1/console/admin",
+                        json!({ "name": name, "password": password }),
+                    )
+                    .await?;
+                out.value(&v, |v| {
+                    format!(
+                        "Console administrator {} created",
+                        v["name"].as_str().unwrap_or_default()
+                    )
+                });
+            }
+            AdminsCommand::List => {
+                let v = client.get("/api/v1/console/admin").await?;
+                out.table(
+                    &v,
+                    &[
+                        ("ID", "id"),
+                        ("Name", "name"),
+                        ("Created", "created_at"),
+                        ("Last sign-in", "last_login"),
+                    ],
+                );
+            }
+            AdminsCommand::Delete { name } => {
+                confirm(force, &format!("Delete console administrator {name}?"))?;
+                let v = client
+                    .delete(&format!("/api/v1/console/admin/{}", user_path(&name)))
+                    .await?;
+                out.value(&v, |_| "Console administrator deleted".into());
+            }
+        },
         Command::Serve | Command::Configtest | Command::Version => {
             unreachable!("handled before connecting")
         }
     }
     Ok(())
+}
+
+/// The password from `--password-stdin`: the first line, without its line ending.
+fn read_password(mut input: impl std::io::BufRead) -> anyhow::Result<String> {
+    let mut line = String::new();
+    input.read_line(&mut line)?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        anyhow::bail!("no password on standard input");
+    }
+    Ok(password.to_owned())
 }
 
 async fn resolve_user_id(client: &LocalClient, user: &str) -> anyhow::Result<u64> {

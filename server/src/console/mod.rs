@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::admin::Admin;
 use crate::config::Config;
 
+pub mod auth;
 mod dns;
 mod events;
 mod policy;
@@ -79,12 +80,13 @@ pub fn routes(config: &Config, admin: Admin) -> (Router, Router) {
             axum::routing::get(events::handler),
         )
         .with_state(feed);
+    let pool = admin.tailnet().store().pool().clone();
     let backend: Arc<dyn ConsoleBackend> = Arc::new(Backend {
         server_url: config.server_url.clone(),
         admin,
     });
-    (
-        app::ssr::console_router(options.clone(), backend.clone()).merge(events),
-        app::ssr::console_fallback(options, backend),
-    )
+    let console = app::ssr::console_router(options.clone(), backend.clone()).merge(events);
+    let fallback = app::ssr::console_fallback(options, backend);
+    // Last, so that every console route added above is behind sign-in and CSRF checks.
+    auth::protect(console, fallback, &config.server_url, pool)
 }

@@ -130,6 +130,12 @@ impl Store {
         )
     }
 
+    /// The connection pool, for components that keep their own tables in this database
+    /// (console accounts and sessions).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -1,0 +1,164 @@
+//! Sign-in throttling: exponential backoff per (username, client address) and, more
+//! leniently, per client address. Only failures count, only the guessing client waits, and
+//! the table is bounded: bad attempts slow the guesser down without locking anyone else out
+//! or filling memory.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Failures allowed before waiting starts, per (name, address) and per address.
+const FREE_PER_NAME: u32 = 3;
+const FREE_PER_ADDRESS: u32 = 20;
+const MAX_DELAY: Duration = Duration::from_secs(300);
+/// A key with no failure for this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(900);
+const MAX_ENTRIES: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+#[derive(Default)]
+pub struct Throttle {
+    entries: Mutex<HashMap<String, Failures>>,
+}
+
+fn delay(count: u32, free: u32) -> Duration {
+    if count < free {
+        return Duration::ZERO;
+    }
+    let doublings = (count - free).min(16);
+    Duration::from_secs(1u64 << doublings).min(MAX_DELAY)
+}
+
+fn keys(name: &str, addr: Option<IpAddr>) -> [(String, u32); 2] {
+    let addr = addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+    [
+        (
+            format!("n:{}|{addr}", name.to_ascii_lowercase()),
+            FREE_PER_NAME,
+        ),
+        (format!("a:{addr}"), FREE_PER_ADDRESS),
+    ]
+}
+
+impl Throttle {
+    /// `Err(wait)` while this name or address must wait before the next attempt.
+    pub fn check(&self, name: &str, addr: Option<IpAddr>) -> Result<(), Duration> {
+        self.check_at(name, addr, Instant::now())
+    }
+
+    fn check_at(&self, name: &str, addr: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
+        let entries = self.entries.lock().expect("throttle lock");
+        let mut wait = Duration::ZERO;
+        for (key, free) in keys(name, addr) {
+            if let Some(f) = entries.get(&key) {
+                let until = f.last + delay(f.count, free);
+                wait = wait.max(until.saturating_duration_since(now));
+            }
+        }
+        if wait.is_zero() { Ok(()) } else { Err(wait) }
+    }
+
+    pub fn failed(&self, name: &str, addr: Option<IpAddr>) {
+        self.failed_at(name, addr, Instant::now())
+    }
+
+    fn failed_at(&self, name: &str, addr: Option<IpAddr>, now: Instant) {
+        let mut entries = self.entries.lock().expect("throttle lock");
+        if entries.len() >= MAX_ENTRIES {
+            entries.retain(|_, f| now.saturating_duration_since(f.last) < FORGET_AFTER);
+        }
+        for (key, _) in keys(name, addr) {
+            if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
+                // Full of fresh entries: someone is spraying. Drop the oldest rather than
+                // grow without bound.
+                if let Some(oldest) = entries
+                    .iter()
+                    .min_by_key(|(_, f)| f.last)
+                    .map(|(k, _)| k.clone())
+                {
+                    entries.remove(&oldest);
+                }
+            }
+            let entry = entries.entry(key).or_insert(Failures {
+                count: 0,
+                last: now,
+            });
+            if now.saturating_duration_since(entry.last) >= FORGET_AFTER {
+                entry.count = 0;
+            }
+            entry.count = entry.count.saturating_add(1);
+            entry.last = now;
+        }
+    }
+
+    /// A successful sign-in clears that name's failures from that address.
+    pub fn succeeded(&self, name: &str, addr: Option<IpAddr>) {
+        let [(key, _), _] = keys(name, addr);
+        self.entries.lock().expect("throttle lock").remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn backoff_starts_after_the_free_attempts_and_doubles() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for _ in 0..FREE_PER_NAME {
+            assert!(t.check_at("alice", ip("10.0.0.1"), now).is_ok());
+            t.failed_at("alice", ip("10.0.0.1"), now);
+        }
+        assert_eq!(
+            t.check_at("alice", ip("10.0.0.1"), now),
+            Err(Duration::from_secs(1))
+        );
+        t.failed_at("alice", ip("10.0.0.1"), now);
+        assert_eq!(
+            t.check_at("ALICE", ip("10.0.0.1"), now),
+            Err(Duration::from_secs(2))
+        );
+        // Waiting it out lets the next attempt through.
+        assert!(
+            t.check_at("alice", ip("10.0.0.1"), now + Duration::from_secs(2))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_guesser_does_not_lock_out_the_same_name_elsewhere_or_other_names() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for _ in 0..10 {
+            t.failed_at("alice", ip("10.0.0.1"), now);
+        }
+        assert!(t.check_at("alice", ip("10.0.0.1"), now).is_err());
+        assert!(t.check_at("alice", ip("10.0.0.2"), now).is_ok());
+        assert!(t.check_at("bob", ip("10.0.0.1"), now).is_ok());
+    }
+
+    #[test]
+    fn success_clears_the_name_and_delays_are_capped() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for _ in 0..100 {
+            t.failed_at("alice", ip("10.0.0.1"), now);
+        }
+        assert_eq!(t.check_at("alice", ip("10.0.0.1"), now), Err(MAX_DELAY));
+        t.succeeded("alice", ip("10.0.0.1"));
+        // The address's own count (100 > 20 free) still applies.
+        assert!(t.check_at("alice", ip("10.0.0.1"), now).is_err());
+        assert!(t.check_at("alice", ip("10.0.0.1"), now + MAX_DELAY).is_ok());
+    }
+}
