@@ -1,4 +1,4 @@
-import { expect, test } from "@playwright/test";
+import { expect, test } from "./fixtures";
 
 // The DNS page against the real server: a bad value is refused with the reason and changes
 // nothing; a good one is saved, survives a reload (it is in the database) and is shown in

@@ -1,4 +1,5 @@
-import { expect, test, type Page } from "@playwright/test";
+import { type Page } from "@playwright/test";
+import { expect, test } from "./fixtures";
 
 const serverURL = (
   process.env.OXISCALE_E2E_SERVER_URL ??

@@ -1,4 +1,4 @@
-import { expect, test } from "@playwright/test";
+import { expect, test } from "./fixtures";
 
 // Users page against the real server: create, refuse a duplicate, rename, delete with
 // confirmation. Names are unique per run and project, since all specs share one server.
