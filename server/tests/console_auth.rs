@@ -1,0 +1,503 @@
+//! Every console endpoint refuses a request without a session, and every state change
+//! without the session's CSRF token or from a foreign origin: checked over HTTP against the
+//! real server for each server function the registry holds and each page the router lists,
+//! so a new endpoint is covered the day it is added.
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use oxiscale::console::auth::{Accounts, SESSION_COOKIE};
+use reqwest::{Client, Method, Response, StatusCode, header};
+
+const ADMIN: &str = "auditor";
+const PASSWORD: &str = "correct horse battery staple 42";
+/// Server functions the console had when this test was written; the registry may grow,
+/// never shrink below this without the test noticing.
+const MIN_SERVER_FNS: usize = 20;
+const KNOWN_SERVER_FNS: &[&str] = &[
+    "/console/fn/config",
+    "/console/fn/machines",
+    "/console/fn/machine/delete",
+    "/console/fn/user/create",
+    "/console/fn/preauth-key/create",
+    "/console/fn/api-key/create",
+    "/console/fn/dns/set",
+];
+const KNOWN_PAGES: &[&str] = &[
+    "/",
+    "/machines",
+    "/machines/{id}",
+    "/users",
+    "/keys",
+    "/dns",
+];
+
+/// Every server function registered with server_fn, sorted. Naming a few of the app's
+/// server functions keeps their objects (and so their registrations) in this binary.
+fn server_fns() -> Vec<String> {
+    std::hint::black_box((
+        app::api::get_console_config as fn() -> _,
+        app::api::tailnet::list_machines as fn(String) -> _,
+        app::api::dns::set_dns as fn(_) -> _,
+    ));
+    let mut fns: Vec<String> = leptos::server_fn::axum::server_fn_paths()
+        .map(|(path, method)| {
+            assert_eq!(method, http::Method::POST, "{path} is not a POST server fn");
+            path.to_owned()
+        })
+        .filter(|p| p.starts_with("/console/"))
+        .collect();
+    fns.sort();
+    fns.dedup();
+    fns
+}
+
+/// Every page path of the console router, with parameters filled in; `/login` and `/setup`
+/// are the open sign-in pages and listed apart.
+fn pages() -> (Vec<String>, Vec<String>) {
+    let mut pages = Vec::new();
+    let mut open = Vec::new();
+    for route in leptos_axum::generate_route_list(app::App) {
+        let path = route.path().to_owned();
+        if path == "/login" || path == "/setup" {
+            open.push(path);
+        } else {
+            pages.push(path);
+        }
+    }
+    pages.sort();
+    pages.dedup();
+    (pages, open)
+}
+
+fn concrete(path: &str) -> String {
+    // `{id}` and any other parameter: any value reaches the guard the same way.
+    let mut out = String::new();
+    let mut in_param = false;
+    for c in path.chars() {
+        match c {
+            '{' => in_param = true,
+            '}' => {
+                in_param = false;
+                out.push('1');
+            }
+            _ if !in_param => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The value of the session cookie a response sets, if any.
+fn session_cookie(resp: &Response) -> Option<String> {
+    resp.headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|kv| kv.trim().strip_prefix(&format!("{SESSION_COOKIE}=")))
+        .map(str::to_owned)
+        .next()
+}
+
+/// The CSRF token a console page renders into `<meta name="csrf-token" content=…>`.
+fn meta_csrf(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf-token\"")?;
+    let start = html[..at].rfind('<')?;
+    let end = at + html[at..].find('>')?;
+    let tag = &html[start..end];
+    let content = tag.find("content=\"")? + "content=\"".len();
+    let len = tag[content..].find('"')?;
+    Some(tag[content..content + len].to_owned())
+}
+
+struct Console {
+    http: Client,
+    url: String,
+}
+
+/// A browser-like session: its cookie and CSRF token.
+#[derive(Clone, Debug)]
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+impl Console {
+    fn new(url: &str) -> Console {
+        Console {
+            http: Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            url: url.to_owned(),
+        }
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        session: Option<&Session>,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(s) = session {
+            req = req.header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.cookie));
+        }
+        req
+    }
+
+    /// A server function call as the browser half makes it (JSON body), with `csrf` as the
+    /// `x-csrf-token` header and `origin` as the `Origin` header when given.
+    async fn call(
+        &self,
+        path: &str,
+        session: Option<&Session>,
+        csrf: Option<&str>,
+        origin: Option<&str>,
+    ) -> StatusCode {
+        let mut req = self
+            .request(Method::POST, path, session)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body("{}");
+        if let Some(token) = csrf {
+            req = req.header("x-csrf-token", token);
+        }
+        if let Some(o) = origin {
+            req = req.header(header::ORIGIN, o);
+        }
+        req.send().await.expect("request answered").status()
+    }
+
+    /// `GET /login`: a fresh pre-sign-in session and its token.
+    async fn presession(&self) -> Session {
+        let resp = self
+            .request(Method::GET, "/login", None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "GET /login");
+        let cookie = session_cookie(&resp).expect("GET /login starts a session");
+        let html = resp.text().await.unwrap();
+        let csrf = meta_csrf(&html).expect("the login page renders the CSRF token");
+        assert!(
+            html.contains(&format!("value=\"{csrf}\"")),
+            "the login form carries the token as its _csrf field"
+        );
+        Session { cookie, csrf }
+    }
+
+    /// Posts the login form with `csrf` as its `_csrf` field (none when `None`).
+    async fn post_login(&self, pre: &Session, csrf: Option<&str>) -> Response {
+        let mut form = vec![
+            ("username", ADMIN),
+            ("password", PASSWORD),
+            ("next", "/users"),
+        ];
+        if let Some(t) = csrf {
+            form.push(("_csrf", t));
+        }
+        self.request(Method::POST, "/login", Some(pre))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Signs in: returns the signed-in session (new cookie, new token from a page's meta).
+    async fn sign_in(&self) -> Session {
+        let pre = self.presession().await;
+        let resp = self.post_login(&pre, Some(&pre.csrf)).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "login answers 303");
+        assert_eq!(
+            resp.headers()[header::LOCATION],
+            "/users",
+            "login follows next"
+        );
+        let cookie = session_cookie(&resp).expect("login sets the session cookie");
+        assert_ne!(cookie, pre.cookie, "the session id changes on sign-in");
+        let page = self
+            .request(
+                Method::GET,
+                "/users",
+                Some(&Session {
+                    cookie: cookie.clone(),
+                    csrf: String::new(),
+                }),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "a page opens signed in");
+        let csrf = meta_csrf(&page.text().await.unwrap()).expect("pages render the CSRF token");
+        assert_ne!(csrf, pre.csrf, "the CSRF token is rotated on sign-in");
+        Session { cookie, csrf }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_console_endpoint_needs_a_session_and_every_change_the_csrf_token() {
+    let fns = server_fns();
+    let (pages, open) = pages();
+    eprintln!("server functions ({}):", fns.len());
+    for f in &fns {
+        eprintln!("  POST {f}");
+    }
+    eprintln!("pages ({}):", pages.len());
+    for p in &pages {
+        eprintln!("  GET {p}");
+    }
+    eprintln!("open sign-in pages ({}): {open:?}", open.len());
+    eprintln!("stream: GET /console/events");
+    assert!(
+        fns.len() >= MIN_SERVER_FNS,
+        "the server_fn registry lists {} console functions, expected at least {MIN_SERVER_FNS}: {fns:?}",
+        fns.len()
+    );
+    for known in KNOWN_SERVER_FNS {
+        assert!(
+            fns.iter().any(|f| f == known),
+            "{known} missing from {fns:?}"
+        );
+    }
+    for known in KNOWN_PAGES {
+        assert!(
+            pages.iter().any(|p| p == known),
+            "{known} missing from {pages:?}"
+        );
+    }
+    assert_eq!(open, ["/login", "/setup"]);
+
+    let server = TestServer::start().await;
+    let console = Console::new(&server.url);
+    let foreign = "https://evil.example";
+
+    // (1) No session at all.
+    for f in &fns {
+        assert_eq!(
+            console.call(f, None, None, None).await,
+            StatusCode::UNAUTHORIZED,
+            "POST {f} without a session"
+        );
+    }
+    let resp = console
+        .request(Method::POST, &fns[0], None)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "\"SignedOut\"",
+        "the 401 body decodes as ConsoleError::SignedOut"
+    );
+    let events = console
+        .request(Method::GET, "/console/events", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        events.status(),
+        StatusCode::UNAUTHORIZED,
+        "GET /console/events without a session"
+    );
+    for p in &pages {
+        let path = concrete(p);
+        let resp = console
+            .request(Method::GET, &path, None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::SEE_OTHER,
+            "GET {path} without a session"
+        );
+        let next: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
+        assert_eq!(
+            resp.headers()[header::LOCATION],
+            format!("/login?next={next}").as_str(),
+            "GET {path} redirects to sign in and back"
+        );
+    }
+
+    // A pre-sign-in session with its valid token is still no sign-in.
+    let pre = console.presession().await;
+    for f in &fns {
+        assert_eq!(
+            console.call(f, Some(&pre), Some(&pre.csrf), None).await,
+            StatusCode::UNAUTHORIZED,
+            "POST {f} with a signed-out session"
+        );
+    }
+
+    // Login form without / with a wrong CSRF field, or from another site: refused.
+    Accounts::new(server.running().tailnet.store().pool().clone())
+        .create(ADMIN, PASSWORD)
+        .await
+        .expect("admin created");
+    for (what, token) in [("no", None), ("a wrong", Some("0".repeat(pre.csrf.len())))] {
+        let resp = console.post_login(&pre, token.as_deref()).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::FORBIDDEN,
+            "login form with {what} _csrf field"
+        );
+        assert!(
+            session_cookie(&resp).is_none(),
+            "a refused login starts no session"
+        );
+    }
+    let resp = console
+        .request(Method::POST, "/login", Some(&pre))
+        .header(header::ORIGIN, foreign)
+        .form(&[
+            ("username", ADMIN),
+            ("password", PASSWORD),
+            ("_csrf", &pre.csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::FORBIDDEN,
+        "login form from a foreign origin"
+    );
+
+    // (2) Signed in, without the token or with a wrong one; (3) right token, foreign origin.
+    let session = console.sign_in().await;
+    let wrong = "A".repeat(session.csrf.len());
+    for f in &fns {
+        for (what, csrf, origin) in [
+            ("without x-csrf-token", None, None),
+            ("with a wrong x-csrf-token", Some(wrong.as_str()), None),
+            ("with the pre-sign-in token", Some(pre.csrf.as_str()), None),
+            (
+                "from a foreign Origin",
+                Some(session.csrf.as_str()),
+                Some(foreign),
+            ),
+            (
+                "from the null Origin",
+                Some(session.csrf.as_str()),
+                Some("null"),
+            ),
+        ] {
+            assert_eq!(
+                console.call(f, Some(&session), csrf, origin).await,
+                StatusCode::FORBIDDEN,
+                "POST {f} signed in {what}"
+            );
+        }
+        // A form post without the `_csrf` field is refused too.
+        let resp = console
+            .request(Method::POST, f, Some(&session))
+            .form(&[("id", "1")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            StatusCode::FORBIDDEN,
+            "form POST {f} without _csrf"
+        );
+    }
+
+    // (4) Session and token: through the guard (the function may still reject its input).
+    let own_origin = server.url.clone();
+    for f in &fns {
+        for origin in [None, Some(own_origin.as_str())] {
+            let status = console
+                .call(f, Some(&session), Some(&session.csrf), origin)
+                .await;
+            if origin.is_none() {
+                eprintln!("  POST {f} with session and token: {status}");
+            }
+            assert!(
+                status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                "POST {f} signed in with the token (Origin {origin:?}) answers {status}"
+            );
+        }
+    }
+    for p in &pages {
+        let path = concrete(p);
+        let status = console
+            .request(Method::GET, &path, Some(&session))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(
+            status != StatusCode::UNAUTHORIZED
+                && status != StatusCode::FORBIDDEN
+                && status != StatusCode::SEE_OTHER,
+            "GET {path} signed in answers {status}"
+        );
+    }
+    let events = console
+        .request(Method::GET, "/console/events", Some(&session))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        events.status(),
+        StatusCode::OK,
+        "GET /console/events signed in"
+    );
+    drop(events);
+
+    // Logout needs the token, then ends the session for good.
+    let resp = console
+        .request(Method::POST, "/logout", Some(&session))
+        .form(&[("x", "y")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN, "logout without _csrf");
+    assert_ne!(
+        console
+            .call(&fns[0], Some(&session), Some(&session.csrf), None)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "a refused logout leaves the session"
+    );
+    let resp = console
+        .request(Method::POST, "/logout", Some(&session))
+        .form(&[("_csrf", session.csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "logout");
+    assert_eq!(resp.headers()[header::LOCATION], "/login");
+    for f in &fns {
+        assert_eq!(
+            console
+                .call(f, Some(&session), Some(&session.csrf), None)
+                .await,
+            StatusCode::UNAUTHORIZED,
+            "POST {f} with the cookie of an ended session"
+        );
+    }
+    let resp = console
+        .request(Method::GET, "/machines", Some(&session))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::SEE_OTHER,
+        "a page with the cookie of an ended session"
+    );
+
+    eprintln!(
+        "checked {} server functions x 9 refusals + 2 accepted calls, {} pages, /console/events, login and logout",
+        fns.len(),
+        pages.len()
+    );
+    server.stop().await;
+}
