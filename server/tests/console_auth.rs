@@ -325,6 +325,35 @@ async fn every_console_endpoint_needs_a_session_and_every_change_the_csrf_token(
         );
     }
 
+    // Paths the axum routes miss but the app's router matches (`/users/` rendered the Users
+    // page, data included, through the public 404 fallback) render nothing signed out.
+    let user = server.user("signed-out-must-not-see").await;
+    assert!(user > 0);
+    for p in &pages {
+        let base = concrete(p);
+        for path in [format!("{base}/"), format!("{base}//"), format!("{base}/x")] {
+            let resp = console
+                .request(Method::GET, &path, None)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            assert!(
+                status == StatusCode::NOT_FOUND || status == StatusCode::SEE_OTHER,
+                "GET {path} without a session answers {status}"
+            );
+            assert!(
+                session_cookie(&resp).is_none(),
+                "GET {path} starts no session"
+            );
+            let body = resp.text().await.unwrap();
+            assert!(
+                !body.contains("signed-out-must-not-see") && !body.contains("/pkg/"),
+                "GET {path} without a session renders the app: {body}"
+            );
+        }
+    }
+
     // A pre-sign-in session with its valid token is still no sign-in.
     let pre = console.presession().await;
     for f in &fns {

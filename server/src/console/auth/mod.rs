@@ -164,7 +164,7 @@ enum Kind {
     Api,
     /// A console page: redirect to sign in without a session.
     Page,
-    /// An unknown path outside `/console/` reaching the fallback: its 404 page is public.
+    /// An unknown path outside `/console/` reaching the fallback: signed out, a static 404.
     NotFound,
 }
 
@@ -225,6 +225,17 @@ fn forbidden(kind: Kind, why: &str) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The signed-out answer to an unknown path: a static page, no session, no app render.
+fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))],
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>Page not found · oxiscale</title></head>\
+         <body><main><h1>Page not found</h1><p><a href=\"/login\">Sign in</a>.</p></main></body></html>",
+    )
+        .into_response()
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
@@ -371,6 +382,9 @@ async fn check(auth: Arc<ConsoleAuth>, kind: Kind, req: Request, next: Next) -> 
         (Kind::Page, None) => {
             return console_error(StatusCode::UNAUTHORIZED, ConsoleError::SignedOut);
         }
+        // The fallback renders the whole app, and its router also matches variants the axum
+        // routes do not (`/users/` renders the Users page): signed out, nothing is rendered.
+        (Kind::NotFound, None) => return not_found(),
         // Nothing to end: a stale "Sign out" button just leads to the sign-in page.
         (Kind::Logout, None) => return Redirect::to("/login").into_response(),
         _ => {}
