@@ -164,7 +164,40 @@ mod tests {
         Box::pin(async { Err(ConsoleError::Refused("read-only test backend".into())) })
     }
 
-    impl crate::backend::PolicyBackend for FixedBackend {}
+    impl crate::backend::PolicyBackend for FixedBackend {
+        fn policy(&self) -> crate::backend::BackendFuture<'_, crate::dto::policy::PolicyDoc> {
+            Box::pin(async { Ok(crate::dto::policy::PolicyDoc::default()) })
+        }
+
+        fn save_policy(
+            &self,
+            text: String,
+        ) -> crate::backend::BackendFuture<'_, crate::dto::policy::SaveOutcome> {
+            Box::pin(async move {
+                Ok(crate::dto::policy::SaveOutcome::Saved(
+                    crate::dto::policy::PolicyDoc {
+                        text,
+                        editable: true,
+                        ..Default::default()
+                    },
+                ))
+            })
+        }
+
+        fn preview_subjects(
+            &self,
+        ) -> crate::backend::BackendFuture<'_, Vec<crate::dto::policy::Subject>> {
+            Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn preview_policy(
+            &self,
+            _text: String,
+            _subject: String,
+        ) -> crate::backend::BackendFuture<'_, crate::dto::policy::Preview> {
+            Box::pin(async { Ok(crate::dto::policy::Preview::default()) })
+        }
+    }
 
     impl crate::backend::DnsBackend for FixedBackend {
         fn dns_settings(&self) -> crate::backend::BackendFuture<'_, crate::dto::dns::DnsSettings> {
