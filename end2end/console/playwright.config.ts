@@ -20,7 +20,7 @@ process.env.OXISCALE_E2E_BIN ??= path.resolve(
 );
 const serverCommand =
   process.env.OXISCALE_E2E_SERVER_CMD ??
-  `env OXISCALE_DATA_DIR=${process.env.OXISCALE_E2E_DATA_DIR} OXISCALE_LISTEN_ADDR=127.0.0.1:${port} OXISCALE_SERVER_URL=http://127.0.0.1:${port} OXISCALE_DERP_SERVER_STUN_LISTEN_ADDR=127.0.0.1:0 ${process.env.OXISCALE_E2E_BIN} serve`;
+  `env OXISCALE_DATA_DIR=${process.env.OXISCALE_E2E_DATA_DIR} OXISCALE_LISTEN_ADDR=127.0.0.1:${port} OXISCALE_SERVER_URL=http://127.0.0.1:${port} OXISCALE_DERP_SERVER_STUN_LISTEN_ADDR=127.0.0.1:0 OXISCALE_POLICY_MODE=database ${process.env.OXISCALE_E2E_BIN} serve`;
 
 export default defineConfig({
   testDir: "./tests",

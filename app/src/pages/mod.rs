@@ -5,6 +5,5 @@ pub mod login;
 pub mod machine;
 pub mod machines;
 pub mod not_found;
-pub mod placeholder;
 pub mod setup;
 pub mod users;

@@ -115,7 +115,7 @@ test("navigation is client-side after hydration and marks the current section", 
   await nav.getByRole("link", { name: "Access controls" }).click();
   await expect(page).toHaveURL(/\/acls$/);
   await expect(page.getByRole("heading", { level: 1 })).toHaveText("Access controls");
-  await expect(page.getByText("This section is coming soon.")).toBeVisible();
+  await expect(page.getByLabel("Policy (HuJSON)")).toBeVisible();
   await expect(nav.getByRole("link", { name: "Access controls" })).toHaveAttribute("aria-current", "page");
   await expect(nav.getByRole("link", { name: "Machines" })).not.toHaveAttribute("aria-current", "page");
   expect(await page.evaluate(() => (window as unknown as { marker?: number }).marker)).toBe(42);

@@ -188,7 +188,9 @@ test("edit tags: the machine is then owned by its tag", async ({ page }) => {
   await page.locator("select[name=tag]").selectOption("tag:web");
   await expect(page).toHaveURL(/tag=tag%3Aweb/);
   await expect(page.locator(`tr[data-machine="${host}"]`)).toBeVisible();
-  // An invalid tag is refused with the server's reason.
+  // An invalid tag is refused with the server's reason. Load the list afresh first: a live
+  // refetch (the tag change above) redraws the rows and would close an open action panel.
+  await hydratedList(page, `/machines?q=${host}`);
   const again = page.locator(`tr[data-machine="${host}"]`);
   await again.getByRole("button", { name: `Actions for ${host}` }).click();
   await again.getByRole("button", { name: `Edit tags of ${host}` }).click();
