@@ -29,13 +29,10 @@ mod imp {
             let on_change = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
                 set_version.update(|v| *v += 1);
             });
-            // After a dropped connection the browser reconnects by itself; refetch then,
-            // since changes may have been missed meanwhile (not on the first open).
-            let opened = std::cell::Cell::new(false);
+            // Refetch on every open: changes between the server render and the first open, or
+            // while a dropped connection was reconnecting, would otherwise be missed.
             let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-                if opened.replace(true) {
-                    set_version.update(|v| *v += 1);
-                }
+                set_version.update(|v| *v += 1);
             });
             let _ = source.add_event_listener_with_callback(
                 MACHINES_CHANGED_EVENT,
