@@ -118,7 +118,7 @@ fn wire_node(
     wire::Node {
         id: node.id,
         stable_id: node.stable_id(),
-        name: format!("{}.{}.", node.given_name, base_domain.trim_matches('.')),
+        name: crate::tailnet::names::fqdn(&node.given_name, base_domain),
         user: node.user.unwrap_or(TAGGED_DEVICES_USER_ID),
         key: node.node_key,
         key_expiry: node.expiry,

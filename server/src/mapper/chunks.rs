@@ -24,25 +24,12 @@ use crate::tailnet::model::{Node, NodeId};
 /// may set `OXISCALE_MAP_CHUNK_IDS` (e.g. 1) so that tests with a handful of real clients
 /// get maps made mostly of shared frames.
 pub const CHUNK_IDS: NodeId = match option_env!("OXISCALE_MAP_CHUNK_IDS") {
-    Some(n) => parse_chunk_ids(n),
+    Some(n) => match NodeId::from_str_radix(n, 10) {
+        Ok(n) if n > 0 => n,
+        _ => panic!("OXISCALE_MAP_CHUNK_IDS must be a whole number of at least 1"),
+    },
     None => 128,
 };
-
-const fn parse_chunk_ids(s: &str) -> NodeId {
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    let mut n: NodeId = 0;
-    while i < bytes.len() {
-        assert!(
-            bytes[i].is_ascii_digit(),
-            "OXISCALE_MAP_CHUNK_IDS: digits only"
-        );
-        n = n * 10 + (bytes[i] - b'0') as NodeId;
-        i += 1;
-    }
-    assert!(n > 0, "OXISCALE_MAP_CHUNK_IDS must be at least 1");
-    n
-}
 
 pub fn chunk_of(id: NodeId) -> NodeId {
     id / CHUNK_IDS

@@ -23,26 +23,27 @@ pub struct MapConfig {
 }
 
 impl MapConfig {
+    /// The configuration file's values; DNS may change later through [`MapConfig::set_dns`].
     pub fn new(config: &Config, derp_map: DerpMap) -> MapConfig {
-        MapConfig {
+        let mut map_config = MapConfig {
             derp_map,
-            dns_config: dns_config(config),
-            domain: config.dns.base_domain.trim_matches('.').to_owned(),
-        }
+            dns_config: DnsConfig::default(),
+            domain: String::new(),
+        };
+        map_config.set_dns(&DnsSettings::from_config(&config.dns));
+        map_config
+    }
+
+    /// Puts DNS settings (from the file, or changed at run time) into every map from now on.
+    pub fn set_dns(&mut self, settings: &DnsSettings) {
+        self.dns_config = settings.to_tailcfg();
+        self.domain = settings.base_domain.trim_matches('.').to_owned();
     }
 }
 
 /// `DNSConfig` from the `dns.*` keys, with headscale's meanings.
 pub fn dns_config(config: &Config) -> DnsConfig {
     DnsSettings::from_config(&config.dns).to_tailcfg()
-}
-
-impl MapConfig {
-    /// Puts DNS settings changed at run time into every map from now on.
-    pub fn set_dns(&mut self, settings: &DnsSettings) {
-        self.dns_config = settings.to_tailcfg();
-        self.domain = settings.base_domain.trim_matches('.').to_owned();
-    }
 }
 
 thread_local! {

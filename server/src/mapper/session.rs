@@ -132,11 +132,7 @@ pub struct Sent {
 
 impl Sent {
     pub fn insert(&mut self, id: NodeId, routes: Option<PeerRoutes>) {
-        let i = id as usize;
-        if i >= self.peers.len() {
-            self.peers.grow((i + 1).next_power_of_two());
-        }
-        self.peers.insert(i);
+        self.peers.grow_and_insert(id as usize);
         match routes {
             Some(r) => {
                 self.routes.insert(id, r);
@@ -202,10 +198,7 @@ pub fn build_delta(
         let mut visible = FixedBitSet::with_capacity(sent.peers.len());
         for view in visible_views(state, &me_node, now) {
             let id = view.node.id;
-            if (id as usize) >= visible.len() {
-                visible.grow((id as usize + 1).next_power_of_two());
-            }
-            visible.insert(id as usize);
+            visible.grow_and_insert(id as usize);
             if !sent.sent_with(id, &view.routes) {
                 changed.insert(id);
             }

@@ -9,6 +9,11 @@ const MAX_LABEL: usize = 63;
 pub const FALLBACK_LABEL: &str = "node";
 
 /// Turns any hostname into a valid DNS label; never empty.
+/// A node's MagicDNS name: `<given name>.<base domain>.`, fully qualified.
+pub fn fqdn(given_name: &str, base_domain: &str) -> String {
+    format!("{given_name}.{}.", base_domain.trim_matches('.'))
+}
+
 pub fn sanitize_hostname(hostname: &str) -> String {
     let trimmed = [".local", ".localdomain", ".lan"]
         .iter()

@@ -268,11 +268,7 @@ impl State {
 
     /// The FQDN (with trailing dot) of a node.
     pub fn fqdn(&self, node: &Node) -> String {
-        format!(
-            "{}.{}.",
-            node.given_name,
-            self.settings.base_domain.trim_matches('.')
-        )
+        super::names::fqdn(&node.given_name, &self.settings.base_domain)
     }
 
     pub fn verify_api_key(&self, text: &str, now: OffsetDateTime) -> bool {
