@@ -160,13 +160,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         None => None,
     };
 
-    let admin = Admin::new(tailnet.clone())
-        .with_policy(policy.clone())
-        .with_dns(crate::admin::dns::DnsService::new(
-            &config,
-            control.clone(),
-            dns,
-        ));
+    let dns = crate::admin::dns::DnsService::new(&config, control.clone(), dns);
+    let admin = Admin::new(tailnet.clone(), dns).with_policy(policy.clone());
     let noise = Arc::new(oxiscale_noise::ServerConfig {
         key: oxiscale_noise::StaticKey::from_bytes(noise_key),
         min_version: oxiscale_tailcfg::MIN_CAPABILITY_VERSION as u16,

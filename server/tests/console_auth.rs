@@ -150,6 +150,14 @@ impl Console {
         req
     }
 
+    /// `GET path`, with the session's cookie when given.
+    async fn get(&self, path: &str, session: Option<&Session>) -> Response {
+        self.request(Method::GET, path, session)
+            .send()
+            .await
+            .expect("request answered")
+    }
+
     /// A server function call as the browser half makes it (JSON body), with `csrf` as the
     /// `x-csrf-token` header and `origin` as the `Origin` header when given.
     async fn call(
@@ -174,11 +182,7 @@ impl Console {
 
     /// `GET /login`: a fresh pre-sign-in session and its token.
     async fn presession(&self) -> Session {
-        let resp = self
-            .request(Method::GET, "/login", None)
-            .send()
-            .await
-            .unwrap();
+        let resp = self.get("/login", None).await;
         assert_eq!(resp.status(), StatusCode::OK, "GET /login");
         let cookie = session_cookie(&resp).expect("GET /login starts a session");
         let html = resp.text().await.unwrap();
@@ -219,18 +223,11 @@ impl Console {
         );
         let cookie = session_cookie(&resp).expect("login sets the session cookie");
         assert_ne!(cookie, pre.cookie, "the session id changes on sign-in");
-        let page = self
-            .request(
-                Method::GET,
-                "/users",
-                Some(&Session {
-                    cookie: cookie.clone(),
-                    csrf: String::new(),
-                }),
-            )
-            .send()
-            .await
-            .unwrap();
+        let signed_in = Session {
+            cookie: cookie.clone(),
+            csrf: String::new(),
+        };
+        let page = self.get("/users", Some(&signed_in)).await;
         assert_eq!(page.status(), StatusCode::OK, "a page opens signed in");
         let csrf = meta_csrf(&page.text().await.unwrap()).expect("pages render the CSRF token");
         assert_ne!(csrf, pre.csrf, "the CSRF token is rotated on sign-in");
@@ -295,11 +292,7 @@ async fn every_console_endpoint_needs_a_session_and_every_change_the_csrf_token(
         "\"SignedOut\"",
         "the 401 body decodes as ConsoleError::SignedOut"
     );
-    let events = console
-        .request(Method::GET, "/console/events", None)
-        .send()
-        .await
-        .unwrap();
+    let events = console.get("/console/events", None).await;
     assert_eq!(
         events.status(),
         StatusCode::UNAUTHORIZED,
@@ -307,11 +300,7 @@ async fn every_console_endpoint_needs_a_session_and_every_change_the_csrf_token(
     );
     for p in &pages {
         let path = concrete(p);
-        let resp = console
-            .request(Method::GET, &path, None)
-            .send()
-            .await
-            .unwrap();
+        let resp = console.get(&path, None).await;
         assert_eq!(
             resp.status(),
             StatusCode::SEE_OTHER,
@@ -332,11 +321,7 @@ async fn every_console_endpoint_needs_a_session_and_every_change_the_csrf_token(
     for p in &pages {
         let base = concrete(p);
         for path in [format!("{base}/"), format!("{base}//"), format!("{base}/x")] {
-            let resp = console
-                .request(Method::GET, &path, None)
-                .send()
-                .await
-                .unwrap();
+            let resp = console.get(&path, None).await;
             let status = resp.status();
             assert!(
                 status == StatusCode::NOT_FOUND || status == StatusCode::SEE_OTHER,
@@ -455,12 +440,7 @@ async fn every_console_endpoint_needs_a_session_and_every_change_the_csrf_token(
     }
     for p in &pages {
         let path = concrete(p);
-        let status = console
-            .request(Method::GET, &path, Some(&session))
-            .send()
-            .await
-            .unwrap()
-            .status();
+        let status = console.get(&path, Some(&session)).await.status();
         assert!(
             status != StatusCode::UNAUTHORIZED
                 && status != StatusCode::FORBIDDEN
@@ -468,11 +448,7 @@ async fn every_console_endpoint_needs_a_session_and_every_change_the_csrf_token(
             "GET {path} signed in answers {status}"
         );
     }
-    let events = console
-        .request(Method::GET, "/console/events", Some(&session))
-        .send()
-        .await
-        .unwrap();
+    let events = console.get("/console/events", Some(&session)).await;
     assert_eq!(
         events.status(),
         StatusCode::OK,
@@ -512,11 +488,7 @@ async fn every_console_endpoint_needs_a_session_and_every_change_the_csrf_token(
             "POST {f} with the cookie of an ended session"
         );
     }
-    let resp = console
-        .request(Method::GET, "/machines", Some(&session))
-        .send()
-        .await
-        .unwrap();
+    let resp = console.get("/machines", Some(&session)).await;
     assert_eq!(
         resp.status(),
         StatusCode::SEE_OTHER,

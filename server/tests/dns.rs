@@ -52,7 +52,7 @@ async fn a_dns_change_reaches_open_streams_and_survives_a_restart() {
         .to_string();
     assert!(err.contains("not-an-address"), "{err}");
     assert_eq!(
-        server.running().admin.get_dns().await.unwrap().base_domain,
+        server.running().admin.get_dns().await.base_domain,
         "tail.test"
     );
 
@@ -95,7 +95,7 @@ async fn a_dns_change_reaches_open_streams_and_survives_a_restart() {
     drop(a);
     server.restart().await;
     assert_eq!(
-        server.running().admin.get_dns().await.unwrap(),
+        server.running().admin.get_dns().await,
         saved,
         "stored settings read back"
     );

@@ -43,7 +43,7 @@ impl JVal {
             _ => None,
         }
     }
-    #[cfg(test)]
+    /// Plain JSON, positions dropped.
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value;
         match &self.kind {

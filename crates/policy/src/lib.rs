@@ -34,6 +34,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 pub type NodeId = u64;
 pub type UserId = u64;
 
+/// A HuJSON document (comments, trailing commas) as plain JSON, parsed by the same parser
+/// as policies, so it reads exactly what [`Policy::parse`] reads.
+pub fn hujson_to_json(text: &str) -> Result<serde_json::Value, PolicyError> {
+    Ok(hujson::parse(text)?.to_json())
+}
+
 /// Where checked actions (`"action": "check"`) send the node when no control URL is given.
 pub const DEFAULT_CONTROL_URL: &str = "https://unused";
 

@@ -52,27 +52,16 @@ impl DnsService {
 }
 
 impl Admin {
-    /// Gives the administration the DNS settings (`dns get|set`, the console's DNS page).
-    pub fn with_dns(mut self, dns: Arc<DnsService>) -> Admin {
-        self.dns = Some(dns);
-        self
-    }
-
-    fn dns_service(&self) -> Result<&Arc<DnsService>, AdminError> {
-        self.dns
-            .as_ref()
-            .ok_or_else(|| AdminError::BadRequest("DNS settings are not available".into()))
-    }
-
-    pub async fn get_dns(&self) -> Result<DnsSettings, AdminError> {
-        Ok(self.dns_service()?.current.lock().await.clone())
+    /// The settings in force (the console's DNS page).
+    pub async fn get_dns(&self) -> DnsSettings {
+        self.dns.current.lock().await.clone()
     }
 
     /// Validates `settings`, stores them, and puts them in force: every connected node gets
     /// the new `DNSConfig` (and, when the base domain changed, its new names) in its map
     /// stream. Refused settings change nothing.
     pub async fn set_dns(&self, settings: DnsSettings) -> Result<DnsSettings, AdminError> {
-        let service = self.dns_service()?.clone();
+        let service = &self.dns;
         let settings = settings
             .validated(&service.server_host)
             .map_err(|e| AdminError::BadRequest(e.to_string()))?;

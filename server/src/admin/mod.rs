@@ -100,16 +100,16 @@ pub struct Admin {
     tailnet: Arc<Tailnet>,
     /// `None` until the server wires its policy source in: then there is no policy at all.
     policy: Option<Arc<PolicyManager>>,
-    /// `None` until the server wires it in (see `dns.rs`).
-    dns: Option<Arc<dns::DnsService>>,
+    /// The DNS settings in force (see `dns.rs`); every server has some.
+    dns: Arc<dns::DnsService>,
 }
 
 impl Admin {
-    pub fn new(tailnet: Arc<Tailnet>) -> Admin {
+    pub fn new(tailnet: Arc<Tailnet>, dns: Arc<dns::DnsService>) -> Admin {
         Admin {
             tailnet,
             policy: None,
-            dns: None,
+            dns,
         }
     }
 

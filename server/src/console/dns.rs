@@ -4,19 +4,12 @@ use app::backend::BackendFuture;
 use app::dto::ConsoleError;
 use app::dto::dns::{DnsSettings, ExtraRecord, SplitDns};
 
-use super::Backend;
-use crate::admin::AdminError;
+use super::{Backend, console_error};
 use crate::tailnet::dns as tailnet_dns;
 
 impl app::backend::DnsBackend for Backend {
     fn dns_settings(&self) -> BackendFuture<'_, DnsSettings> {
-        Box::pin(async move {
-            self.admin
-                .get_dns()
-                .await
-                .map(to_dto)
-                .map_err(console_error)
-        })
+        Box::pin(async move { Ok(to_dto(self.admin.get_dns().await)) })
     }
 
     fn set_dns_settings(&self, settings: DnsSettings) -> BackendFuture<'_, DnsSettings> {
@@ -28,13 +21,6 @@ impl app::backend::DnsBackend for Backend {
                 .map(to_dto)
                 .map_err(console_error)
         })
-    }
-}
-
-fn console_error(e: AdminError) -> ConsoleError {
-    match e {
-        AdminError::BadRequest(why) => ConsoleError::Refused(why),
-        other => ConsoleError::Internal(other.to_string()),
     }
 }
 

@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use app::backend::ConsoleBackend;
+use app::dto::ConsoleError;
 use axum::Router;
 use tracing::{info, warn};
 
-use crate::admin::Admin;
+use crate::admin::{Admin, AdminError};
 use crate::config::Config;
+use crate::tailnet::TailnetError;
 
 pub mod auth;
 mod dns;
@@ -30,6 +32,21 @@ struct Backend {
 impl ConsoleBackend for Backend {
     fn server_url(&self) -> String {
         self.server_url.clone()
+    }
+}
+
+/// What the admin service's errors mean to the console: refusals are shown as they are;
+/// storage failures are logged here and reported without internals.
+fn console_error(e: AdminError) -> ConsoleError {
+    match e {
+        AdminError::Tailnet(TailnetError::NotFound { what, id }) => {
+            ConsoleError::NotFound(format!("{what} {id}"))
+        }
+        AdminError::Tailnet(TailnetError::Storage(detail)) => {
+            tracing::error!(error = %detail, "console: a change could not be stored");
+            ConsoleError::Internal("the change could not be stored".into())
+        }
+        other => ConsoleError::Refused(other.to_string()),
     }
 }
 

@@ -10,7 +10,7 @@ use app::backend::BackendFuture;
 use app::dto::ConsoleError;
 use app::dto::policy::{PolicyDoc, PolicyIssue, Preview, PreviewRow, SaveOutcome, Subject};
 use ipnet::IpNet;
-use oxiscale_policy::{Compiled, DEFAULT_CONTROL_URL, Policy, Topology};
+use oxiscale_policy::{Compiled, DEFAULT_CONTROL_URL, Policy, Topology, hujson_to_json};
 use serde_json::Value;
 
 use super::Backend;
@@ -124,6 +124,29 @@ fn preview(text: &str, subject: &str, topo: &Topology) -> Result<Preview, Consol
     let compiled = policy
         .compile_untested(topo, DEFAULT_CONTROL_URL)
         .map_err(refused)?;
+    let ips: Vec<IpAddr> = sources
+        .iter()
+        .flat_map(|n| {
+            n.ipv4
+                .map(IpAddr::V4)
+                .into_iter()
+                .chain(n.ipv6.map(IpAddr::V6))
+        })
+        .collect();
+    let reached: Vec<_> = topo
+        .nodes
+        .iter()
+        .filter(|dst| !sources.iter().any(|s| s.id == dst.id))
+        .map(|dst| (dst, reachable(&compiled, dst.id, &ips)))
+        .filter(|(_, ports)| !ports.is_empty())
+        .collect();
+    if reached.is_empty() {
+        return Ok(Preview {
+            rows: vec![],
+            note: Some("Nothing: no rule lets these machines reach another machine.".into()),
+        });
+    }
+    // Only now, with something to attribute, compile each rule on its own.
     let per_rule = single_rule_policies(text)
         .into_iter()
         .filter_map(|(label, text)| {
@@ -134,43 +157,23 @@ fn preview(text: &str, subject: &str, topo: &Topology) -> Result<Preview, Consol
             Some((label, c))
         })
         .collect::<Vec<_>>();
-    let ips: Vec<IpAddr> = sources
-        .iter()
-        .flat_map(|n| {
-            n.ipv4
-                .map(IpAddr::V4)
-                .into_iter()
-                .chain(n.ipv6.map(IpAddr::V6))
-        })
-        .collect();
-    let mut rows = Vec::new();
-    for dst in &topo.nodes {
-        if sources.iter().any(|s| s.id == dst.id) {
-            continue;
-        }
-        let ports = reachable(&compiled, dst.id, &ips);
-        if ports.is_empty() {
-            continue;
-        }
-        let rules = per_rule
-            .iter()
-            .filter(|(_, c)| !reachable(c, dst.id, &ips).is_empty())
-            .map(|(label, _)| label.clone())
-            .collect();
-        rows.push(PreviewRow {
+    let rows = reached
+        .into_iter()
+        .map(|(dst, ports)| PreviewRow {
             destination: format!(
                 "{}{}",
                 dst.name,
                 dst.ipv4.map(|ip| format!(" ({ip})")).unwrap_or_default()
             ),
             ports,
-            rules,
-        });
-    }
-    let note = rows
-        .is_empty()
-        .then(|| "Nothing: no rule lets these machines reach another machine.".to_owned());
-    Ok(Preview { rows, note })
+            rules: per_rule
+                .iter()
+                .filter(|(_, c)| !reachable(c, dst.id, &ips).is_empty())
+                .map(|(label, _)| label.clone())
+                .collect(),
+        })
+        .collect();
+    Ok(Preview { rows, note: None })
 }
 
 /// The destinations (`ip:ports`) in `dst`'s packet filter open to any of `ips`.
@@ -221,7 +224,7 @@ fn src_admits(src: &str, ip: IpAddr) -> bool {
 /// One policy per `acls`/`grants` entry: the document with only that rule (and without its
 /// tests), labelled like `acls[0]: alice@ → tag:server:22`.
 fn single_rule_policies(text: &str) -> Vec<(String, String)> {
-    let Ok(Value::Object(doc)) = serde_json::from_str::<Value>(&hujson_to_json(text)) else {
+    let Ok(Value::Object(doc)) = hujson_to_json(text) else {
         return vec![];
     };
     let mut out = Vec::new();
@@ -250,82 +253,6 @@ fn single_rule_policies(text: &str) -> Vec<(String, String)> {
             let label = format!("{section}[{i}]: {} → {}", list("src"), list("dst"));
             out.push((label, Value::Object(one).to_string()));
         }
-    }
-    out
-}
-
-/// HuJSON to JSON: comments and trailing commas removed (the parser checked the syntax).
-fn hujson_to_json(text: &str) -> String {
-    // Pass 1: drop comments outside strings.
-    let mut plain = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    let mut in_string = false;
-    while let Some(c) = chars.next() {
-        if in_string {
-            plain.push(c);
-            if c == '\\' {
-                if let Some(n) = chars.next() {
-                    plain.push(n);
-                }
-            } else if c == '"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match (c, chars.peek()) {
-            ('"', _) => {
-                in_string = true;
-                plain.push(c);
-            }
-            ('/', Some('/')) => {
-                for n in chars.by_ref() {
-                    if n == '\n' {
-                        plain.push('\n');
-                        break;
-                    }
-                }
-            }
-            ('/', Some('*')) => {
-                chars.next();
-                let mut prev = ' ';
-                for n in chars.by_ref() {
-                    if prev == '*' && n == '/' {
-                        break;
-                    }
-                    prev = n;
-                }
-                plain.push(' ');
-            }
-            _ => plain.push(c),
-        }
-    }
-    // Pass 2: drop commas followed (after blanks) by a closing bracket.
-    let bytes: Vec<char> = plain.chars().collect();
-    let mut out = String::with_capacity(plain.len());
-    let mut in_string = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        if in_string {
-            out.push(c);
-            if c == '\\' && i + 1 < bytes.len() {
-                out.push(bytes[i + 1]);
-                i += 1;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if c == ',' {
-            let next = bytes[i + 1..].iter().find(|c| !c.is_whitespace());
-            if !matches!(next, Some('}') | Some(']')) {
-                out.push(c);
-            }
-        } else {
-            out.push(c);
-        }
-        i += 1;
     }
     out
 }
@@ -377,10 +304,9 @@ mod tests {
 
     #[test]
     fn hujson_becomes_json() {
-        let v: Value = serde_json::from_str(&hujson_to_json(POLICY)).unwrap();
+        let v = hujson_to_json(POLICY).unwrap();
         assert_eq!(v["acls"].as_array().unwrap().len(), 2);
-        let v: Value =
-            serde_json::from_str(&hujson_to_json(r#"{"a": "x // not a comment, ]",}"#)).unwrap();
+        let v = hujson_to_json(r#"{"a": "x // not a comment, ]",}"#).unwrap();
         assert_eq!(v["a"], "x // not a comment, ]");
     }
 

@@ -6,27 +6,9 @@ use app::dto::tailnet::{
     ApiKeyRow, CreatedSecret, MachineDetail, MachineSummary, NewPreAuthKey, PreAuthKeyRow, UserRow,
 };
 
-use super::Backend;
+use super::{Backend, console_error};
 use crate::admin::dto::{ApiKeyView, NodeView, PreAuthKeyView, UserView};
-use crate::admin::{
-    AdminError, CreateApiKey, CreatePreAuthKey, CreateUser, ExpireNode, KeySelector,
-};
-use crate::tailnet::TailnetError;
-
-/// What the admin service's errors mean to the console: refusals are shown as they are;
-/// storage failures are logged here and reported without internals.
-fn console_error(e: AdminError) -> ConsoleError {
-    match e {
-        AdminError::Tailnet(TailnetError::NotFound { what, id }) => {
-            ConsoleError::NotFound(format!("{what} {id}"))
-        }
-        AdminError::Tailnet(TailnetError::Storage(detail)) => {
-            tracing::error!(error = %detail, "console: a change could not be stored");
-            ConsoleError::Internal("the change could not be stored".into())
-        }
-        other => ConsoleError::Refused(other.to_string()),
-    }
-}
+use crate::admin::{CreateApiKey, CreatePreAuthKey, CreateUser, ExpireNode, KeySelector};
 
 fn summary(n: NodeView) -> MachineSummary {
     MachineSummary {

@@ -8,7 +8,6 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sqlx::{Row, SqlitePool};
 use time::OffsetDateTime;
 
@@ -112,8 +111,9 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     }
 }
 
+/// Setup tokens are 256 random bits: the SHA-256 the tailnet's own keys are stored with.
 fn token_hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+    crate::tailnet::secret::digest(token).to_vec()
 }
 
 /// 32 random bytes from the OS as URL-safe base64 (no padding): tokens and CSRF secrets.

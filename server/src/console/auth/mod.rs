@@ -76,6 +76,16 @@ pub struct ConsoleAuth {
     hashing: tokio::sync::Semaphore,
 }
 
+impl ConsoleAuth {
+    /// A place among the argon2 runs allowed at once; hold it while hashing.
+    async fn hashing_permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.hashing
+            .acquire()
+            .await
+            .expect("semaphore never closed")
+    }
+}
+
 /// The origin browsers send for pages served from `server_url` (default ports elided).
 fn origin_of(server_url: &str) -> String {
     match server_url.parse::<http::Uri>() {
@@ -364,8 +374,9 @@ async fn check(auth: Arc<ConsoleAuth>, kind: Kind, req: Request, next: Next) -> 
     if kind == Kind::Asset {
         return next.run(req).await;
     }
-    let Some(session) = req.extensions().get::<Session>().cloned() else {
-        return internal("the session layer is missing");
+    let session = match session_of(&req) {
+        Ok(s) => s,
+        Err(response) => return response,
     };
     let identity = match identity(&session, &auth).await {
         Ok(i) => i,
@@ -517,11 +528,7 @@ async fn login(State(auth): State<Arc<ConsoleAuth>>, req: Request) -> Response {
         return login_again("throttled", &form.next);
     }
     let verified = {
-        let _permit = auth
-            .hashing
-            .acquire()
-            .await
-            .expect("semaphore never closed");
+        let _permit = auth.hashing_permit().await;
         auth.accounts.verify(name, &form.password).await
     };
     let account = match verified {
@@ -572,11 +579,7 @@ async fn setup(State(auth): State<Arc<ConsoleAuth>>, req: Request) -> Response {
         return again("mismatch");
     }
     let created = {
-        let _permit = auth
-            .hashing
-            .acquire()
-            .await
-            .expect("semaphore never closed");
+        let _permit = auth.hashing_permit().await;
         auth.accounts
             .complete_setup(&form.token, form.username.trim(), &form.password)
             .await
