@@ -70,10 +70,10 @@ impl ChangeListener for RelayGate {
                     }
                 }
                 Change::NodeRemoved(id) => {
-                    if tailnet.read(|s| s.node(*id).is_none()) {
-                        if let Some(old) = keys.remove(id) {
-                            self.derp.disconnect(&old);
-                        }
+                    if tailnet.read(|s| s.node(*id).is_none())
+                        && let Some(old) = keys.remove(id)
+                    {
+                        self.derp.disconnect(&old);
                     }
                 }
                 _ => {}

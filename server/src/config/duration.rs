@@ -83,7 +83,7 @@ impl fmt::Display for HumanDuration {
             return write!(f, "{}ms", self.0.as_millis());
         }
         for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-            if secs % size == 0 {
+            if secs.is_multiple_of(size) {
                 return write!(f, "{}{unit}", secs / size);
             }
         }

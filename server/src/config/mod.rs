@@ -199,6 +199,7 @@ pub struct SqliteConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(Default)]
 pub struct NodeConfig {
     /// Default key expiry of user-owned nodes; `0` = never.
     pub expiry: HumanDuration,
@@ -363,16 +364,6 @@ impl Default for SqliteConfig {
     }
 }
 
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            expiry: HumanDuration::default(),
-            ephemeral: EphemeralConfig::default(),
-            routes: None,
-        }
-    }
-}
-
 impl Default for EphemeralConfig {
     fn default() -> Self {
         EphemeralConfig {
@@ -465,22 +456,22 @@ impl Config {
             });
         }
         let cgnat: Ipv4Net = "100.64.0.0/10".parse().expect("valid literal");
-        if let Some(v4) = self.prefixes.v4 {
-            if !cgnat.contains(&v4) {
-                return Err(ConfigError::Invalid {
-                    key: "prefixes.v4",
-                    message: format!("{v4} is not inside {cgnat}"),
-                });
-            }
+        if let Some(v4) = self.prefixes.v4
+            && !cgnat.contains(&v4)
+        {
+            return Err(ConfigError::Invalid {
+                key: "prefixes.v4",
+                message: format!("{v4} is not inside {cgnat}"),
+            });
         }
         let ula: Ipv6Net = "fd7a:115c:a1e0::/48".parse().expect("valid literal");
-        if let Some(v6) = self.prefixes.v6 {
-            if !ula.contains(&v6) {
-                return Err(ConfigError::Invalid {
-                    key: "prefixes.v6",
-                    message: format!("{v6} is not inside {ula}"),
-                });
-            }
+        if let Some(v6) = self.prefixes.v6
+            && !ula.contains(&v6)
+        {
+            return Err(ConfigError::Invalid {
+                key: "prefixes.v6",
+                message: format!("{v6} is not inside {ula}"),
+            });
         }
         if self.database.db_type == DatabaseType::Postgres {
             return Err(ConfigError::Invalid {

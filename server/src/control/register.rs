@@ -32,12 +32,12 @@ pub async fn handle(
         )));
     }
 
-    if !req.followup.is_empty() {
-        if let Some(resp) = wait_for_followup(cp, machine, &req.followup).await {
-            return resp;
-        }
-        // Unknown or expired login: start over with a fresh URL.
+    if !req.followup.is_empty()
+        && let Some(resp) = wait_for_followup(cp, machine, &req.followup).await
+    {
+        return resp;
     }
+    // Unknown or expired login: start over with a fresh URL.
 
     let now = OffsetDateTime::now_utc();
     let outcome = {

@@ -381,10 +381,10 @@ impl State {
         tags: Vec<String>,
         now: OffsetDateTime,
     ) -> Result<(PreAuthKey, String), TailnetError> {
-        if let Some(u) = user {
-            if !self.users.contains_key(&u) {
-                return Err(not_found("user", u));
-            }
+        if let Some(u) = user
+            && !self.users.contains_key(&u)
+        {
+            return Err(not_found("user", u));
         }
         let tags = normalize_tags(tags)?;
         self.check_tags_defined(&tags)?;
@@ -545,12 +545,12 @@ impl State {
 
         // A node key belongs to one machine: nobody else may act on it.
         for key in [&req.node_key, &req.old_node_key] {
-            if let Some(existing) = self.node_by_key(key) {
-                if existing.machine_key != machine {
-                    return Ok(RegisterOutcome::Refused(
-                        "node key is registered to another machine".into(),
-                    ));
-                }
+            if let Some(existing) = self.node_by_key(key)
+                && existing.machine_key != machine
+            {
+                return Ok(RegisterOutcome::Refused(
+                    "node key is registered to another machine".into(),
+                ));
             }
         }
 
@@ -584,14 +584,13 @@ impl State {
                 return Ok(RegisterOutcome::Authorized(node.id));
             }
             // Seamless key renewal: the old key is known and still valid.
-            if !req.old_node_key.is_zero() {
-                if let Some(node) = self.node_by_key(&req.old_node_key).cloned() {
-                    if !node.is_expired(now) {
-                        self.rotate_node_key(fx, node.id, req.node_key);
-                        self.refresh_hostinfo(fx, node.id, hostinfo, now);
-                        return Ok(RegisterOutcome::Authorized(node.id));
-                    }
-                }
+            if !req.old_node_key.is_zero()
+                && let Some(node) = self.node_by_key(&req.old_node_key).cloned()
+                && !node.is_expired(now)
+            {
+                self.rotate_node_key(fx, node.id, req.node_key);
+                self.refresh_hostinfo(fx, node.id, hostinfo, now);
+                return Ok(RegisterOutcome::Authorized(node.id));
             }
         }
 
