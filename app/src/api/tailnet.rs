@@ -33,7 +33,7 @@ pub async fn rename_machine(id: u64, name: String) -> Result<MachineSummary, Con
 pub async fn set_machine_tags(id: u64, tags: String) -> Result<MachineSummary, ConsoleError> {
     let backend = crate::backend::use_backend()?;
     backend
-        .set_machine_tags(id, crate::dto::tailnet::split_list(&tags))
+        .set_machine_tags(id, crate::dto::split_list(&tags))
         .await
 }
 
@@ -120,7 +120,7 @@ pub async fn list_keys() -> Result<KeysOverview, ConsoleError> {
 
 #[server(prefix = "/console/fn", endpoint = "preauth-key/create", input = Json, client = ConsoleClient)]
 pub async fn create_preauth_key(key: NewPreAuthKey) -> Result<CreatedSecret, ConsoleError> {
-    if key.user.is_none() && crate::dto::tailnet::split_list(&key.tags).is_empty() {
+    if key.user.is_none() && crate::dto::split_list(&key.tags).is_empty() {
         return Err(ConsoleError::Refused(
             "choose a user, or give the key at least one tag".into(),
         ));

@@ -32,26 +32,3 @@ pub struct ExtraRecord {
 
 /// The record types the server accepts.
 pub const RECORD_TYPES: &[&str] = &["A", "AAAA"];
-
-/// Splits a list typed by hand (one entry per line, or separated by commas or spaces).
-pub fn split_list(text: &str) -> Vec<String> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lists_split_on_lines_commas_and_spaces() {
-        assert_eq!(
-            split_list(" 1.1.1.1,\n9.9.9.9  fd7a::1\n\n"),
-            vec!["1.1.1.1", "9.9.9.9", "fd7a::1"]
-        );
-        assert!(split_list(" \n ").is_empty());
-    }
-}

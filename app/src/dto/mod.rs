@@ -29,6 +29,16 @@ impl ConsoleConfig {
     }
 }
 
+/// Splits a list typed by hand (tags, nameservers, domains: one entry per line, or separated
+/// by commas or spaces) into its items.
+pub fn split_list(text: &str) -> Vec<String> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Errors a console server function can return to the page.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
 pub enum ConsoleError {
@@ -74,6 +84,15 @@ mod tests {
             config.join_command(AUTHKEY_PLACEHOLDER),
             "tailscale up --login-server=https://vpn.example.com --authkey=<key>"
         );
+    }
+
+    #[test]
+    fn lists_split_on_lines_commas_and_spaces() {
+        assert_eq!(
+            split_list(" 1.1.1.1,\n9.9.9.9  fd7a::1\n\n"),
+            vec!["1.1.1.1", "9.9.9.9", "fd7a::1"]
+        );
+        assert!(split_list(" \n ").is_empty());
     }
 
     #[test]

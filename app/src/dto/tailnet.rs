@@ -470,14 +470,8 @@ pub struct NewPreAuthKey {
     pub expiration: String,
 }
 
-/// Splits a comma/space separated list (tags, routes) into its items.
-pub fn split_list(text: &str) -> Vec<String> {
-    text.split(|c: char| c == ',' || c.is_whitespace())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
+// Tags are typed as a list like any other; the server names it by this path.
+pub use super::split_list;
 
 /// `2026-11-22T05:41:03Z` → `2026-11-22 05:41 UTC`; anything else is shown as is.
 pub fn short_time(rfc3339: &str) -> String {

@@ -6,7 +6,8 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::dns::{get_dns, set_dns};
-use crate::dto::dns::{DnsSettings, ExtraRecord, RECORD_TYPES, SplitDns, split_list};
+use crate::dto::dns::{DnsSettings, ExtraRecord, RECORD_TYPES, SplitDns};
+use crate::dto::split_list;
 
 #[component]
 pub fn DnsPage() -> impl IntoView {
