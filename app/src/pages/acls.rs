@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::policy::{get_policy, preview_policy, preview_subjects, save_policy};
+use crate::components::live::use_hydrated;
 use crate::dto::policy::{DiffTag, PolicyDoc, PolicyIssue, SaveOutcome, line_diff, validate};
 
 #[component]
@@ -51,8 +52,8 @@ fn PolicyEditor(doc: PolicyDoc) -> impl IntoView {
         })
     });
     let changed = Memo::new(move |_| text.with(|t| saved.with(|s| t != s)));
-    let ready = RwSignal::new(false);
-    Effect::new(move |_| ready.set(true));
+    // False until hydrated: marks the form as live (tests wait for it).
+    let ready = use_hydrated();
     let textarea = NodeRef::<leptos::html::Textarea>::new();
     let gutter = NodeRef::<leptos::html::Div>::new();
 

@@ -6,6 +6,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::dns::{get_dns, set_dns};
+use crate::components::live::use_hydrated;
 use crate::dto::dns::{DnsSettings, ExtraRecord, RECORD_TYPES, SplitDns};
 use crate::dto::split_list;
 
@@ -175,9 +176,8 @@ fn DnsForm(initial: DnsSettings) -> impl IntoView {
             fields.load(&saved);
         }
     });
-    // Effects run only in the browser: marks the form as live (tests wait for it).
-    let ready = RwSignal::new(false);
-    Effect::new(move |_| ready.set(true));
+    // False until hydrated: marks the form as live (tests wait for it).
+    let ready = use_hydrated();
     let on_submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         save.dispatch(fields.collect());
