@@ -6,7 +6,7 @@ use leptos_meta::Title;
 
 use crate::api::tailnet::{create_user, delete_user, list_users, rename_user};
 use crate::components::live::use_hydrated;
-use crate::dto::tailnet::{UserRow, short_time};
+use crate::dto::tailnet::{MachineQuery, UserRow, short_time};
 
 #[component]
 pub fn UsersPage() -> impl IntoView {
@@ -161,6 +161,12 @@ fn UserItem(user: UserRow, on_changed: Callback<()>) -> impl IntoView {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join(" · ");
+    // The machine list filtered to this user, built the way the list itself builds its URLs.
+    let machines_href = MachineQuery {
+        user: Some(name.clone()),
+        ..MachineQuery::default()
+    }
+    .href();
     let rename_label = format!("Rename {name}");
     let delete_label = format!("Delete {name}");
     let confirm_text = if owns == 0 {
@@ -176,7 +182,7 @@ fn UserItem(user: UserRow, on_changed: Callback<()>) -> impl IntoView {
                 {(!subtitle.is_empty()).then(|| view! { <span class="muted">{subtitle}</span> })}
             </td>
             <td data-label="Machines">
-                <a href=format!("/machines?user={}", crate::dto::tailnet::encode_component(&user.name))>{owns}</a>
+                <a href=machines_href.clone()>{owns}</a>
             </td>
             <td data-label="Last seen">{last_seen}</td>
             <td data-label="Created">{short_time(&user.created)}</td>
@@ -202,7 +208,7 @@ fn UserItem(user: UserRow, on_changed: Callback<()>) -> impl IntoView {
                     Mode::ConfirmingDelete if owns > 0 => view! {
                         <p class="notice" role="alert">
                             {format!("{owns} machine(s) belong to this user. Delete them or give them tags first; a user who owns machines cannot be deleted.")}
-                            " " <a href=format!("/machines?user={}", crate::dto::tailnet::encode_component(&name))>"Show their machines"</a>
+                            " " <a href=machines_href.clone()>"Show their machines"</a>
                         </p>
                     }.into_any(),
                     Mode::ConfirmingDelete => view! {
