@@ -15,7 +15,9 @@ pub fn PreAuthKeyForm(
     config: ConsoleConfig,
     /// (id, name) of the users a key may belong to.
     users: Vec<(u64, String)>,
-    #[prop(into)] on_created: Callback<()>,
+    /// Runs after a key is created (to refetch a key list); none where nothing lists keys.
+    #[prop(optional, into)]
+    on_created: Option<Callback<()>>,
 ) -> impl IntoView {
     let hydrated = use_hydrated();
     let user = RwSignal::new(
@@ -47,7 +49,9 @@ pub fn PreAuthKeyForm(
             match create_preauth_key(key).await {
                 Ok(secret) => {
                     created.set(Some(secret.secret));
-                    on_created.run(());
+                    if let Some(on_created) = on_created {
+                        on_created.run(());
+                    }
                 }
                 Err(e) => error.set(Some(e.to_string())),
             }

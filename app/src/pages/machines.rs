@@ -45,7 +45,7 @@ pub fn MachinesPage() -> impl IntoView {
                 match (config, list) {
                     (Ok(config), Ok(list)) => {
                         if list.total == 0 {
-                            view! { <NoMachines config on_created=refetch /> }.into_any()
+                            view! { <NoMachines config /> }.into_any()
                         } else {
                             view! { <MachineTable list query=query.get_untracked() on_changed=refetch /> }
                                 .into_any()
@@ -298,7 +298,7 @@ fn MachineRow(machine: MachineSummary, on_changed: Callback<()>) -> impl IntoVie
 /// Empty state: the exact command that joins a device to this server, and a quick way to
 /// create the key it needs (then the complete command with that key is offered).
 #[component]
-fn NoMachines(config: ConsoleConfig, on_created: Callback<()>) -> impl IntoView {
+fn NoMachines(config: ConsoleConfig) -> impl IntoView {
     let command = config.join_command(AUTHKEY_PLACEHOLDER);
     let command_ref = NodeRef::<Code>::new();
     let keys = Resource::new(|| (), |_| list_keys());
@@ -331,7 +331,9 @@ fn NoMachines(config: ConsoleConfig, on_created: Callback<()>) -> impl IntoView 
                                         "{usable} usable pre-auth key(s) exist, but their secrets were shown only when they were created; create a new one here to get the complete command."
                                     )}</p>
                                 })}
-                                <PreAuthKeyForm config users=overview.users on_created=move |()| { let _ = on_created; } />
+                                // No refetch on create: the list would re-render this empty state and lose the
+                                // secret; the machine that joins with it arrives by the live updates.
+                                <PreAuthKeyForm config users=overview.users />
                             </details>
                         })
                     })
