@@ -12,6 +12,7 @@ use crate::api::tailnet::{
     set_machine_tags,
 };
 use crate::components::live::use_hydrated;
+use crate::components::notice::ErrorNotice;
 use crate::dto::ConsoleError;
 use crate::dto::tailnet::{EXIT_ROUTES, MachineSummary};
 
@@ -312,7 +313,7 @@ pub fn MachineActions(
                 {move || {
                     error
                         .get()
-                        .map(|e| view! { <p class="notice notice--error" role="alert">{e}</p> })
+                        .map(|message| view! { <ErrorNotice message /> })
                 }}
             </div>
         </div>

@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use crate::api::tailnet::create_preauth_key;
 use crate::components::copy_button::CopyButton;
 use crate::components::live::use_hydrated;
+use crate::components::notice::ErrorNotice;
 use crate::dto::ConsoleConfig;
 use crate::dto::tailnet::NewPreAuthKey;
 
@@ -109,7 +110,7 @@ pub fn PreAuthKeyForm(
             <button type="submit" class="button" disabled=move || !hydrated.get() || pending.get()>
                 "Create pre-auth key"
             </button>
-            {move || error.get().map(|e| view! { <p class="notice notice--error" role="alert">{e}</p> })}
+            {move || error.get().map(|message| view! { <ErrorNotice message /> })}
         </form>
         {move || {
             let config = config.clone();

@@ -8,6 +8,7 @@ use leptos_meta::Title;
 
 use crate::api::policy::{get_policy, preview_policy, preview_subjects, save_policy};
 use crate::components::live::use_hydrated;
+use crate::components::notice::{ErrorNotice, Loading};
 use crate::dto::policy::{DiffTag, PolicyDoc, PolicyIssue, SaveOutcome, line_diff, validate};
 
 #[component]
@@ -16,18 +17,11 @@ pub fn AclsPage() -> impl IntoView {
     view! {
         <Title text="Access controls" />
         <h1>"Access controls"</h1>
-        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+        <Suspense fallback=Loading>
             {move || Suspend::new(async move {
                 match doc.await {
                     Ok(doc) => view! { <PolicyEditor doc /> }.into_any(),
-                    Err(error) => {
-                        view! {
-                            <p class="notice notice--error" role="alert">
-                                {error.to_string()}
-                            </p>
-                        }
-                            .into_any()
-                    }
+                    Err(error) => view! { <ErrorNotice message=error.to_string() /> }.into_any()
                 }
             })}
         </Suspense>
@@ -244,9 +238,7 @@ fn PolicyEditor(doc: PolicyDoc) -> impl IntoView {
             <div class="acl-result" aria-live="polite">
                 {move || match result.get() {
                     Some(Ok(m)) => view! { <p class="notice" role="status">{m}</p> }.into_any(),
-                    Some(Err(m)) => {
-                        view! { <p class="notice notice--error" role="alert">{m}</p> }.into_any()
-                    }
+                    Some(Err(m)) => view! { <ErrorNotice message=m /> }.into_any(),
                     None => ().into_any(),
                 }}
             </div>
@@ -348,10 +340,7 @@ fn PolicyEditor(doc: PolicyDoc) -> impl IntoView {
                     .value()
                     .get()
                     .map(|r| match r {
-                        Err(e) => {
-                            view! { <p class="notice notice--error" role="alert">{e.to_string()}</p> }
-                                .into_any()
-                        }
+                        Err(e) => view! { <ErrorNotice message=e.to_string() /> }.into_any(),
                         Ok(p) => {
                             view! {
                                 {p.note.map(|n| view! { <p class="acl-preview__note">{n}</p> })}

@@ -7,6 +7,7 @@ use leptos_meta::Title;
 
 use crate::api::dns::{get_dns, set_dns};
 use crate::components::live::use_hydrated;
+use crate::components::notice::{ErrorNotice, Loading};
 use crate::dto::dns::{DnsSettings, ExtraRecord, RECORD_TYPES, SplitDns};
 use crate::dto::split_list;
 
@@ -17,18 +18,11 @@ pub fn DnsPage() -> impl IntoView {
     view! {
         <Title text="DNS" />
         <h1>"DNS"</h1>
-        <Suspense fallback=|| view! { <p class="loading">"Loading…"</p> }>
+        <Suspense fallback=Loading>
             {move || Suspend::new(async move {
                 match settings.await {
                     Ok(initial) => view! { <DnsForm initial /> }.into_any(),
-                    Err(error) => {
-                        view! {
-                            <p class="notice notice--error" role="alert">
-                                {error.to_string()}
-                            </p>
-                        }
-                            .into_any()
-                    }
+                    Err(error) => view! { <ErrorNotice message=error.to_string() /> }.into_any()
                 }
             })}
         </Suspense>

@@ -10,6 +10,7 @@ use crate::api::get_console_config;
 use crate::api::tailnet::{create_api_key, expire_api_key, expire_preauth_key, list_keys};
 use crate::components::copy_button::CopyButton;
 use crate::components::live::use_hydrated;
+use crate::components::notice::{ErrorNotice, Loading};
 use crate::components::preauth_form::PreAuthKeyForm;
 use crate::dto::tailnet::{ApiKeyRow, PreAuthKeyRow, short_time};
 
@@ -35,7 +36,7 @@ pub fn KeysPage() -> impl IntoView {
                     Some(view! { <PreAuthKeyForm config users on_created=refetch /> })
                 })}
             </Suspense>
-            <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+            <Transition fallback=Loading>
                 {move || Suspend::new(async move {
                     match keys.await {
                         Ok(o) => {
@@ -48,7 +49,7 @@ pub fn KeysPage() -> impl IntoView {
                             }
                             .into_any()
                         }
-                        Err(e) => view! { <p class="notice notice--error" role="alert">{e.to_string()}</p> }.into_any(),
+                        Err(e) => view! { <ErrorNotice message=e.to_string() /> }.into_any(),
                     }
                 })}
             </Transition>
@@ -152,7 +153,7 @@ fn ExpireButton(
         <button type="button" class="button button--secondary" aria-label=label disabled=move || !hydrated.get() || pending.get() on:click=click>
             "Expire"
         </button>
-        {move || error.get().map(|e| view! { <p class="notice notice--error" role="alert">{e}</p> })}
+        {move || error.get().map(|message| view! { <ErrorNotice message /> })}
     }
 }
 
@@ -221,7 +222,7 @@ fn CreateApiKey(on_created: Callback<()>) -> impl IntoView {
                 <input type="text" name="api_expiration" autocomplete="off" prop:value=move || expiration.get() on:input=move |ev| expiration.set(event_target_value(&ev)) />
             </label>
             <button type="submit" class="button" disabled=move || !hydrated.get() || pending.get()>"Create API key"</button>
-            {move || error.get().map(|e| view! { <p class="notice notice--error" role="alert">{e}</p> })}
+            {move || error.get().map(|message| view! { <ErrorNotice message /> })}
         </form>
         {move || created.get().map(|secret| {
             let target = NodeRef::<Code>::new();

@@ -9,6 +9,7 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 use crate::api::tailnet::{approve_machine_routes, get_machine};
 use crate::components::live::{use_hydrated, use_machine_events};
 use crate::components::machine_actions::MachineActions;
+use crate::components::notice::{ErrorNotice, Loading};
 use crate::dto::ConsoleError;
 use crate::dto::tailnet::{EXIT_ROUTES, MachineDetail, short_time};
 
@@ -35,13 +36,13 @@ pub fn MachinePage() -> impl IntoView {
     view! {
         <Title text="Machine" />
         <p class="breadcrumb"><a href="/machines">"Machines"</a></p>
-        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+        <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 match machine.await {
                     Ok(detail) => view! { <MachineDetailView detail on_changed=refetch on_deleted=deleted /> }.into_any(),
                     Err(error) => view! {
                         <h1>"Machine"</h1>
-                        <p class="notice notice--error" role="alert">{error.to_string()}</p>
+                        <ErrorNotice message=error.to_string() />
                     }
                     .into_any(),
                 }
@@ -238,7 +239,7 @@ fn RoutesCard(detail: MachineDetail, on_changed: Callback<()>) -> impl IntoView 
                 view! { <ul class="routes">{items}</ul> }.into_any()
             }}
             {primary}
-            {move || error.get().map(|e| view! { <p class="notice notice--error" role="alert">{e}</p> })}
+            {move || error.get().map(|message| view! { <ErrorNotice message /> })}
         </section>
     }
 }

@@ -14,6 +14,7 @@ use crate::api::tailnet::{list_keys, list_machines};
 use crate::components::copy_button::CopyButton;
 use crate::components::live::use_machine_events;
 use crate::components::machine_actions::MachineActions;
+use crate::components::notice::{ErrorNotice, Loading};
 use crate::components::preauth_form::PreAuthKeyForm;
 use crate::dto::tailnet::{
     MachineList, MachineQuery, MachineRole, MachineStatus, MachineSummary, short_time,
@@ -38,7 +39,7 @@ pub fn MachinesPage() -> impl IntoView {
         <Title text="Machines" />
         <h1>"Machines"</h1>
         // Transition keeps the current rows on screen while a refetch (live update) runs.
-        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+        <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 let config = config.await;
                 let list = list.await;
@@ -51,14 +52,7 @@ pub fn MachinesPage() -> impl IntoView {
                                 .into_any()
                         }
                     }
-                    (Err(error), _) | (_, Err(error)) => {
-                        view! {
-                            <p class="notice notice--error" role="alert">
-                                {error.to_string()}
-                            </p>
-                        }
-                            .into_any()
-                    }
+                    (Err(error), _) | (_, Err(error)) => view! { <ErrorNotice message=error.to_string() /> }.into_any(),
                 }
             })}
         </Transition>

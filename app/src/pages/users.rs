@@ -6,6 +6,7 @@ use leptos_meta::Title;
 
 use crate::api::tailnet::{create_user, delete_user, list_users, rename_user};
 use crate::components::live::use_hydrated;
+use crate::components::notice::{ErrorNotice, Loading};
 use crate::dto::tailnet::{MachineQuery, UserRow, short_time};
 
 #[component]
@@ -18,7 +19,7 @@ pub fn UsersPage() -> impl IntoView {
         <Title text="Users" />
         <h1>"Users"</h1>
         <CreateUser on_created=refetch />
-        <Transition fallback=|| view! { <p class="loading">"Loading…"</p> }>
+        <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 match users.await {
                     Ok(users) if users.is_empty() => view! {
@@ -48,7 +49,7 @@ pub fn UsersPage() -> impl IntoView {
                         }
                         .into_any()
                     }
-                    Err(error) => view! { <p class="notice notice--error" role="alert">{error.to_string()}</p> }.into_any(),
+                    Err(error) => view! { <ErrorNotice message=error.to_string() /> }.into_any(),
                 }
             })}
         </Transition>
@@ -102,7 +103,7 @@ fn CreateUser(on_created: Callback<()>) -> impl IntoView {
             <button type="submit" class="button" disabled=move || !hydrated.get() || pending.get()>
                 "Create user"
             </button>
-            {move || error.get().map(|e| view! { <p class="notice notice--error" role="alert">{e}</p> })}
+            {move || error.get().map(|message| view! { <ErrorNotice message /> })}
         </form>
     }
 }
@@ -219,7 +220,7 @@ fn UserItem(user: UserRow, on_changed: Callback<()>) -> impl IntoView {
                         </div>
                     }.into_any(),
                 }}
-                {move || error.get().map(|e| view! { <p class="notice notice--error" role="alert">{e}</p> })}
+                {move || error.get().map(|message| view! { <ErrorNotice message /> })}
             </td>
         </tr>
     }
