@@ -85,6 +85,8 @@ mod tests {
     use crate::api::SERVER_FN_PREFIX;
     use crate::backend::BackendFuture;
     use crate::dto::ConsoleError;
+    use crate::dto::dns::DnsSettings;
+    use crate::dto::policy::{PolicyDoc, Preview, SaveOutcome, Subject};
     use crate::dto::tailnet::{
         ApiKeyRow, CreatedSecret, MachineDetail, MachineSummary, NewPreAuthKey, PreAuthKeyRow,
         UserRow,
@@ -165,49 +167,35 @@ mod tests {
     }
 
     impl crate::backend::PolicyBackend for FixedBackend {
-        fn policy(&self) -> crate::backend::BackendFuture<'_, crate::dto::policy::PolicyDoc> {
-            Box::pin(async { Ok(crate::dto::policy::PolicyDoc::default()) })
+        fn policy(&self) -> BackendFuture<'_, PolicyDoc> {
+            Box::pin(async { Ok(PolicyDoc::default()) })
         }
 
-        fn save_policy(
-            &self,
-            text: String,
-        ) -> crate::backend::BackendFuture<'_, crate::dto::policy::SaveOutcome> {
+        fn save_policy(&self, text: String) -> BackendFuture<'_, SaveOutcome> {
             Box::pin(async move {
-                Ok(crate::dto::policy::SaveOutcome::Saved(
-                    crate::dto::policy::PolicyDoc {
-                        text,
-                        editable: true,
-                        ..Default::default()
-                    },
-                ))
+                Ok(SaveOutcome::Saved(PolicyDoc {
+                    text,
+                    editable: true,
+                    ..Default::default()
+                }))
             })
         }
 
-        fn preview_subjects(
-            &self,
-        ) -> crate::backend::BackendFuture<'_, Vec<crate::dto::policy::Subject>> {
+        fn preview_subjects(&self) -> BackendFuture<'_, Vec<Subject>> {
             Box::pin(async { Ok(Vec::new()) })
         }
 
-        fn preview_policy(
-            &self,
-            _text: String,
-            _subject: String,
-        ) -> crate::backend::BackendFuture<'_, crate::dto::policy::Preview> {
-            Box::pin(async { Ok(crate::dto::policy::Preview::default()) })
+        fn preview_policy(&self, _text: String, _subject: String) -> BackendFuture<'_, Preview> {
+            Box::pin(async { Ok(Preview::default()) })
         }
     }
 
     impl crate::backend::DnsBackend for FixedBackend {
-        fn dns_settings(&self) -> crate::backend::BackendFuture<'_, crate::dto::dns::DnsSettings> {
-            Box::pin(async { Ok(crate::dto::dns::DnsSettings::default()) })
+        fn dns_settings(&self) -> BackendFuture<'_, DnsSettings> {
+            Box::pin(async { Ok(DnsSettings::default()) })
         }
 
-        fn set_dns_settings(
-            &self,
-            settings: crate::dto::dns::DnsSettings,
-        ) -> crate::backend::BackendFuture<'_, crate::dto::dns::DnsSettings> {
+        fn set_dns_settings(&self, settings: DnsSettings) -> BackendFuture<'_, DnsSettings> {
             Box::pin(async move { Ok(settings) })
         }
     }
