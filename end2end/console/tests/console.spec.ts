@@ -1,13 +1,6 @@
 import { type Page } from "@playwright/test";
-import { csrfFrom, expect, test } from "./fixtures";
+import { csrfFrom, expect, serverURL, test } from "./fixtures";
 
-// The URL the server under test tells clients to use as --login-server. The dev server
-// defaults it to its own address; set OXISCALE_E2E_SERVER_URL when it differs.
-const serverURL = (
-  process.env.OXISCALE_E2E_SERVER_URL ??
-  process.env.OXISCALE_E2E_BASE_URL ??
-  "http://127.0.0.1:3000"
-).replace(/\/$/, "");
 const joinCommand = `tailscale up --login-server=${serverURL} --authkey=<key>`;
 
 /** Fails the test on any uncaught page error or console error (a failed hydration shows up here). */

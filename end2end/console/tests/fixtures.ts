@@ -9,15 +9,25 @@
 //
 // A test that needs a signed-out browser opts out with
 //   test.use({ storageState: signedOut });
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
-import { test as base, expect, type APIRequestContext } from "@playwright/test";
+import { test as base, expect, type APIRequestContext, type Page } from "@playwright/test";
 
 /** The administrator the fixtures sign in as. A throwaway server, so a fixed password is fine. */
 export const admin = {
   name: process.env.OXISCALE_E2E_ADMIN ?? "e2e-admin",
   password: process.env.OXISCALE_E2E_ADMIN_PASSWORD ?? "e2e correct horse battery staple",
 };
+
+/** The URL the server under test tells clients to use as --login-server. The dev server
+ * defaults it to its own address; set OXISCALE_E2E_SERVER_URL when it differs. */
+export const serverURL = (
+  process.env.OXISCALE_E2E_SERVER_URL ??
+  process.env.OXISCALE_E2E_BASE_URL ??
+  "http://127.0.0.1:3000"
+).replace(/\/$/, "");
 
 /** Storage state of a browser that has never signed in. */
 export const signedOut = { cookies: [], origins: [] };
@@ -64,6 +74,53 @@ export async function signIn(request: APIRequestContext, name = admin.name, pass
   });
   expect(response.status(), "sign-in answers with a redirect").toBe(303);
   expect(response.headers()["location"], "sign-in succeeded").toBe("/machines");
+}
+
+/** Creates a user through the Users page's form and waits for its row. */
+export async function createUser(page: Page, name: string) {
+  await page.goto("/users");
+  const form = page.getByRole("form", { name: "Create a user" });
+  await expect(form.getByRole("button", { name: "Create user" })).toBeEnabled();
+  await form.getByLabel("Name", { exact: true }).fill(name);
+  await form.getByRole("button", { name: "Create user" }).click();
+  await expect(page.locator(`tr[data-user="${name}"]`)).toBeVisible();
+}
+
+/** Creates a pre-auth key for `user` on the Keys page; returns the secret it shows once. */
+export async function createPreAuthKey(page: Page, user: string): Promise<string> {
+  await page.goto("/keys");
+  const form = page.getByRole("form", { name: "Create a pre-auth key" });
+  await expect(form.getByRole("button", { name: "Create pre-auth key" })).toBeEnabled();
+  await form.getByLabel("User").selectOption({ label: user });
+  await form.getByRole("button", { name: "Create pre-auth key" }).click();
+  return ((await page.locator("#new-preauth-key").textContent()) ?? "").trim();
+}
+
+const nodeScript = path.resolve(__dirname, "../../clients/node.py");
+
+/** A real tsnet node (end2end/clients/node.py) joining with `authkey`; `stop()` ends its
+ * whole process group, then removes its state. */
+export function startNode(authkey: string, hostname: string) {
+  const state = mkdtempSync(path.join(tmpdir(), "oxnode-"));
+  const proc = spawn(
+    "python3",
+    [nodeScript, "--server", serverURL, "--authkey", authkey, "--hostname", hostname, "--state", state],
+    { detached: true, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let output = "";
+  proc.stdout?.on("data", (d) => (output += d));
+  proc.stderr?.on("data", (d) => (output += d));
+  return {
+    output: () => output,
+    stop() {
+      try {
+        if (proc.pid) process.kill(-proc.pid, "SIGTERM");
+      } catch {
+        // already gone
+      }
+      setTimeout(() => rmSync(state, { recursive: true, force: true }), 12_000).unref();
+    },
+  };
 }
 
 type WorkerFixtures = {

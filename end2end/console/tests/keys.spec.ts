@@ -1,20 +1,4 @@
-import { type Page } from "@playwright/test";
-import { expect, test } from "./fixtures";
-
-const serverURL = (
-  process.env.OXISCALE_E2E_SERVER_URL ??
-  process.env.OXISCALE_E2E_BASE_URL ??
-  "http://127.0.0.1:3000"
-).replace(/\/$/, "");
-
-async function createUser(page: Page, name: string) {
-  await page.goto("/users");
-  const form = page.getByRole("form", { name: "Create a user" });
-  await expect(form.getByRole("button", { name: "Create user" })).toBeEnabled();
-  await form.getByLabel("Name", { exact: true }).fill(name);
-  await form.getByRole("button", { name: "Create user" }).click();
-  await expect(page.locator(`tr[data-user="${name}"]`)).toBeVisible();
-}
+import { createUser, expect, serverURL, test } from "./fixtures";
 
 test("a pre-auth key is shown once with its join command, listed masked, and expires", async ({ page }, testInfo) => {
   const user = `keyuser-${testInfo.project.name}-${Date.now().toString(36)}`.toLowerCase();

@@ -1,19 +1,8 @@
-import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { type Page } from "@playwright/test";
-import { expect, test } from "./fixtures";
+import { createPreAuthKey, createUser, expect, startNode, test } from "./fixtures";
 
 // The machine list and its actions against the real server with one real tsnet node
 // (end2end/clients/node.py), registered through keys made in the UI.
-const serverURL = (
-  process.env.OXISCALE_E2E_SERVER_URL ??
-  process.env.OXISCALE_E2E_BASE_URL ??
-  "http://127.0.0.1:3000"
-).replace(/\/$/, "");
-const nodeScript = path.resolve(__dirname, "../../clients/node.py");
-
 test.describe.configure({ mode: "serial" });
 
 let stopNode = () => {};
@@ -35,36 +24,13 @@ test.beforeAll(async ({ browser }, testInfo) => {
   if (testInfo.project.name !== "desktop" || measureTTI) return;
   testInfo.setTimeout(150_000);
   const page = await browser.newPage();
-  await page.goto("/users");
-  const userForm = page.getByRole("form", { name: "Create a user" });
-  await expect(userForm.getByRole("button", { name: "Create user" })).toBeEnabled();
-  await userForm.getByLabel("Name", { exact: true }).fill(user);
-  await userForm.getByRole("button", { name: "Create user" }).click();
-  await expect(page.locator(`tr[data-user="${user}"]`)).toBeVisible();
-  await page.goto("/keys");
-  const keyForm = page.getByRole("form", { name: "Create a pre-auth key" });
-  await expect(keyForm.getByRole("button", { name: "Create pre-auth key" })).toBeEnabled();
-  await keyForm.getByLabel("User").selectOption({ label: user });
-  await keyForm.getByRole("button", { name: "Create pre-auth key" }).click();
-  const authkey = ((await page.locator("#new-preauth-key").textContent()) ?? "").trim();
-  const state = mkdtempSync(path.join(tmpdir(), "oxnode-"));
-  const proc = spawn("python3", [nodeScript, "--server", serverURL, "--authkey", authkey, "--hostname", host, "--state", state], {
-    detached: true,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  proc.stdout?.on("data", (d) => (output += d));
-  proc.stderr?.on("data", (d) => (output += d));
-  stopNode = () => {
-    try {
-      if (proc.pid) process.kill(-proc.pid, "SIGTERM");
-    } catch {
-      // already gone
-    }
-  };
+  await createUser(page, user);
+  const authkey = await createPreAuthKey(page, user);
+  const node = startNode(authkey, host);
+  stopNode = () => node.stop();
   expect(authkey, "the new key's secret").toMatch(/\S{20,}/);
   await page.goto("/machines");
-  await expect(page.locator(`tr[data-machine="${host}"]`), `node output:\n${output}`).toHaveAttribute("data-status", "online", { timeout: 120_000 });
+  await expect(page.locator(`tr[data-machine="${host}"]`), `node output:\n${node.output()}`).toHaveAttribute("data-status", "online", { timeout: 120_000 });
   await page.close();
 });
 

@@ -1,43 +1,9 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { type Page, type TestInfo } from "@playwright/test";
-import { expect, test } from "./fixtures";
+import { createPreAuthKey, createUser, expect, startNode, test } from "./fixtures";
 
 // The issue's flow against the real server with a REAL tsnet node (caddy-tailscale, started
 // by end2end/clients/node.py). scripts/test runs Playwright inside a private network
 // namespace, so the node reaches nothing but this machine's loopback.
-const serverURL = (
-  process.env.OXISCALE_E2E_SERVER_URL ??
-  process.env.OXISCALE_E2E_BASE_URL ??
-  "http://127.0.0.1:3000"
-).replace(/\/$/, "");
-const nodeScript = path.resolve(__dirname, "../../clients/node.py");
-
-/** A real node; `stop()` ends its whole process group. */
-function startNode(authkey: string, hostname: string) {
-  const state = mkdtempSync(path.join(tmpdir(), "oxnode-"));
-  const proc: ChildProcess = spawn(
-    "python3",
-    [nodeScript, "--server", serverURL, "--authkey", authkey, "--hostname", hostname, "--state", state],
-    { detached: true, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  let output = "";
-  proc.stdout?.on("data", (d) => (output += d));
-  proc.stderr?.on("data", (d) => (output += d));
-  return {
-    output: () => output,
-    stop() {
-      try {
-        if (proc.pid) process.kill(-proc.pid, "SIGTERM");
-      } catch {
-        // already gone
-      }
-      setTimeout(() => rmSync(state, { recursive: true, force: true }), 12_000).unref();
-    },
-  };
-}
 
 async function shot(page: Page, testInfo: TestInfo, name: string) {
   await testInfo.attach(name, { body: await page.screenshot({ fullPage: true }), contentType: "image/png" });
@@ -51,20 +17,10 @@ test("create a user and a key, a real node joins live, rename it, delete it", as
   const host = `flownode-${stamp}`;
   const renamed = `renamed-${stamp}`;
 
-  await page.goto("/users");
-  const userForm = page.getByRole("form", { name: "Create a user" });
-  await expect(userForm.getByRole("button", { name: "Create user" })).toBeEnabled();
-  await userForm.getByLabel("Name", { exact: true }).fill(user);
-  await userForm.getByRole("button", { name: "Create user" }).click();
-  await expect(page.locator(`tr[data-user="${user}"]`)).toBeVisible();
+  await createUser(page, user);
   await shot(page, testInfo, "users");
 
-  await page.goto("/keys");
-  const keyForm = page.getByRole("form", { name: "Create a pre-auth key" });
-  await expect(keyForm.getByRole("button", { name: "Create pre-auth key" })).toBeEnabled();
-  await keyForm.getByLabel("User").selectOption({ label: user });
-  await keyForm.getByRole("button", { name: "Create pre-auth key" }).click();
-  const authkey = ((await page.locator("#new-preauth-key").textContent()) ?? "").trim();
+  const authkey = await createPreAuthKey(page, user);
   expect(authkey).toMatch(/\S{20,}/);
   await shot(page, testInfo, "keys");
 
