@@ -113,7 +113,7 @@ fn PreAuthTable(
         .collect_view();
     view! {
         <div class="table-wrap">
-            <table class="keys">
+            <table class="keys responsive">
                 <thead><tr>
                     <th scope="col">"Key"</th><th scope="col">"For"</th><th scope="col">"Kind"</th>
                     <th scope="col">"Expires"</th><th scope="col">"Created"</th>
@@ -181,7 +181,7 @@ fn ApiTable(keys: Vec<ApiKeyRow>, on_changed: Callback<()>) -> impl IntoView {
         .collect_view();
     view! {
         <div class="table-wrap">
-            <table class="keys">
+            <table class="keys responsive">
                 <thead><tr>
                     <th scope="col">"Prefix"</th><th scope="col">"State"</th><th scope="col">"Expires"</th>
                     <th scope="col">"Last used"</th><th scope="col"><span class="visually-hidden">"Actions"</span></th>

@@ -182,7 +182,7 @@ fn MachineTable(
         </Form>
         <p class="machine-count" role="status">{summary}</p>
         <div class="table-wrap">
-            <table class="machines">
+            <table class="machines responsive">
                 <thead>
                     <tr>
                         <th scope="col">"Machine"</th>

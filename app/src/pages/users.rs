@@ -33,7 +33,7 @@ pub fn UsersPage() -> impl IntoView {
                             .collect_view();
                         view! {
                             <div class="table-wrap">
-                                <table class="users">
+                                <table class="users responsive">
                                     <thead>
                                         <tr>
                                             <th scope="col">"Name"</th>
