@@ -11,7 +11,7 @@ use crate::api::tailnet::{
     approve_machine_routes, delete_machine, disable_machine_expiry, expire_machine, rename_machine,
     set_machine_tags,
 };
-use crate::components::live::use_hydrated;
+use crate::components::call::use_server_call;
 use crate::components::notice::ErrorNotice;
 use crate::dto::ConsoleError;
 use crate::dto::tailnet::{EXIT_ROUTES, MachineSummary};
@@ -26,6 +26,11 @@ enum Panel {
 
 type Call = Pin<Box<dyn Future<Output = Result<(), ConsoleError>>>>;
 
+/// A change whose answer (the updated machine) the actions do not need: the owner refetches.
+fn answerless<T>(call: impl Future<Output = Result<T, ConsoleError>> + 'static) -> Call {
+    Box::pin(async move { call.await.map(|_| ()) })
+}
+
 /// `on_changed` runs after any successful change (refetch); `on_deleted` after a delete.
 #[component]
 pub fn MachineActions(
@@ -36,31 +41,22 @@ pub fn MachineActions(
     #[prop(default = true)]
     compact: bool,
 ) -> impl IntoView {
-    let hydrated = use_hydrated();
+    let call = use_server_call();
+    let (hydrated, error) = (call.hydrated, call.error);
     let menu_open = RwSignal::new(!compact);
     let panel = RwSignal::new(None::<Panel>);
-    let pending = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
     let id = machine.id;
     let name = machine.name.clone();
     let panel_id = format!("machine-actions-{id}");
 
-    let run = move |call: Call, deleted: bool| {
-        pending.set(true);
-        error.set(None);
-        leptos::task::spawn_local(async move {
-            match call.await {
-                Ok(()) => {
-                    panel.set(None);
-                    if deleted {
-                        on_deleted.run(());
-                    } else {
-                        on_changed.run(());
-                    }
-                }
-                Err(e) => error.set(Some(e.to_string())),
+    let run = move |change: Call, deleted: bool| {
+        call.run(change, move |()| {
+            panel.set(None);
+            if deleted {
+                on_deleted.run(());
+            } else {
+                on_changed.run(());
             }
-            pending.set(false);
         });
     };
     let toggle = move |p: Panel| {
@@ -91,7 +87,7 @@ pub fn MachineActions(
     let key_expiry_disabled = machine.key_expiry.is_none();
     let tagged = !machine.tags.is_empty();
 
-    let disabled = move || !hydrated.get() || pending.get();
+    let disabled = move || call.disabled();
     let label = |what: &str| format!("{what} {}", name);
 
     let routes_view = {
@@ -109,10 +105,7 @@ pub fn MachineActions(
                 if exit_choice.get_untracked() {
                     routes.extend(EXIT_ROUTES.iter().map(|r| r.to_string()));
                 }
-                run(
-                    Box::pin(async move { approve_machine_routes(id, routes).await.map(|_| ()) }),
-                    false,
-                );
+                run(answerless(approve_machine_routes(id, routes)), false);
             };
             view! {
                 <form class="machine-actions__panel" on:submit=save>
@@ -166,7 +159,7 @@ pub fn MachineActions(
                     on:submit=move |ev| {
                         ev.prevent_default();
                         let name = new_name.get_untracked();
-                        run(Box::pin(async move { rename_machine(id, name).await.map(|_| ()) }), false);
+                        run(answerless(rename_machine(id, name)), false);
                     }
                 >
                     <label>
@@ -192,7 +185,7 @@ pub fn MachineActions(
                     on:submit=move |ev| {
                         ev.prevent_default();
                         let tags = new_tags.get_untracked();
-                        run(Box::pin(async move { set_machine_tags(id, tags).await.map(|_| ()) }), false);
+                        run(answerless(set_machine_tags(id, tags)), false);
                     }
                 >
                     <label>
@@ -222,7 +215,7 @@ pub fn MachineActions(
                         type="button"
                         class="button button--danger"
                         disabled=disabled
-                        on:click=move |_| run(Box::pin(async move { delete_machine(id).await }), true)
+                        on:click=move |_| run(answerless(delete_machine(id)), true)
                     >
                         "Delete machine"
                     </button>
@@ -287,7 +280,7 @@ pub fn MachineActions(
                         class="button button--secondary"
                         aria-label=expire_label
                         disabled=disabled
-                        on:click=move |_| run(Box::pin(async move { expire_machine(id).await.map(|_| ()) }), false)
+                        on:click=move |_| run(answerless(expire_machine(id)), false)
                     >
                         "Expire key"
                     </button>
@@ -299,7 +292,7 @@ pub fn MachineActions(
                                     class="button button--secondary"
                                     aria-label=no_expiry_label.clone()
                                     disabled=disabled
-                                    on:click=move |_| run(Box::pin(async move { disable_machine_expiry(id).await.map(|_| ()) }), false)
+                                    on:click=move |_| run(answerless(disable_machine_expiry(id)), false)
                                 >
                                     "Disable key expiry"
                                 </button>

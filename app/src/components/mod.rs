@@ -1,3 +1,4 @@
+pub mod call;
 pub mod copy_button;
 pub mod layout;
 pub mod live;

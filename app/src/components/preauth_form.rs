@@ -5,8 +5,8 @@ use leptos::html::Code;
 use leptos::prelude::*;
 
 use crate::api::tailnet::create_preauth_key;
+use crate::components::call::use_server_call;
 use crate::components::copy_button::CopyButton;
-use crate::components::live::use_hydrated;
 use crate::components::notice::ErrorNotice;
 use crate::dto::ConsoleConfig;
 use crate::dto::tailnet::NewPreAuthKey;
@@ -20,7 +20,6 @@ pub fn PreAuthKeyForm(
     #[prop(optional, into)]
     on_created: Option<Callback<()>>,
 ) -> impl IntoView {
-    let hydrated = use_hydrated();
     let user = RwSignal::new(
         users
             .first()
@@ -31,8 +30,7 @@ pub fn PreAuthKeyForm(
     let reusable = RwSignal::new(false);
     let ephemeral = RwSignal::new(false);
     let expiration = RwSignal::new("1h".to_owned());
-    let pending = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
+    let call = use_server_call();
     let created = RwSignal::new(None::<String>);
 
     let submit = move |ev: leptos::ev::SubmitEvent| {
@@ -44,19 +42,11 @@ pub fn PreAuthKeyForm(
             ephemeral: ephemeral.get_untracked(),
             expiration: expiration.get_untracked(),
         };
-        pending.set(true);
-        error.set(None);
-        leptos::task::spawn_local(async move {
-            match create_preauth_key(key).await {
-                Ok(secret) => {
-                    created.set(Some(secret.secret));
-                    if let Some(on_created) = on_created {
-                        on_created.run(());
-                    }
-                }
-                Err(e) => error.set(Some(e.to_string())),
+        call.run(create_preauth_key(key), move |secret| {
+            created.set(Some(secret.secret));
+            if let Some(on_created) = on_created {
+                on_created.run(());
             }
-            pending.set(false);
         });
     };
 
@@ -107,10 +97,10 @@ pub fn PreAuthKeyForm(
                 <input type="checkbox" name="ephemeral" on:change=move |ev| ephemeral.set(event_target_checked(&ev)) />
                 " Ephemeral"
             </label>
-            <button type="submit" class="button" disabled=move || !hydrated.get() || pending.get()>
+            <button type="submit" class="button" disabled=move || call.disabled()>
                 "Create pre-auth key"
             </button>
-            {move || error.get().map(|message| view! { <ErrorNotice message /> })}
+            {move || call.error.get().map(|message| view! { <ErrorNotice message /> })}
         </form>
         {move || {
             let config = config.clone();

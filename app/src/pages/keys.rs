@@ -8,8 +8,8 @@ use leptos_meta::Title;
 
 use crate::api::get_console_config;
 use crate::api::tailnet::{create_api_key, expire_api_key, expire_preauth_key, list_keys};
+use crate::components::call::use_server_call;
 use crate::components::copy_button::CopyButton;
-use crate::components::live::use_hydrated;
 use crate::components::notice::{ErrorNotice, Loading};
 use crate::components::preauth_form::PreAuthKeyForm;
 use crate::dto::tailnet::{ApiKeyRow, PreAuthKeyRow, short_time};
@@ -135,25 +135,13 @@ fn ExpireButton(
     on_changed: Callback<()>,
     run: impl Fn() -> ExpireCall + 'static,
 ) -> impl IntoView {
-    let hydrated = use_hydrated();
-    let pending = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
-    let click = move |_| {
-        let call = run();
-        pending.set(true);
-        leptos::task::spawn_local(async move {
-            match call.await {
-                Ok(()) => on_changed.run(()),
-                Err(e) => error.set(Some(e.to_string())),
-            }
-            pending.set(false);
-        });
-    };
+    let call = use_server_call();
+    let click = move |_| call.run(run(), move |()| on_changed.run(()));
     view! {
-        <button type="button" class="button button--secondary" aria-label=label disabled=move || !hydrated.get() || pending.get() on:click=click>
+        <button type="button" class="button button--secondary" aria-label=label disabled=move || call.disabled() on:click=click>
             "Expire"
         </button>
-        {move || error.get().map(|message| view! { <ErrorNotice message /> })}
+        {move || call.error.get().map(|message| view! { <ErrorNotice message /> })}
     }
 }
 
@@ -195,25 +183,14 @@ fn ApiTable(keys: Vec<ApiKeyRow>, on_changed: Callback<()>) -> impl IntoView {
 
 #[component]
 fn CreateApiKey(on_created: Callback<()>) -> impl IntoView {
-    let hydrated = use_hydrated();
+    let call = use_server_call();
     let expiration = RwSignal::new("90d".to_owned());
-    let pending = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
     let created = RwSignal::new(None::<String>);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let e = expiration.get_untracked();
-        pending.set(true);
-        error.set(None);
-        leptos::task::spawn_local(async move {
-            match create_api_key(e).await {
-                Ok(s) => {
-                    created.set(Some(s.secret));
-                    on_created.run(());
-                }
-                Err(e) => error.set(Some(e.to_string())),
-            }
-            pending.set(false);
+        call.run(create_api_key(expiration.get_untracked()), move |s| {
+            created.set(Some(s.secret));
+            on_created.run(());
         });
     };
     view! {
@@ -221,8 +198,8 @@ fn CreateApiKey(on_created: Callback<()>) -> impl IntoView {
             <label>"Expires in"
                 <input type="text" name="api_expiration" autocomplete="off" prop:value=move || expiration.get() on:input=move |ev| expiration.set(event_target_value(&ev)) />
             </label>
-            <button type="submit" class="button" disabled=move || !hydrated.get() || pending.get()>"Create API key"</button>
-            {move || error.get().map(|message| view! { <ErrorNotice message /> })}
+            <button type="submit" class="button" disabled=move || call.disabled()>"Create API key"</button>
+            {move || call.error.get().map(|message| view! { <ErrorNotice message /> })}
         </form>
         {move || created.get().map(|secret| {
             let target = NodeRef::<Code>::new();

@@ -7,7 +7,8 @@ use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
 use crate::api::tailnet::{approve_machine_routes, get_machine};
-use crate::components::live::{use_hydrated, use_machine_events};
+use crate::components::call::use_server_call;
+use crate::components::live::use_machine_events;
 use crate::components::machine_actions::MachineActions;
 use crate::components::notice::{ErrorNotice, Loading};
 use crate::dto::ConsoleError;
@@ -151,9 +152,7 @@ fn MachineDetailView(
 /// Approved, awaiting approval and exit node, each with its own approve / unapprove.
 #[component]
 fn RoutesCard(detail: MachineDetail, on_changed: Callback<()>) -> impl IntoView {
-    let hydrated = use_hydrated();
-    let pending = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
+    let call = use_server_call();
     let m = detail.summary;
     let id = m.id;
     let approved = m.approved_routes.clone();
@@ -165,14 +164,8 @@ fn RoutesCard(detail: MachineDetail, on_changed: Callback<()>) -> impl IntoView 
         if approve {
             next.extend(routes);
         }
-        pending.set(true);
-        error.set(None);
-        leptos::task::spawn_local(async move {
-            match approve_machine_routes(id, next).await {
-                Ok(_) => on_changed.run(()),
-                Err(e) => error.set(Some(e.to_string())),
-            }
-            pending.set(false);
+        call.run(approve_machine_routes(id, next), move |_| {
+            on_changed.run(())
         });
     };
     let exit: Vec<String> = EXIT_ROUTES.iter().map(|r| r.to_string()).collect();
@@ -218,7 +211,7 @@ fn RoutesCard(detail: MachineDetail, on_changed: Callback<()>) -> impl IntoView 
                         type="button"
                         class="button button--secondary"
                         aria-label=aria
-                        disabled=move || !hydrated.get() || pending.get()
+                        disabled=move || call.disabled()
                         on:click=move |_| set(routes.clone(), !is_approved)
                     >
                         {action}
@@ -239,7 +232,7 @@ fn RoutesCard(detail: MachineDetail, on_changed: Callback<()>) -> impl IntoView 
                 view! { <ul class="routes">{items}</ul> }.into_any()
             }}
             {primary}
-            {move || error.get().map(|message| view! { <ErrorNotice message /> })}
+            {move || call.error.get().map(|message| view! { <ErrorNotice message /> })}
         </section>
     }
 }

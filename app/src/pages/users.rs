@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::tailnet::{create_user, delete_user, list_users, rename_user};
-use crate::components::live::use_hydrated;
+use crate::components::call::use_server_call;
 use crate::components::notice::{ErrorNotice, Loading};
 use crate::dto::tailnet::{MachineQuery, UserRow, short_time};
 
@@ -58,32 +58,22 @@ pub fn UsersPage() -> impl IntoView {
 
 #[component]
 fn CreateUser(on_created: Callback<()>) -> impl IntoView {
-    let hydrated = use_hydrated();
+    let call = use_server_call();
     let name = RwSignal::new(String::new());
     let display_name = RwSignal::new(String::new());
     let email = RwSignal::new(String::new());
-    let pending = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let (n, d, e) = (
+        let created = create_user(
             name.get_untracked(),
             display_name.get_untracked(),
             email.get_untracked(),
         );
-        pending.set(true);
-        error.set(None);
-        leptos::task::spawn_local(async move {
-            match create_user(n, d, e).await {
-                Ok(_) => {
-                    name.set(String::new());
-                    display_name.set(String::new());
-                    email.set(String::new());
-                    on_created.run(());
-                }
-                Err(e) => error.set(Some(e.to_string())),
-            }
-            pending.set(false);
+        call.run(created, move |_| {
+            name.set(String::new());
+            display_name.set(String::new());
+            email.set(String::new());
+            on_created.run(());
         });
     };
     view! {
@@ -100,10 +90,10 @@ fn CreateUser(on_created: Callback<()>) -> impl IntoView {
                 "Email"
                 <input type="email" name="email" autocomplete="off" prop:value=move || email.get() on:input=move |ev| email.set(event_target_value(&ev)) />
             </label>
-            <button type="submit" class="button" disabled=move || !hydrated.get() || pending.get()>
+            <button type="submit" class="button" disabled=move || call.disabled()>
                 "Create user"
             </button>
-            {move || error.get().map(|message| view! { <ErrorNotice message /> })}
+            {move || call.error.get().map(|message| view! { <ErrorNotice message /> })}
         </form>
     }
 }
@@ -117,38 +107,23 @@ enum Mode {
 
 #[component]
 fn UserItem(user: UserRow, on_changed: Callback<()>) -> impl IntoView {
-    let hydrated = use_hydrated();
+    let call = use_server_call();
+    let error = call.error;
     let mode = RwSignal::new(Mode::Idle);
-    let pending = RwSignal::new(false);
-    let error = RwSignal::new(None::<String>);
     let new_name = RwSignal::new(user.name.clone());
     let id = user.id;
     let owns = user.machines;
     let name = user.name.clone();
-    let disabled = move || !hydrated.get() || pending.get();
-    let finish = move |result: Result<(), crate::dto::ConsoleError>| match result {
-        Ok(()) => {
-            mode.set(Mode::Idle);
-            on_changed.run(());
-        }
-        Err(e) => error.set(Some(e.to_string())),
+    let disabled = move || call.disabled();
+    let done = move || {
+        mode.set(Mode::Idle);
+        on_changed.run(());
     };
     let rename = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
-        let n = new_name.get_untracked();
-        pending.set(true);
-        leptos::task::spawn_local(async move {
-            finish(rename_user(id, n).await.map(|_| ()));
-            pending.set(false);
-        });
+        call.run(rename_user(id, new_name.get_untracked()), move |_| done());
     };
-    let delete = move |_| {
-        pending.set(true);
-        leptos::task::spawn_local(async move {
-            finish(delete_user(id).await);
-            pending.set(false);
-        });
-    };
+    let delete = move |_| call.run(delete_user(id), move |()| done());
     let last_seen = if user.online {
         "Online now".to_owned()
     } else {
