@@ -246,28 +246,10 @@ fn DnsForm(initial: DnsSettings) -> impl IntoView {
                         key=|row| row.id
                         children=move |row| {
                             let id = row.id;
-                            let domain_id = format!("dns-split-domain-{id}");
-                            let servers_id = format!("dns-split-servers-{id}");
-                            let row_view = view! {
+                            view! {
                                 <li class="dns-row">
-                                    <div class="field">
-                                        <label for=domain_id.clone()>"Domain"</label>
-                                        <input
-                                            id=domain_id
-                                            type="text"
-                                            spellcheck="false"
-                                            bind:value=row.domain
-                                        />
-                                    </div>
-                                    <div class="field">
-                                        <label for=servers_id.clone()>"Nameservers"</label>
-                                        <input
-                                            id=servers_id
-                                            type="text"
-                                            spellcheck="false"
-                                            bind:value=row.nameservers
-                                        />
-                                    </div>
+                                    <TextField id=format!("dns-split-domain-{id}") label="Domain" value=row.domain />
+                                    <TextField id=format!("dns-split-servers-{id}") label="Nameservers" value=row.nameservers />
                                     <button
                                         type="button"
                                         class="button button--secondary"
@@ -281,8 +263,8 @@ fn DnsForm(initial: DnsSettings) -> impl IntoView {
                                         "Remove"
                                     </button>
                                 </li>
-                            };
-                            row_view.into_any()
+                            }
+                            .into_any()
                         }
                     />
                 </ul>
@@ -320,20 +302,10 @@ fn DnsForm(initial: DnsSettings) -> impl IntoView {
                         key=|row| row.id
                         children=move |row| {
                             let id = row.id;
-                            let name_id = format!("dns-record-name-{id}");
                             let type_id = format!("dns-record-type-{id}");
-                            let value_id = format!("dns-record-value-{id}");
-                            let row_view = view! {
+                            view! {
                                 <li class="dns-row dns-row--record">
-                                    <div class="field">
-                                        <label for=name_id.clone()>"Name"</label>
-                                        <input
-                                            id=name_id
-                                            type="text"
-                                            spellcheck="false"
-                                            bind:value=row.name
-                                        />
-                                    </div>
+                                    <TextField id=format!("dns-record-name-{id}") label="Name" value=row.name />
                                     <div class="field">
                                         <label for=type_id.clone()>"Type"</label>
                                         <select
@@ -357,15 +329,7 @@ fn DnsForm(initial: DnsSettings) -> impl IntoView {
                                                 .collect_view()}
                                         </select>
                                     </div>
-                                    <div class="field">
-                                        <label for=value_id.clone()>"Address"</label>
-                                        <input
-                                            id=value_id
-                                            type="text"
-                                            spellcheck="false"
-                                            bind:value=row.value
-                                        />
-                                    </div>
+                                    <TextField id=format!("dns-record-value-{id}") label="Address" value=row.value />
                                     <button
                                         type="button"
                                         class="button button--secondary"
@@ -377,8 +341,8 @@ fn DnsForm(initial: DnsSettings) -> impl IntoView {
                                         "Remove"
                                     </button>
                                 </li>
-                            };
-                            row_view.into_any()
+                            }
+                            .into_any()
                         }
                     />
                 </ul>
@@ -415,5 +379,16 @@ fn DnsForm(initial: DnsSettings) -> impl IntoView {
                 </div>
             </div>
         </form>
+    }
+}
+
+/// A labelled one-line text input bound to `value` (the rows of split DNS and records).
+#[component]
+fn TextField(id: String, label: &'static str, value: RwSignal<String>) -> impl IntoView {
+    view! {
+        <div class="field">
+            <label for=id.clone()>{label}</label>
+            <input id=id type="text" spellcheck="false" bind:value=value />
+        </div>
     }
 }
