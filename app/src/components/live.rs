@@ -29,20 +29,15 @@ mod imp {
             let on_change = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
                 set_version.update(|v| *v += 1);
             });
-            // Refetch on every open: changes between the server render and the first open, or
-            // while a dropped connection was reconnecting, would otherwise be missed.
-            let on_open = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-                set_version.update(|v| *v += 1);
-            });
-            let _ = source.add_event_listener_with_callback(
-                MACHINES_CHANGED_EVENT,
-                on_change.as_ref().unchecked_ref(),
-            );
-            let _ =
-                source.add_event_listener_with_callback("open", on_open.as_ref().unchecked_ref());
-            let held = StoredValue::new_local(Some((source, on_change, on_open)));
+            // Refetch on every open too: changes between the server render and the first
+            // open, or while a dropped connection was reconnecting, would otherwise be missed.
+            for event in [MACHINES_CHANGED_EVENT, "open"] {
+                let _ = source
+                    .add_event_listener_with_callback(event, on_change.as_ref().unchecked_ref());
+            }
+            let held = StoredValue::new_local(Some((source, on_change)));
             on_cleanup(move || {
-                if let Some((source, _, _)) = held.try_update_value(|h| h.take()).flatten() {
+                if let Some((source, _)) = held.try_update_value(|h| h.take()).flatten() {
                     source.close();
                 }
             });
