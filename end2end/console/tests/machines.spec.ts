@@ -17,7 +17,7 @@ async function hydratedList(page: Page, url: string) {
 }
 
 // Set to measure time to interactive against a server seeded with many machines
-// (end2end/clients/seed_machines.py); then only that measurement runs.
+// (scripts/console-tti.sh seeds one and sets it); then only that measurement runs.
 const measureTTI = !!process.env.OXISCALE_E2E_TTI;
 
 test.beforeAll(async ({ browser }, testInfo) => {
