@@ -65,14 +65,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/key?v=130" >/dev/null 2>&1 && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$out/server.log"; exit 1; }
-  sleep 0.1
-done
-"$oxiscale" users create bench >/dev/null
-key=$("$oxiscale" preauthkeys create --user bench --reusable --expiration 1h -o json |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+# shellcheck source=lib/load-server.sh
+source "$root/scripts/lib/load-server.sh"
+wait_until_serving "http://127.0.0.1:$port" "$server_pid" "$out/server.log"
+key=$(reusable_key "$oxiscale" bench)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "commit: $(git -C "$root" rev-parse --short HEAD); server pid $server_pid; nice $nice_level; out $out"

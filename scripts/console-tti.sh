@@ -47,14 +47,9 @@ export TTI_ROOT=$root TTI_TARGET=$target TTI_DATA=$data/d TTI_PORT=$port TTI_MAC
   "$bin" serve >"$TTI_DATA.server.log" 2>&1 &
   server=$!
   trap "kill $server 2>/dev/null; wait $server 2>/dev/null || true" EXIT
-  for _ in $(seq 1 100); do
-    curl -fsS "$url/key?v=130" >/dev/null 2>&1 && break
-    kill -0 $server 2>/dev/null || { cat "$TTI_DATA.server.log"; exit 1; }
-    sleep 0.1
-  done
-  "$bin" users create seed >/dev/null
-  key=$("$bin" preauthkeys create --user seed --reusable --expiration 1h -o json |
-    python3 -c "import json,sys; print(json.load(sys.stdin)[\"key\"])")
+  source "$TTI_ROOT/scripts/lib/load-server.sh"
+  wait_until_serving "$url" $server "$TTI_DATA.server.log"
+  key=$(reusable_key "$bin" seed)
   echo "==> registering $TTI_MACHINES machines with oxiscale-loadgen"
   "$TTI_TARGET/release/oxiscale-loadgen" --url "$url" --auth-key "$key" \
     --nodes "$TTI_MACHINES" --scenarios join | sed "s/^/   /"
