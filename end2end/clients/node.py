@@ -2,9 +2,14 @@
 """Runs one real tsnet node (caddy-tailscale, as the client tests use) until it is stopped.
 
     python3 end2end/clients/node.py --server URL --authkey KEY --hostname NAME --state DIR
+        [--proxy-to PEER ...]
 
-Used by the console's browser tests, which spawn it to register a real machine. Prints
-`node: started pid=N` and then waits; SIGTERM/SIGINT stop the node (its whole process group).
+Used by the console's browser tests, which spawn it to register a real machine. The node
+answers HTTP on its tailnet address port 80 with its hostname. Each --proxy-to PEER (a MagicDNS
+name or tailnet IP) adds a local reverse proxy to http://PEER:80 through the tailnet, printed as
+`node: proxy to PEER at http://127.0.0.1:PORT/`, so a test can send traffic across the tailnet
+and the peer's packet filter decides. Prints `node: started pid=N` and then waits;
+SIGTERM/SIGINT stop the node (its whole process group).
 Run it only inside scripts/lib/netns.sh, like every test that starts a client.
 """
 
@@ -28,14 +33,19 @@ def main() -> int:
     parser.add_argument("--hostname", required=True)
     parser.add_argument("--state", required=True, type=Path, help="work and state directory")
     parser.add_argument("--ephemeral", action="store_true")
+    parser.add_argument("--proxy-to", action="append", default=[], metavar="PEER",
+                        help="serve a local reverse proxy to http://PEER:80 over the tailnet")
     args = parser.parse_args()
 
     node = CaddyNode(name=args.hostname, authkey=args.authkey, control_url=args.server,
-                     workdir=args.state, ephemeral=args.ephemeral, serve_text=args.hostname)
+                     workdir=args.state, ephemeral=args.ephemeral, serve_text=args.hostname,
+                     proxy_to=args.proxy_to)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     node.start()
+    for peer in args.proxy_to:
+        print(f"node: proxy to {peer} at {node.proxy_url(peer)}", flush=True)
     print(f"node: started pid={node.proc.pid} log={node.log_path}", flush=True)
     try:
         while not stop.wait(0.5):

@@ -3,6 +3,7 @@
 
 mod floor;
 mod frame;
+mod hold;
 mod node;
 mod probe;
 mod procstat;
@@ -39,9 +40,17 @@ struct Args {
     /// The server's pid, to sample its CPU time and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Comma-separated: join,steady,fanout,storm,churn (join always runs first).
+    /// Comma-separated: join,steady,fanout,storm,churn (join always runs first). Or `hold`
+    /// alone: one node named --hostname advertising --routes holds its map stream until
+    /// killed and prints when its own map shows a route approved (see hold.rs).
     #[arg(long, default_value = "join,steady,fanout,storm,churn")]
     scenarios: String,
+    /// The held node's hostname (`--scenarios hold`).
+    #[arg(long, default_value = "")]
+    hostname: String,
+    /// Comma-separated routes the held node advertises, e.g. 10.77.0.0/24,0.0.0.0/0,::/0.
+    #[arg(long, value_delimiter = ',')]
+    routes: Vec<String>,
     /// Connects + registrations in flight at once during join.
     #[arg(long, default_value_t = 256)]
     join_concurrency: usize,
@@ -674,14 +683,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .split(',')
         .map(|s| s.trim().to_owned())
         .collect();
+    let hold = scenarios.iter().any(|s| s == "hold");
+    if hold && scenarios.len() > 1 {
+        bail!("the hold scenario runs alone");
+    }
     for s in &scenarios {
-        if !["join", "steady", "fanout", "storm", "churn"].contains(&s.as_str()) {
+        if !["join", "steady", "fanout", "storm", "churn", "hold"].contains(&s.as_str()) {
             bail!("unknown scenario {s:?}");
         }
     }
     let server_pub = oxiscale_noise::client::fetch_server_key(&args.url)
         .await
         .context("fetching the server's Noise key from /key")?;
+    if hold {
+        let ctx = Arc::new(Ctx {
+            url: args.url.trim_end_matches('/').to_owned(),
+            server_pub,
+            auth_key: args.auth_key.clone(),
+            start: Instant::now(),
+            probes: Default::default(),
+            collect_limit: args.collect_limit,
+            decode_errors: AtomicU64::new(0),
+        });
+        return hold::run(ctx, args.hostname, args.routes).await;
+    }
     let ctx = Arc::new(Ctx {
         url: args.url.trim_end_matches('/').to_owned(),
         server_pub,

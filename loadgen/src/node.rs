@@ -90,7 +90,21 @@ pub struct SimNode {
     pub last_peer_count: AtomicU64,
     endpoint_seq: AtomicU32,
     live: Mutex<Option<Live>>,
+    /// Hostname and advertised routes (`Hostinfo.RoutableIPs`); `None`: `bench-<index>`.
+    identity: Option<Identity>,
+    /// Called with the JSON of every fully decoded map message (the hold mode reads its own
+    /// node from it).
+    on_map: Option<MapObserver>,
 }
+
+/// Who a node claims to be, for the hold mode.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub hostname: String,
+    pub routes: Vec<String>,
+}
+
+pub type MapObserver = Box<dyn Fn(&[u8]) + Send + Sync>;
 
 #[derive(Deserialize)]
 struct RegisterReply {
@@ -124,17 +138,36 @@ impl SimNode {
             last_peer_count: AtomicU64::new(0),
             endpoint_seq: AtomicU32::new(0),
             live: Mutex::new(None),
+            identity: None,
+            on_map: None,
+        }
+    }
+
+    /// A node with its own hostname and advertised routes whose map messages go to `on_map`.
+    pub fn with_identity(identity: Identity, on_map: MapObserver) -> SimNode {
+        SimNode {
+            identity: Some(identity),
+            on_map: Some(on_map),
+            ..SimNode::new(0, false)
         }
     }
 
     fn hostinfo(&self) -> Value {
-        json!({
+        let (hostname, routes) = match &self.identity {
+            Some(id) => (id.hostname.clone(), id.routes.clone()),
+            None => (format!("bench-{}", self.index), Vec::new()),
+        };
+        let mut hostinfo = json!({
             "IPNVersion": "1.90.9-loadgen",
             "OS": "linux",
-            "Hostname": format!("bench-{}", self.index),
+            "Hostname": hostname,
             "GoArch": "amd64",
             "NetInfo": {"PreferredDERP": PREFERRED_DERP, "WorkingUDP": true},
-        })
+        });
+        if !routes.is_empty() {
+            hostinfo["RoutableIPs"] = json!(routes);
+        }
+        hostinfo
     }
 
     fn endpoints(&self) -> Value {
@@ -350,6 +383,11 @@ impl SimNode {
         }
         if !raw.head_only && !ctx.probes.is_empty() {
             ctx.probes.observe(self.index, &msg, raw.wire_len, &json);
+        }
+        if let Some(on_map) = &self.on_map
+            && !raw.head_only
+        {
+            on_map(&json);
         }
         if is_full_map {
             self.full_maps.fetch_add(1, Ordering::Relaxed);

@@ -9,7 +9,7 @@
 //
 // A test that needs a signed-out browser opts out with
 //   test.use({ storageState: signedOut });
-import { execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -99,27 +99,81 @@ export async function createPreAuthKey(page: Page, user: string): Promise<string
 const nodeScript = path.resolve(__dirname, "../../clients/node.py");
 
 /** A real tsnet node (end2end/clients/node.py) joining with `authkey`; `stop()` ends its
- * whole process group, then removes its state. */
-export function startNode(authkey: string, hostname: string) {
+ * whole process group, then removes its state. Each of `proxyTo` (a peer's MagicDNS name or
+ * tailnet IP) gets a local reverse proxy to http://PEER:80 through the tailnet;
+ * `proxyURL(peer)` waits for node.py to print its address. */
+export function startNode(authkey: string, hostname: string, proxyTo: string[] = []) {
   const state = mkdtempSync(path.join(tmpdir(), "oxnode-"));
   const proc = spawn(
     "python3",
-    [nodeScript, "--server", serverURL, "--authkey", authkey, "--hostname", hostname, "--state", state],
+    [
+      nodeScript,
+      ...["--server", serverURL, "--authkey", authkey, "--hostname", hostname, "--state", state],
+      ...proxyTo.flatMap((peer) => ["--proxy-to", peer]),
+    ],
     { detached: true, stdio: ["ignore", "pipe", "pipe"] },
   );
+  const out = collectOutput(proc);
+  return {
+    output: out.text,
+    async proxyURL(peer: string): Promise<string> {
+      const line = await out.waitFor(new RegExp(`^node: proxy to ${peer.replace(/\./g, "\\.")} at (\\S+)$`, "m"), 30_000);
+      return line[1];
+    },
+    stop() {
+      stopGroup(proc);
+      setTimeout(() => rmSync(state, { recursive: true, force: true }), 12_000).unref();
+    },
+  };
+}
+
+/** Gathers a child's stdout and stderr; `waitFor` polls it for a line. */
+function collectOutput(proc: ChildProcess) {
   let output = "";
   proc.stdout?.on("data", (d) => (output += d));
   proc.stderr?.on("data", (d) => (output += d));
+  const text = () => output;
   return {
-    output: () => output,
-    stop() {
-      try {
-        if (proc.pid) process.kill(-proc.pid, "SIGTERM");
-      } catch {
-        // already gone
-      }
-      setTimeout(() => rmSync(state, { recursive: true, force: true }), 12_000).unref();
+    text,
+    async waitFor(pattern: RegExp, timeout: number): Promise<RegExpMatchArray> {
+      let match: RegExpMatchArray | null = null;
+      await expect
+        .poll(() => (match = text().match(pattern)) !== null, { message: `waiting for ${pattern} in:\n${text()}`, timeout })
+        .toBe(true);
+      return match!;
     },
+  };
+}
+
+/** SIGTERM to a detached child's whole process group (it may be gone already). */
+function stopGroup(proc: ChildProcess) {
+  try {
+    if (proc.pid) process.kill(-proc.pid, "SIGTERM");
+  } catch {
+    // already gone
+  }
+}
+
+/** The project's own protocol client (oxiscale-loadgen, built beside the server binary)
+ * holding ONE node named `hostname` that advertises `routes` (Hostinfo.RoutableIPs); it prints
+ * `hold: route approved in map: R` when its own node in the map allows R. */
+export function startRouter(authkey: string, hostname: string, routes: string[]) {
+  const bin =
+    process.env.OXISCALE_E2E_LOADGEN_BIN ??
+    path.join(path.dirname(process.env.OXISCALE_E2E_BIN ?? path.join(repoRoot, "target/debug/oxiscale")), "oxiscale-loadgen");
+  const proc = spawn(
+    bin,
+    ["--url", serverURL, "--auth-key", authkey, "--scenarios", "hold", "--hostname", hostname, "--routes", routes.join(",")],
+    { detached: true, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let exited: string | null = null;
+  proc.on("error", (err) => (exited = `could not start ${bin}: ${err.message}`));
+  proc.on("exit", (code, signal) => (exited ??= `exited with ${code ?? signal}`));
+  const out = collectOutput(proc);
+  return {
+    output: () => `${out.text()}${exited ? `\n[${exited}]` : ""}`,
+    waitFor: out.waitFor,
+    stop: () => stopGroup(proc),
   };
 }
 
