@@ -2,6 +2,7 @@
 //! shared by the machine list's rows and the machine's own page. One panel is open at a
 //! time; delete asks for confirmation first.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -26,6 +27,30 @@ enum Panel {
 
 type Call = Pin<Box<dyn Future<Output = Result<(), ConsoleError>>>>;
 
+/// What an admin has open or typed in one machine's actions.
+#[derive(Debug, Clone, PartialEq)]
+struct Draft {
+    menu_open: bool,
+    panel: Option<Panel>,
+    new_name: String,
+    new_tags: String,
+    routes: Vec<(String, bool)>,
+    exit: bool,
+}
+
+/// Open panels and unsaved input per machine id, held by a page whose rows are rebuilt
+/// (a live update refetches and redraws the list): a rebuilt row's actions start from its
+/// machine's draft, so an open panel stays open and keeps what was typed.
+#[derive(Clone, Copy)]
+pub struct ActionDrafts(StoredValue<HashMap<u64, Draft>>);
+
+impl ActionDrafts {
+    /// Call in the page whose rows are rebuilt; its `MachineActions` find it in context.
+    pub fn provide() {
+        provide_context(ActionDrafts(StoredValue::new(HashMap::new())));
+    }
+}
+
 /// A change whose answer (the updated machine) the actions do not need: the owner refetches.
 fn answerless<T>(call: impl Future<Output = Result<T, ConsoleError>> + 'static) -> Call {
     Box::pin(async move { call.await.map(|_| ()) })
@@ -43,15 +68,21 @@ pub fn MachineActions(
 ) -> impl IntoView {
     let call = use_server_call();
     let (hydrated, error) = (call.hydrated, call.error);
-    let menu_open = RwSignal::new(!compact);
-    let panel = RwSignal::new(None::<Panel>);
+    let drafts = use_context::<ActionDrafts>();
+    let draft = drafts.and_then(|d| d.0.with_value(|all| all.get(&machine.id).cloned()));
+    let menu_open = RwSignal::new(draft.as_ref().map_or(!compact, |d| d.menu_open));
+    let panel = RwSignal::new(draft.as_ref().and_then(|d| d.panel));
     let id = machine.id;
     let name = machine.name.clone();
     let panel_id = format!("machine-actions-{id}");
 
     let run = move |change: Call, deleted: bool| {
         call.run(change, move |()| {
+            // Done: the panel closes, and so does a row's menu.
             panel.set(None);
+            if compact {
+                menu_open.set(false);
+            }
             if deleted {
                 on_deleted.run(());
             } else {
@@ -64,8 +95,16 @@ pub fn MachineActions(
         panel.update(|open| *open = if *open == Some(p) { None } else { Some(p) });
     };
 
-    let new_name = RwSignal::new(machine.name.clone());
-    let new_tags = RwSignal::new(machine.tags.join(", "));
+    let new_name = RwSignal::new(
+        draft
+            .as_ref()
+            .map_or_else(|| machine.name.clone(), |d| d.new_name.clone()),
+    );
+    let new_tags = RwSignal::new(
+        draft
+            .as_ref()
+            .map_or_else(|| machine.tags.join(", "), |d| d.new_tags.clone()),
+    );
     // Routes: every advertised subnet route (and any approved one no longer advertised),
     // each with its approval; plus the exit node when advertised or approved.
     let mut subnet: Vec<String> = machine.subnet_routes().cloned().collect();
@@ -77,12 +116,45 @@ pub fn MachineActions(
     let route_choices: Vec<(String, RwSignal<bool>)> = subnet
         .into_iter()
         .map(|r| {
-            let on = machine.approved_routes.contains(&r);
+            let drafted = draft
+                .as_ref()
+                .and_then(|d| d.routes.iter().find(|(dr, _)| *dr == r).map(|(_, on)| *on));
+            let on = drafted.unwrap_or_else(|| machine.approved_routes.contains(&r));
             (r, RwSignal::new(on))
         })
         .collect();
     let offers_exit = machine.advertises_exit_node() || machine.exit_node_approved();
-    let exit_choice = RwSignal::new(machine.exit_node_approved());
+    let exit_choice = RwSignal::new(
+        draft
+            .as_ref()
+            .map_or(machine.exit_node_approved(), |d| d.exit),
+    );
+    if let Some(drafts) = drafts {
+        // Keep this machine's draft current while anything is open; forget it once closed,
+        // so the next opening starts from the machine's current values.
+        let route_choices = route_choices.clone();
+        let default_open = !compact;
+        Effect::new(move |_| {
+            let draft = Draft {
+                menu_open: menu_open.get(),
+                panel: panel.get(),
+                new_name: new_name.get(),
+                new_tags: new_tags.get(),
+                routes: route_choices
+                    .iter()
+                    .map(|(r, on)| (r.clone(), on.get()))
+                    .collect(),
+                exit: exit_choice.get(),
+            };
+            drafts.0.update_value(|all| {
+                if draft.menu_open == default_open && draft.panel.is_none() {
+                    all.remove(&id);
+                } else {
+                    all.insert(id, draft);
+                }
+            });
+        });
+    }
     let has_routes = !route_choices.is_empty() || offers_exit;
     let key_expiry_disabled = machine.key_expiry.is_none();
     let tagged = !machine.tags.is_empty();

@@ -1,5 +1,5 @@
 import { type Page } from "@playwright/test";
-import { createPreAuthKey, createUser, expect, startNode, test } from "./fixtures";
+import { createPreAuthKey, createUser, expect, oxiscaleCli, startNode, test } from "./fixtures";
 
 // The machine list and its actions against the real server with one real tsnet node
 // (end2end/clients/node.py), registered through keys made in the UI.
@@ -140,6 +140,22 @@ test("the detail page lists the machine's attributes", async ({ page }, testInfo
   await testInfo.attach("machine", { body: await page.screenshot({ fullPage: true }), contentType: "image/png" });
 });
 
+test("a live update keeps an open panel and what was typed", async ({ page }) => {
+  await hydratedList(page, `/machines?q=${host}`);
+  const row = page.locator(`tr[data-machine="${host}"]`);
+  await row.getByRole("button", { name: `Actions for ${host}` }).click();
+  await row.getByRole("button", { name: `Rename ${host}` }).click();
+  await row.getByLabel("New name").fill("half-typed-name");
+  // A change made elsewhere (the CLI) reaches the page live and the list is refetched.
+  const nodes = JSON.parse(oxiscaleCli(["nodes", "list", "-o", "json"])) as { id: number; given_name: string }[];
+  const id = nodes.find((n) => n.given_name === host)!.id;
+  oxiscaleCli(["nodes", "expire", "-i", String(id), "-e", "2099-01-02T03:04:05Z"]);
+  await expect(row, "the row shows the new expiry without a reload").toContainText("2099");
+  await expect(row.getByLabel("New name"), "the open panel kept what was typed").toHaveValue("half-typed-name");
+  await row.getByRole("button", { name: `Rename ${host}` }).click();
+  await expect(row.getByLabel("New name")).toHaveCount(0);
+});
+
 // Last: a tagged machine belongs to its tags, not the user, for good.
 test("edit tags: the machine is then owned by its tag", async ({ page }) => {
   await hydratedList(page, `/machines?q=${host}`);
@@ -154,9 +170,7 @@ test("edit tags: the machine is then owned by its tag", async ({ page }) => {
   await page.locator("select[name=tag]").selectOption("tag:web");
   await expect(page).toHaveURL(/tag=tag%3Aweb/);
   await expect(page.locator(`tr[data-machine="${host}"]`)).toBeVisible();
-  // An invalid tag is refused with the server's reason. Load the list afresh first: a live
-  // refetch (the tag change above) redraws the rows and would close an open action panel.
-  await hydratedList(page, `/machines?q=${host}`);
+  // An invalid tag is refused with the server's reason.
   const again = page.locator(`tr[data-machine="${host}"]`);
   await again.getByRole("button", { name: `Actions for ${host}` }).click();
   await again.getByRole("button", { name: `Edit tags of ${host}` }).click();
