@@ -210,9 +210,32 @@ mod tests {
         dir.to_string_lossy().into_owned()
     }
 
+    /// The console as the server mounts it, behind a stand-in for the auth middleware that
+    /// marks every request as the signed-in administrator's.
     fn router(name: &str) -> Router {
+        signed_out_router(name).layer(axum::middleware::map_request(
+            |mut req: Request<Body>| async move {
+                req.extensions_mut().insert(crate::api::ConsoleIdentity {
+                    admin_id: 1,
+                    name: "admin".into(),
+                    method: crate::api::AuthMethod::Local,
+                });
+                req
+            },
+        ))
+    }
+
+    /// The console with no identity on its requests: what a route wired without the auth
+    /// middleware would serve.
+    fn signed_out_router(name: &str) -> Router {
         console_router(console_options(site_root(name)), Arc::new(FixedBackend))
     }
+
+    /// One test of this module at a time (take it first thing). Each `#[tokio::test]` has its
+    /// own runtime; with routers built and pages rendered in several at once, the machines
+    /// page render hung in 17 of 20 runs of the module (leptos keeps process-wide state
+    /// that is shared between the runtimes; the server has one runtime).
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
     async fn send(router: Router, request: Request<Body>) -> (StatusCode, http::HeaderMap, String) {
         let response = router.oneshot(request).await.unwrap();
@@ -231,6 +254,7 @@ mod tests {
 
     #[tokio::test]
     async fn machines_page_is_rendered_with_the_backend_url_and_bundle_names() {
+        let _turn = ONE_AT_A_TIME.lock().await;
         let (status, _, html) = send(router("page"), get("/machines")).await;
         assert_eq!(status, StatusCode::OK);
         assert!(
@@ -247,6 +271,7 @@ mod tests {
 
     #[tokio::test]
     async fn server_function_answers_under_the_console_prefix() {
+        let _turn = ONE_AT_A_TIME.lock().await;
         let request = Request::post(format!("{SERVER_FN_PREFIX}/config"))
             .header("content-type", "application/x-www-form-urlencoded")
             .header("accept", "application/json")
@@ -258,7 +283,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_a_signed_in_identity_nothing_reaches_the_backend() {
+        let _turn = ONE_AT_A_TIME.lock().await;
+        let request = Request::post(format!("{SERVER_FN_PREFIX}/config"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, body) = send(signed_out_router("fn-out"), request).await;
+        assert_ne!(status, StatusCode::OK, "{body}");
+        assert_eq!(body, "\"SignedOut\"");
+        let (_, _, html) = send(signed_out_router("page-out"), get("/machines")).await;
+        assert!(!html.contains("vpn.example.com"), "{html}");
+        assert!(html.contains("not signed in"), "{html}");
+    }
+
+    #[tokio::test]
     async fn static_files_are_served_with_revalidation() {
+        let _turn = ONE_AT_A_TIME.lock().await;
         let (status, headers, body) = send(router("pkg"), get("/pkg/oxiscale.css")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body, "body{}");
@@ -269,6 +311,7 @@ mod tests {
 
     #[tokio::test]
     async fn claims_no_other_paths_and_merges_with_a_router_that_has_a_fallback() {
+        let _turn = ONE_AT_A_TIME.lock().await;
         // Without a fallback of its own, unknown paths fall through to the embedding server.
         let server = Router::new()
             .route("/key", axum::routing::get(|| async { "server key" }))
@@ -287,6 +330,7 @@ mod tests {
 
     #[tokio::test]
     async fn console_fallback_renders_the_not_found_page() {
+        let _turn = ONE_AT_A_TIME.lock().await;
         let options = console_options(site_root("fallback"));
         let backend: Arc<dyn ConsoleBackend> = Arc::new(FixedBackend);
         let server = console_router(options.clone(), backend.clone())

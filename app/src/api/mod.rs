@@ -90,6 +90,24 @@ fn meta_content(name: &str) -> Option<String> {
         .get_attribute("content")
 }
 
+/// Leaves for `/login?next=<this page>` (the sign-in form returns there).
+#[cfg(feature = "hydrate")]
+fn go_to_sign_in() {
+    let Some(location) = web_sys::window().map(|w| w.location()) else {
+        return;
+    };
+    let here = format!(
+        "{}{}",
+        location.pathname().unwrap_or_default(),
+        location.search().unwrap_or_default()
+    );
+    let Ok(query) = web_sys::UrlSearchParams::new() else {
+        return;
+    };
+    query.append("next", &here);
+    let _ = location.assign(&format!("/login?{}", String::from(query.to_string())));
+}
+
 /// The CSRF token for forms: from the request on the server, from the document head in the
 /// browser, so both halves render the same value and hydration matches.
 pub fn csrf_token() -> Option<String> {
@@ -117,7 +135,9 @@ pub fn signed_in_name() -> Option<String> {
 
 /// The HTTP client behind every console server function: name it in each `#[server]` as
 /// `client = crate::api::ConsoleClient`. It is leptos' fetch client plus the `x-csrf-token`
-/// header, which the server requires on every console POST.
+/// header, which the server requires on every console POST; and when the server answers 401
+/// (the session ended: signed out elsewhere, expired), it sends the browser to sign in and
+/// back to this page afterwards, whatever the page was doing.
 pub struct ConsoleClient;
 
 impl<E, IS, OS> Client<E, IS, OS> for ConsoleClient
@@ -134,7 +154,15 @@ where
         if let Some(token) = meta_content(CSRF_META) {
             req.headers().set(CSRF_HEADER, &token);
         }
-        <BrowserClient as Client<E, IS, OS>>::send(req)
+        let sent = <BrowserClient as Client<E, IS, OS>>::send(req);
+        async move {
+            let response = sent.await?;
+            #[cfg(feature = "hydrate")]
+            if leptos::server_fn::response::ClientRes::<E>::status(&response) == 401 {
+                go_to_sign_in();
+            }
+            Ok(response)
+        }
     }
 
     #[allow(clippy::type_complexity)]

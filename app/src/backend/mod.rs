@@ -35,7 +35,11 @@ pub trait ConsoleBackend:
     fn server_url(&self) -> String;
 }
 
-/// The backend provided by `console_router`, for use inside server functions and renders.
+/// The backend provided by `console_router`, for use inside server functions and renders,
+/// and only for a signed-in administrator. The server's auth middleware already refuses
+/// signed-out requests; checking again here, the one door to the tailnet's data, means a
+/// route wired without that middleware still serves nothing.
 pub fn use_backend() -> Result<Arc<dyn ConsoleBackend>, ConsoleError> {
+    crate::api::current_admin()?;
     use_context::<Arc<dyn ConsoleBackend>>().ok_or(ConsoleError::BackendMissing)
 }
