@@ -87,6 +87,30 @@ test.describe("signed out", () => {
   });
 });
 
+test.describe("session ends while a page is open", () => {
+  test.use({ storageState: signedOut });
+
+  test("the next action sends the browser to sign in, and back afterwards", async ({ page, context }) => {
+    await page.goto("/login?next=%2Fusers");
+    await page.getByLabel("Username").fill(admin.name);
+    await page.getByLabel("Password").fill(admin.password);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await expect(page).toHaveURL(/\/users$/);
+    const form = page.getByRole("form", { name: "Create a user" });
+    await expect(form.getByRole("button", { name: "Create user" })).toBeEnabled();
+
+    // The session ends (cookie gone, as after an expiry or a sign-out elsewhere).
+    await context.clearCookies();
+    await form.getByLabel("Name", { exact: true }).fill(`never-${Date.now().toString(36)}`);
+    await form.getByRole("button", { name: "Create user" }).click();
+    await expect(page).toHaveURL(/\/login\?next=%2Fusers$/);
+    await page.getByLabel("Username").fill(admin.name);
+    await page.getByLabel("Password").fill(admin.password);
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await expect(page).toHaveURL(/\/users$/);
+  });
+});
+
 test("signed in, a POST without the CSRF token is refused with 403", async ({ page }) => {
   const headers = { "content-type": "application/x-www-form-urlencoded", accept: "application/json" };
   const without = await page.request.post("/console/fn/config", { headers, data: "" });
