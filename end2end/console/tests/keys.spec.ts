@@ -55,10 +55,16 @@ test("an API key is shown once and can be expired", async ({ page }) => {
   const secret = (await page.locator("#new-api-key").textContent())?.trim() ?? "";
   expect(secret.length).toBeGreaterThan(20);
   // Listed by prefix; the secret begins with something the list shows, but is not in it.
+  // The list is refetched after the create: wait for the new row.
   const rows = page.locator("tr[data-api-key]");
-  const prefixes = await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute("data-api-key") ?? ""));
-  const prefix = prefixes.find((p) => p && secret.includes(p));
-  expect(prefix, `a listed prefix of ${secret}`).toBeTruthy();
+  let prefix: string | undefined;
+  await expect
+    .poll(async () => {
+      const prefixes = await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute("data-api-key") ?? ""));
+      prefix = prefixes.find((p) => p && secret.includes(p));
+      return prefix;
+    }, { message: `a listed prefix of ${secret}` })
+    .toBeTruthy();
   await page.reload();
   expect(await page.content()).not.toContain(secret);
   const row = page.locator(`tr[data-api-key="${prefix}"]`);
