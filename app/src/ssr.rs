@@ -245,6 +245,15 @@ mod tests {
         (status, headers, String::from_utf8(body.to_vec()).unwrap())
     }
 
+    /// The `config` server function as the browser calls it.
+    fn config_call() -> Request<Body> {
+        Request::post(format!("{SERVER_FN_PREFIX}/config"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(Body::empty())
+            .unwrap()
+    }
+
     fn get(path: &str) -> Request<Body> {
         Request::get(path)
             .header("accept", "text/html")
@@ -272,12 +281,7 @@ mod tests {
     #[tokio::test]
     async fn server_function_answers_under_the_console_prefix() {
         let _turn = ONE_AT_A_TIME.lock().await;
-        let request = Request::post(format!("{SERVER_FN_PREFIX}/config"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .body(Body::empty())
-            .unwrap();
-        let (status, _, body) = send(router("fn"), request).await;
+        let (status, _, body) = send(router("fn"), config_call()).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body, r#"{"server_url":"https://vpn.example.com"}"#);
     }
@@ -285,12 +289,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_signed_in_identity_nothing_reaches_the_backend() {
         let _turn = ONE_AT_A_TIME.lock().await;
-        let request = Request::post(format!("{SERVER_FN_PREFIX}/config"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .body(Body::empty())
-            .unwrap();
-        let (status, _, body) = send(signed_out_router("fn-out"), request).await;
+        let (status, _, body) = send(signed_out_router("fn-out"), config_call()).await;
         assert_ne!(status, StatusCode::OK, "{body}");
         assert_eq!(body, "\"SignedOut\"");
         let (_, _, html) = send(signed_out_router("page-out"), get("/machines")).await;

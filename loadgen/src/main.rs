@@ -695,18 +695,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let server_pub = oxiscale_noise::client::fetch_server_key(&args.url)
         .await
         .context("fetching the server's Noise key from /key")?;
-    if hold {
-        let ctx = Arc::new(Ctx {
-            url: args.url.trim_end_matches('/').to_owned(),
-            server_pub,
-            auth_key: args.auth_key.clone(),
-            start: Instant::now(),
-            probes: Default::default(),
-            collect_limit: args.collect_limit,
-            decode_errors: AtomicU64::new(0),
-        });
-        return hold::run(ctx, args.hostname, args.routes).await;
-    }
     let ctx = Arc::new(Ctx {
         url: args.url.trim_end_matches('/').to_owned(),
         server_pub,
@@ -716,6 +704,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         collect_limit: args.collect_limit,
         decode_errors: AtomicU64::new(0),
     });
+    if hold {
+        return hold::run(ctx, args.hostname, args.routes).await;
+    }
     let sampler = Arc::new(Sampler {
         server: args.server_pid.map(|p| Proc::new(Some(p))),
         peak_rss: AtomicU64::new(0),
