@@ -746,15 +746,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|n| n.head_only.load(Ordering::Relaxed))
         .sum();
+    let undecoded: u64 = bench
+        .nodes
+        .iter()
+        .map(|n| n.undecoded.load(Ordering::Relaxed))
+        .sum();
     let peers = bench
         .nodes
         .iter()
         .map(|n| n.last_peer_count.load(Ordering::Relaxed))
         .max();
     report["totals"] = json!({"bytes": bytes, "messages": messages, "head_only_messages": head_only,
+        "undecoded_messages": undecoded,
         "decode_errors": bench.ctx.decode_errors.load(Ordering::Relaxed), "max_peer_count_seen": peers});
     println!(
-        "== totals: {messages} messages, {} received, {head_only} decoded head-only, {} decode errors, largest peer list decoded {:?}",
+        "== totals: {messages} messages, {} received, {head_only} decoded head-only, {undecoded} not decoded (no probe open), {} decode errors, largest peer list decoded {:?}",
         mib(bytes),
         bench.ctx.decode_errors.load(Ordering::Relaxed),
         peers
