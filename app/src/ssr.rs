@@ -9,14 +9,20 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use http::HeaderValue;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use http::header::CACHE_CONTROL;
+use http::{HeaderValue, StatusCode};
 use leptos::prelude::*;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeader;
 
+use crate::api::SERVER_FN_PREFIX;
 use crate::backend::ConsoleBackend;
+use crate::dto::ConsoleError;
 use crate::{App, OUTPUT_NAME, shell};
 
 /// Files from `public/` that `scripts/build-site.sh` places at the site root. Routed one by
@@ -68,7 +74,44 @@ pub fn console_router(options: LeptosOptions, backend: Arc<dyn ConsoleBackend>) 
     for file in ROOT_FILES {
         router = router.route_service(&format!("/{file}"), ServeFile::new(site_root.join(file)));
     }
-    router.with_state(options)
+    router
+        .layer(axum::middleware::from_fn(error_status))
+        .with_state(options)
+}
+
+/// Largest server function error body that is read to find its status; errors are a short
+/// JSON value (a `ConsoleError`).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Gives a server function's error the HTTP status that says whose fault it is.
+/// `server_fn` answers every error with 500. A refused input, a vanished machine or an
+/// expired session is not a server failure, and must not be logged as one (the server
+/// logs every 5xx) or look like one to a proxy or a script.
+async fn error_status(request: Request, next: Next) -> Response {
+    let is_server_fn = request.uri().path().starts_with(SERVER_FN_PREFIX);
+    let response = next.run(request).await;
+    if !is_server_fn || response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_ERROR_BODY).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if let Ok(error) = serde_json::from_slice::<ConsoleError>(&bytes) {
+        parts.status = status_of(&error);
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+fn status_of(error: &ConsoleError) -> StatusCode {
+    match error {
+        ConsoleError::Refused(_) => StatusCode::BAD_REQUEST,
+        ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
+        ConsoleError::SignedOut => StatusCode::UNAUTHORIZED,
+        ConsoleError::BackendMissing | ConsoleError::Internal(_) | ConsoleError::Transport(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
 }
 
 /// A handler for the server's own fallback: renders the console's 404 page (and serves any
@@ -82,17 +125,13 @@ pub fn console_fallback(options: LeptosOptions, backend: Arc<dyn ConsoleBackend>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::SERVER_FN_PREFIX;
     use crate::backend::BackendFuture;
-    use crate::dto::ConsoleError;
     use crate::dto::dns::DnsSettings;
     use crate::dto::policy::{PolicyDoc, Preview, SaveOutcome, Subject};
     use crate::dto::tailnet::{
         ApiKeyRow, CreatedSecret, MachineDetail, MachineSummary, NewPreAuthKey, PreAuthKeyRow,
         UserRow,
     };
-    use axum::body::Body;
-    use http::{Request, StatusCode};
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
@@ -290,11 +329,51 @@ mod tests {
     async fn without_a_signed_in_identity_nothing_reaches_the_backend() {
         let _turn = ONE_AT_A_TIME.lock().await;
         let (status, _, body) = send(signed_out_router("fn-out"), config_call()).await;
-        assert_ne!(status, StatusCode::OK, "{body}");
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
         assert_eq!(body, "\"SignedOut\"");
         let (_, _, html) = send(signed_out_router("page-out"), get("/machines")).await;
         assert!(!html.contains("vpn.example.com"), "{html}");
         assert!(html.contains("not signed in"), "{html}");
+    }
+
+    fn json_call(endpoint: &str, body: &str) -> Request<Body> {
+        Request::post(format!("{SERVER_FN_PREFIX}/{endpoint}"))
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refusal_or_a_missing_machine_is_a_client_error_with_its_reason() {
+        let _turn = ONE_AT_A_TIME.lock().await;
+        let (status, _, body) = send(
+            router("fn-refused"),
+            json_call("api-key/expire", r#"{"id":5}"#),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body, r#"{"Refused":"read-only test backend"}"#);
+        let (status, _, body) =
+            send(router("fn-missing"), json_call("machine", r#"{"id":7}"#)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(body, r#"{"NotFound":"node 7"}"#);
+    }
+
+    #[test]
+    fn only_the_servers_own_failures_keep_status_500() {
+        assert_eq!(
+            status_of(&ConsoleError::Internal("disk".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status_of(&ConsoleError::BackendMissing),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            status_of(&ConsoleError::Refused("bad name".into())),
+            StatusCode::BAD_REQUEST
+        );
     }
 
     #[tokio::test]

@@ -562,7 +562,7 @@ mod tests {
         let mut old = machine(3, "old-laptop");
         old.expired = true;
         old.online = true;
-        let all = vec![router.clone(), exit.clone(), old.clone()];
+        let all = [router.clone(), exit.clone(), old.clone()];
 
         let only = |q: MachineQuery| -> Vec<u64> {
             let mut ids: Vec<u64> = all.iter().filter(|m| q.matches(m)).map(|m| m.id).collect();

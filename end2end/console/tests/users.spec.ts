@@ -52,7 +52,12 @@ test("an invalid user name is refused with a reason", async ({ page }) => {
   const form = page.getByRole("form", { name: "Create a user" });
   await expect(form.getByRole("button", { name: "Create user" })).toBeEnabled();
   await form.getByLabel("Name", { exact: true }).fill("Not A Valid Name!");
+  const answer = page.waitForResponse((r) => r.url().endsWith("/console/fn/user/create"));
   await form.getByRole("button", { name: "Create user" }).click();
+  // The admin's mistake, not a server failure: 400, with the reason as the body.
+  const response = await answer;
+  expect(response.status()).toBe(400);
+  expect(Object.keys(await response.json())).toEqual(["Refused"]);
   await expect(form.getByRole("alert")).not.toBeEmpty();
   await expect(page.locator('tr[data-user="Not A Valid Name!"]')).toHaveCount(0);
 });
