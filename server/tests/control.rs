@@ -526,3 +526,209 @@ async fn full_maps_from_shared_chunks_are_complete_and_current() {
         }
     }
 }
+
+/// A viewer's map kept current from its stream the way a client keeps it: peers by id.
+#[derive(Default)]
+struct ReplayedMap {
+    peers: std::collections::BTreeMap<u64, Value>,
+}
+
+impl ReplayedMap {
+    fn apply(&mut self, m: &Value) {
+        if let Some(all) = m.get("Peers") {
+            self.peers = ids_to_peers(all);
+        }
+        for p in m["PeersChanged"].as_array().into_iter().flatten() {
+            self.peers.insert(p["ID"].as_u64().unwrap(), p.clone());
+        }
+        for id in ids(&m["PeersRemoved"]) {
+            self.peers.remove(&id);
+        }
+        for patch in m["PeersChangedPatch"].as_array().into_iter().flatten() {
+            if let Some(p) = self.peers.get_mut(&patch["NodeID"].as_u64().unwrap()) {
+                for field in ["Endpoints", "Online"] {
+                    if let Some(v) = patch.get(field) {
+                        p[field] = v.clone();
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the comparison looks at: each peer's id, name, endpoints and online flag.
+    fn summary(&self, skip: u64) -> Vec<(u64, Value, Value, Value)> {
+        self.peers
+            .values()
+            .filter(|p| p["ID"] != skip)
+            .map(|p| {
+                (
+                    p["ID"].as_u64().unwrap(),
+                    p["Name"].clone(),
+                    p["Endpoints"].clone(),
+                    p["Online"].clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn ids_to_peers(all: &Value) -> std::collections::BTreeMap<u64, Value> {
+    all.as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| (p["ID"].as_u64().unwrap(), p.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deltas_shared_by_epoch_reach_every_stream_exactly() {
+    use std::sync::{Arc, Mutex};
+    const VIEWERS: usize = 12;
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let key = server.key(alice, true, false, "1h").await;
+    let mut viewers = Vec::new();
+    for i in 0..VIEWERS {
+        let mut n = TestNode::connect(&server.url, &format!("v{i}")).await;
+        n.register(Some(&key)).await;
+        viewers.push(n);
+    }
+    // Each viewer keeps its map from its stream's messages, from the full map on.
+    let maps: Vec<Arc<Mutex<ReplayedMap>>> = (0..VIEWERS).map(|_| Arc::default()).collect();
+    let mut streams = Vec::new();
+    for (v, map) in viewers.iter_mut().zip(&maps) {
+        let mut s = v.stream().await;
+        let first = s.next_within(5 * SECOND).await.unwrap();
+        assert!(first.get("Peers").is_some());
+        map.lock().unwrap().apply(&first);
+        streams.push(s);
+    }
+    // Let the viewers' own online patches settle.
+    tokio::time::sleep(SECOND / 2).await;
+
+    // With nothing else going on, one join is one epoch that every viewer holds alone:
+    // all of them are sent the epoch's one encoded delta.
+    let sessions = &server.running().control.sessions;
+    let before = sessions.delta_counts();
+    let mut quiet = TestNode::connect(&server.url, "quiet").await;
+    quiet.register(Some(&key)).await;
+    for (s, map) in streams.iter_mut().zip(&maps) {
+        loop {
+            let m = s.next_within(5 * SECOND).await.unwrap();
+            map.lock().unwrap().apply(&m);
+            if m.to_string().contains("quiet.tail.test.") {
+                assert_eq!(m["PeersChanged"].as_array().unwrap().len(), 1, "{m}");
+                break;
+            }
+        }
+    }
+    let after = sessions.delta_counts();
+    assert_eq!(
+        (after.shared - before.shared, after.own - before.own),
+        (VIEWERS as u64, 0),
+        "one shared delta for all viewers, none built per viewer"
+    );
+
+    let mut readers = Vec::new();
+    for (mut s, map) in streams.into_iter().zip(maps.clone()) {
+        readers.push(tokio::spawn(async move {
+            while let Some(m) = s.next().await {
+                map.lock().unwrap().apply(&m);
+            }
+        }));
+    }
+    // An observer, whose full maps are the truth to compare with.
+    let mut observer = TestNode::connect(&server.url, "observer").await;
+    observer.register(Some(&key)).await;
+    let mut truth_stream = observer.stream().await;
+    let observer_id = truth_stream.next_within(5 * SECOND).await.unwrap()["Node"]["ID"]
+        .as_u64()
+        .unwrap();
+    drop(truth_stream);
+
+    // A burst of everything at once: joins, endpoint changes, a deletion.
+    let joins = (0..15).map(|i| {
+        let (url, key) = (server.url.clone(), key.clone());
+        tokio::spawn(async move {
+            let mut n = TestNode::connect(&url, &format!("burst{i}")).await;
+            n.register(Some(&key)).await;
+            let mut s = n.stream().await;
+            s.next_within(5 * SECOND).await.unwrap();
+            n.lite_update(&[&format!("192.0.2.{i}:41641")]).await;
+            (n, s)
+        })
+    });
+    for (i, v) in viewers.iter_mut().enumerate().take(6) {
+        assert_eq!(
+            v.lite_update(&[&format!("198.51.100.{i}:41641")]).await,
+            200
+        );
+    }
+    let quiet_id = server
+        .running()
+        .admin
+        .list_nodes(None)
+        .into_iter()
+        .find(|n| n.given_name == "quiet")
+        .unwrap()
+        .id;
+    server.running().admin.delete_node(quiet_id).await.unwrap();
+    let burst: Vec<_> = futures_util::future::join_all(joins)
+        .await
+        .into_iter()
+        .map(|j| j.unwrap())
+        .collect();
+
+    // Every viewer's replayed map converges on the server's own full map.
+    let deadline = tokio::time::Instant::now() + 10 * SECOND;
+    loop {
+        let mut s = observer.stream().await;
+        let truth = s.next_within(5 * SECOND).await.unwrap();
+        drop(s);
+        let want = ReplayedMap {
+            peers: ids_to_peers(&truth["Peers"]),
+        }
+        .summary(observer_id);
+        assert_eq!(
+            want.len(),
+            VIEWERS + 15,
+            "viewers and burst nodes, not quiet"
+        );
+        let behind: Vec<usize> = maps
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| {
+                let mine = viewers[*i].hostname.clone();
+                let got = m.lock().unwrap().summary(observer_id);
+                got != want
+                    .iter()
+                    .filter(|p| p.1 != format!("{mine}.tail.test."))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let i = behind[0];
+            let got = maps[i].lock().unwrap().summary(observer_id);
+            let own_name = format!("{}.tail.test.", viewers[i].hostname);
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|p| p.1 != own_name && !got.contains(p))
+                .collect();
+            let extra: Vec<_> = got.iter().filter(|p| !want.contains(p)).collect();
+            panic!(
+                "viewers {behind:?} do not match the server's map; viewer {i} lacks {missing:?} and has {extra:?}"
+            );
+        }
+        tokio::time::sleep(SECOND / 5).await;
+    }
+    drop(burst);
+    for r in readers {
+        r.abort();
+    }
+    server.stop().await;
+}

@@ -75,7 +75,7 @@ impl ControlPlane {
         settings: ControlSettings,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<ControlPlane> {
-        let sessions = Arc::new(Sessions::default());
+        let sessions = Sessions::start();
         tailnet.subscribe(sessions.clone());
         Arc::new(ControlPlane {
             tailnet,

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::{ControlBody, ControlPlane, empty, text};
 use crate::mapper::build::FullMapSnapshot;
-use crate::mapper::session::{Delta, SessionSlot, build_delta};
+use crate::mapper::session::{Delta, SessionSlot};
 use crate::mapper::{encode_message, keep_alive_message};
 use crate::tailnet::TailnetError;
 use crate::tailnet::model::NodeId;
@@ -192,21 +192,22 @@ async fn stream_map(
                 if slot.is_closed() {
                     return "replaced by a newer stream";
                 }
-                let pending = slot.take();
-                if pending.is_empty() {
+                let taken = slot.take();
+                if taken.is_empty() {
                     continue;
                 }
                 let config = cp.map_config();
                 let now = OffsetDateTime::now_utc();
-                let delta = cp.tailnet.read(|s| build_delta(s, node, pending, &mut sent, &config, now));
-                match delta {
-                    Delta::Send(resp) => {
-                        if tx.send(encode_message(&resp)).await.is_err() {
-                            return "client went away";
-                        }
-                    }
-                    Delta::Nothing => {}
+                let delta = cp.tailnet.read(|s| taken.into_delta(s, node, &mut sent, &config, now));
+                cp.sessions.count_delta(&delta);
+                let message = match delta {
+                    Delta::Send(resp) => encode_message(&resp),
+                    Delta::Shared(epoch) => epoch.shared_frame(&config).await,
+                    Delta::Nothing => continue,
                     Delta::End => return "node deleted",
+                };
+                if tx.send(message).await.is_err() {
+                    return "client went away";
                 }
             }
             _ = tokio::time::sleep(wait) => {

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod chunks;
 pub mod derp_map;
+pub mod epoch;
 pub mod session;
 
 use std::cell::RefCell;

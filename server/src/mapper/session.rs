@@ -3,7 +3,9 @@
 //! Changes are not queued as messages. Each session keeps a small *pending* record that
 //! changes are merged into (newest state wins, its size bounded by the tailnet, not by how
 //! many changes arrive), and a wake-up. The session task drains it when it can write, so a
-//! slow client costs only its own task, and a burst of changes becomes one delta.
+//! slow client costs only its own task, and a burst of changes becomes one delta. Changes
+//! reach the records in epochs (`mapper::epoch`), so that sessions which keep up can share
+//! one encoding of their delta.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::MapConfig;
 use super::build::{peer_view, render_peer, self_node, user_profiles, visible_views};
+use super::epoch::{self, Epoch};
 use crate::tailnet::access::PeerRoutes;
 use crate::tailnet::model::NodeId;
 use crate::tailnet::{Change, ChangeListener, State};
@@ -44,8 +47,17 @@ impl Pending {
             && self.removed.is_empty()
     }
 
-    /// Folds one change in, from the point of view of node `me`.
-    pub fn merge(&mut self, me: NodeId, change: &Change) {
+    /// Whether node `id` is among the changed, patched or removed peers.
+    pub fn mentions(&self, id: NodeId) -> bool {
+        self.peers_changed.contains(&id)
+            || self.patches.contains_key(&id)
+            || self.removed.contains(&id)
+    }
+
+    /// Folds one change in, from the point of view of node `me`. Returns whether it
+    /// recorded anything (a patch to a peer that will be resent whole, or a light change
+    /// to `me` itself, records nothing).
+    pub fn merge(&mut self, me: NodeId, change: &Change) -> bool {
         match change {
             Change::NodeUpserted(id) if *id == me => {
                 self.self_changed = true;
@@ -58,31 +70,33 @@ impl Pending {
                 self.peers_changed.insert(*id);
             }
             Change::NodePatched(p) if p.node_id != me => {
-                if !self.peers_changed.contains(&p.node_id) {
-                    merge_patch(
-                        self.patches.entry(p.node_id).or_insert_with(|| PeerChange {
-                            node_id: p.node_id,
-                            ..Default::default()
-                        }),
-                        p,
-                    );
+                if self.peers_changed.contains(&p.node_id) {
+                    return false;
                 }
+                merge_patch(
+                    self.patches.entry(p.node_id).or_insert_with(|| PeerChange {
+                        node_id: p.node_id,
+                        ..Default::default()
+                    }),
+                    p,
+                );
             }
-            Change::NodePatched(_) => {}
-            Change::NodeOnline { id, .. } if *id == me => {}
+            Change::NodePatched(_) => return false,
+            Change::NodeOnline { id, .. } if *id == me => return false,
             Change::NodeOnline {
                 id,
                 online,
                 last_seen,
             } => {
-                if !self.peers_changed.contains(id) {
-                    let patch = self.patches.entry(*id).or_insert_with(|| PeerChange {
-                        node_id: *id,
-                        ..Default::default()
-                    });
-                    patch.online = Some(*online);
-                    patch.last_seen = if *online { None } else { *last_seen };
+                if self.peers_changed.contains(id) {
+                    return false;
                 }
+                let patch = self.patches.entry(*id).or_insert_with(|| PeerChange {
+                    node_id: *id,
+                    ..Default::default()
+                });
+                patch.online = Some(*online);
+                patch.last_seen = if *online { None } else { *last_seen };
             }
             Change::NodeRemoved(id) if *id == me => self.self_changed = true,
             Change::NodeRemoved(id) => {
@@ -94,6 +108,7 @@ impl Pending {
             Change::DnsConfig => self.dns = true,
             Change::DerpMap => self.derp = true,
         }
+        true
     }
 }
 
@@ -116,6 +131,9 @@ fn merge_patch(into: &mut PeerChange, from: &PeerChange) {
 /// The outcome of draining a session's pending changes.
 pub enum Delta {
     Send(Box<MapResponse>),
+    /// The epoch's shared delta ([`Epoch::shared_frame`]), which is exactly this
+    /// session's.
+    Shared(Arc<Epoch>),
     Nothing,
     /// The node is gone: end the stream.
     End,
@@ -174,6 +192,87 @@ impl Sent {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A session's mailbox, and what the session takes out of it when it wakes.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// Changes merged from this session's point of view.
+    pending: Pending,
+    /// The newest epoch offered.
+    epoch: Option<Arc<Epoch>>,
+    /// The epoch's changes are not in `pending` yet. A session that keeps up is handed the
+    /// epoch without merging anything: it will most likely be sent the shared delta, so
+    /// the publisher's work per session and epoch stays O(1).
+    unmerged: bool,
+    /// More than one epoch was merged: the delta is this session's own.
+    several: bool,
+}
+
+impl Taken {
+    pub fn is_empty(&self) -> bool {
+        !self.unmerged && self.pending.is_empty()
+    }
+
+    /// Everything taken, merged from the point of view of node `me`.
+    pub fn into_pending(mut self, me: NodeId) -> Pending {
+        self.merge_epoch(me);
+        self.pending
+    }
+
+    fn merge_epoch(&mut self, me: NodeId) {
+        if let (true, Some(epoch)) = (self.unmerged, &self.epoch) {
+            for c in epoch.changes() {
+                self.pending.merge(me, c);
+            }
+            self.unmerged = false;
+        }
+    }
+
+    /// Takes in an epoch's changes for node `me`; returns whether there was anything in
+    /// them for `me`.
+    fn offer(&mut self, me: NodeId, epoch: &Arc<Epoch>) -> bool {
+        if self.is_empty() {
+            if !epoch.concerns(me) {
+                return false;
+            }
+            self.unmerged = true;
+        } else {
+            self.merge_epoch(me);
+            let mut recorded = false;
+            for c in epoch.changes() {
+                recorded |= self.pending.merge(me, c);
+            }
+            // Even when nothing was recorded the held epoch's shared delta is no longer
+            // this session's: a change may have been left out because the peer it is
+            // about will be rendered afresh, which the shared delta, rendered earlier,
+            // may not show.
+            self.several = true;
+            if !recorded {
+                return false;
+            }
+        }
+        self.epoch = Some(epoch.clone());
+        true
+    }
+
+    /// The delta for node `me`: the epoch's shared encoding when it is exactly what `me`
+    /// would be sent, otherwise one built for `me`.
+    pub fn into_delta(
+        self,
+        state: &State,
+        me: NodeId,
+        sent: &mut Sent,
+        config: &MapConfig,
+        now: OffsetDateTime,
+    ) -> Delta {
+        if let (Some(epoch), false) = (&self.epoch, self.several)
+            && epoch::shared_delta(state, epoch, me, sent, now)
+        {
+            return Delta::Shared(epoch.clone());
+        }
+        build_delta(state, me, self.into_pending(me), sent, config, now)
     }
 }
 
@@ -268,7 +367,7 @@ pub fn build_delta(
 pub struct SessionSlot {
     pub node: NodeId,
     pub generation: u64,
-    pending: Mutex<Pending>,
+    mailbox: Mutex<Taken>,
     wake: Notify,
     closed: AtomicBool,
     /// The stream has not taken its full map's snapshot yet: changes are not recorded,
@@ -279,8 +378,8 @@ pub struct SessionSlot {
 }
 
 impl SessionSlot {
-    pub fn take(&self) -> Pending {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    pub fn take(&self) -> Taken {
+        std::mem::take(&mut *self.mailbox.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Waits until there is something to send or the session was replaced.
@@ -299,16 +398,13 @@ impl SessionSlot {
         self.closed.load(Ordering::Acquire)
     }
 
-    fn offer(&self, changes: &[Change]) {
+    fn offer(&self, epoch: &Arc<Epoch>) {
         if self.awaiting_snapshot.load(Ordering::Acquire) {
             return;
         }
-        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        for c in changes {
-            p.merge(self.node, c);
-        }
-        if !p.is_empty() {
-            drop(p);
+        let mut mailbox = self.mailbox.lock().unwrap_or_else(|p| p.into_inner());
+        if mailbox.offer(self.node, epoch) {
+            drop(mailbox);
             self.wake.notify_one();
         }
     }
@@ -319,20 +415,76 @@ impl SessionSlot {
     }
 }
 
+/// Committed changes on their way to the publisher (`mapper::epoch::run_publisher`).
+#[derive(Default)]
+pub struct Inbox {
+    changes: Mutex<Vec<Change>>,
+    ready: Notify,
+}
+
+impl Inbox {
+    fn push(&self, changes: &[Change]) {
+        self.changes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(changes);
+        self.ready.notify_one();
+    }
+
+    pub async fn ready(&self) {
+        self.ready.notified().await
+    }
+
+    pub fn drain(&self) -> Vec<Change> {
+        std::mem::take(&mut *self.changes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// How many deltas were sent from an epoch's shared encoding and how many were built for
+/// one session, since start.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeltaCounts {
+    pub shared: u64,
+    pub own: u64,
+}
+
 /// Every open map stream, by node.
 #[derive(Default)]
 pub struct Sessions {
     slots: Mutex<HashMap<NodeId, Arc<SessionSlot>>>,
     generation: AtomicU64,
+    inbox: Arc<Inbox>,
+    shared_deltas: AtomicU64,
+    own_deltas: AtomicU64,
 }
 
 impl Sessions {
+    /// The registry with its epoch publisher running (needs a tokio runtime).
+    pub fn start() -> Arc<Sessions> {
+        let sessions = Arc::new(Sessions::default());
+        tokio::spawn(epoch::run_publisher(
+            Arc::downgrade(&sessions),
+            sessions.inbox.clone(),
+        ));
+        sessions
+    }
+
+    /// Makes `changes` one epoch and offers it to every recording session.
+    pub fn publish(&self, changes: Vec<Change>) {
+        let epoch = Arc::new(Epoch::new(changes, OffsetDateTime::now_utc()));
+        // Clone the slots out so the registry lock is not held while merging.
+        let slots: Vec<Arc<SessionSlot>> = self.lock().values().cloned().collect();
+        for slot in slots {
+            slot.offer(&epoch);
+        }
+    }
+
     /// Registers a new stream for `node`; an older stream of the same node is closed.
     pub fn attach(&self, node: NodeId) -> Arc<SessionSlot> {
         let slot = Arc::new(SessionSlot {
             node,
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
-            pending: Mutex::new(Pending::default()),
+            mailbox: Mutex::default(),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             awaiting_snapshot: AtomicBool::new(true),
@@ -352,6 +504,23 @@ impl Sessions {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Counts a delta about to be sent.
+    pub fn count_delta(&self, delta: &Delta) {
+        let counter = match delta {
+            Delta::Shared(_) => &self.shared_deltas,
+            Delta::Send(_) => &self.own_deltas,
+            Delta::Nothing | Delta::End => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn delta_counts(&self) -> DeltaCounts {
+        DeltaCounts {
+            shared: self.shared_deltas.load(Ordering::Relaxed),
+            own: self.own_deltas.load(Ordering::Relaxed),
         }
     }
 
@@ -375,13 +544,17 @@ impl Sessions {
     }
 }
 
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        // Lets the publisher see that the registry is gone and stop.
+        self.inbox.ready.notify_one();
+    }
+}
+
 impl ChangeListener for Sessions {
+    /// Runs on the writer: only queue the changes for the publisher.
     fn on_changes(&self, changes: &[Change]) {
-        // Clone the slots out so the registry lock is not held while merging.
-        let slots: Vec<Arc<SessionSlot>> = self.lock().values().cloned().collect();
-        for slot in slots {
-            slot.offer(changes);
-        }
+        self.inbox.push(changes);
     }
 }
 
@@ -479,17 +652,60 @@ mod tests {
     }
 
     #[test]
+    fn a_session_that_keeps_up_holds_one_epoch_and_one_behind_merges_several() {
+        let sessions = Sessions::default();
+        let (a, b) = (sessions.attach(1), sessions.attach(2));
+        a.start_recording();
+        b.start_recording();
+        sessions.publish(vec![Change::NodeUpserted(3)]);
+        let taken = a.take();
+        assert!(
+            !taken.several && taken.unmerged,
+            "a holds the epoch unmerged"
+        );
+        assert!(taken.into_pending(1).peers_changed.contains(&3));
+        sessions.publish(vec![Change::NodeUpserted(4)]);
+        let a_next = a.take();
+        assert!(
+            !a_next.several,
+            "a took the first one: only the second is pending"
+        );
+        let behind = b.take();
+        assert!(behind.several && !behind.unmerged);
+        let pending = behind.into_pending(2);
+        assert!(pending.peers_changed.contains(&3) && pending.peers_changed.contains(&4));
+    }
+
+    #[test]
+    fn a_change_left_out_of_a_held_epoch_makes_the_delta_the_sessions_own() {
+        let sessions = Sessions::default();
+        let a = sessions.attach(1);
+        a.start_recording();
+        sessions.publish(vec![Change::NodeUpserted(3)]);
+        // Node 3 comes online: left out of the pending record (3 is resent whole), but the
+        // first epoch's shared delta may show it offline.
+        sessions.publish(vec![Change::NodeOnline {
+            id: 3,
+            online: true,
+            last_seen: None,
+        }]);
+        let taken = a.take();
+        assert!(taken.several, "the delta must be built for this session");
+        assert!(taken.into_pending(1).patches.is_empty());
+    }
+
+    #[test]
     fn changes_before_the_snapshot_are_not_recorded() {
         let sessions = Sessions::default();
         let slot = sessions.attach(7);
-        sessions.on_changes(&[Change::NodeUpserted(8)]);
+        sessions.publish(vec![Change::NodeUpserted(8)]);
         assert!(
             slot.take().is_empty(),
             "the snapshot will read node 8 as it is"
         );
         slot.start_recording();
-        sessions.on_changes(&[Change::NodeUpserted(9)]);
-        assert!(slot.take().peers_changed.contains(&9));
+        sessions.publish(vec![Change::NodeUpserted(9)]);
+        assert!(slot.take().into_pending(7).peers_changed.contains(&9));
     }
 
     #[test]

@@ -1,0 +1,267 @@
+//! Fan-out by epochs: a delta encoded once for every session that needs exactly it.
+//!
+//! The writer only appends committed changes to the sessions' inbox. A publisher task takes
+//! whatever has arrived as one *epoch* and offers it to every session. A session with
+//! nothing pending just keeps a reference to the epoch (O(1), no merge); one that has not
+//! sent its previous changes yet merges the epoch into its pending record, on the
+//! publisher, off the writer. With most policies every session that keeps up would be sent
+//! the same delta: the epoch's changes, none of them about the viewer, every changed peer
+//! shown with its shared rendering. That delta is serialised and compressed once per epoch
+//! ([`shared_delta`], [`Epoch::shared_frame`]) and its bytes go to all of them. A session
+//! that fell behind (several epochs merged) or sees something of its own (routes, its own
+//! node, a policy change) builds its own delta.
+//!
+//! Epochs are cut as soon as the publisher is free, not paced. Holding the next epoch until
+//! the sessions had taken the last one (so that more of them would share), with or without
+//! a cap on epochs per second, lowered the join rate of a 5,000-node join by a quarter to
+//! a third (BENCHMARKS.md).
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use bytes::Bytes;
+use oxiscale_tailcfg::{MapResponse, UserProfile};
+use time::OffsetDateTime;
+
+use super::MapConfig;
+use super::build::{PeerView, render_peer, user_profiles};
+use super::encode_message;
+use super::session::{Inbox, Pending, Sent, Sessions};
+use crate::tailnet::model::{Node, NodeId};
+use crate::tailnet::{Change, State};
+
+/// The id merged as "the viewer" into an epoch's universal record: no node has it, so no
+/// change is skipped as being about the viewer.
+const NOBODY: NodeId = NodeId::MAX;
+
+/// One cut of the change stream.
+pub struct Epoch {
+    changes: Vec<Change>,
+    /// The changes merged as a node that none of them is about would merge them.
+    universal: Pending,
+    at: OffsetDateTime,
+    /// The changed peers as the first session that can use the shared delta found them
+    /// (see [`SharedView::capture`]).
+    view: OnceLock<Option<SharedView>>,
+    frame: tokio::sync::OnceCell<Bytes>,
+}
+
+impl Epoch {
+    pub fn new(changes: Vec<Change>, at: OffsetDateTime) -> Epoch {
+        let mut universal = Pending::default();
+        for change in &changes {
+            universal.merge(NOBODY, change);
+        }
+        Epoch {
+            changes,
+            universal,
+            at,
+            view: OnceLock::new(),
+            frame: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// Whether node `me` has anything to hear in this epoch: everything except light
+    /// changes to `me` itself.
+    pub fn concerns(&self, me: NodeId) -> bool {
+        let all = &self.universal;
+        all.self_changed
+            || all.recompute
+            || all.dns
+            || all.derp
+            || !all.peers_changed.is_empty()
+            || !all.removed.is_empty()
+            || all.patches.keys().any(|id| *id != me)
+    }
+}
+
+impl std::fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Epoch")
+            .field("changes", &self.changes.len())
+            .field("at", &self.at)
+            .finish()
+    }
+}
+
+/// Cuts epochs from the sessions' inbox until the sessions are dropped.
+pub async fn run_publisher(sessions: Weak<Sessions>, inbox: Arc<Inbox>) {
+    loop {
+        inbox.ready().await;
+        let Some(sessions) = sessions.upgrade() else {
+            return;
+        };
+        let changes = inbox.drain();
+        if !changes.is_empty() {
+            sessions.publish(changes);
+        }
+    }
+}
+
+/// Whether the epoch's shared delta is exactly what node `me` would be sent for this
+/// epoch alone (the caller has nothing else pending): no change is about `me`, the epoch
+/// does not touch visibility, `me` sees every changed peer with the shared rendering, and
+/// `me` had been sent every peer that is patched or removed. When it is, records the delta
+/// in `sent`; the caller then sends [`Epoch::shared_frame`]. Called under the tailnet's
+/// read lock: only lookups, and once per epoch the capture of the changed peers.
+pub fn shared_delta(
+    state: &State,
+    epoch: &Epoch,
+    me: NodeId,
+    sent: &mut Sent,
+    now: OffsetDateTime,
+) -> bool {
+    let all = &epoch.universal;
+    // A change about `me` is `self_changed` for it (or nothing, for a light one), which
+    // the universal record has as a peer entry instead.
+    if all.recompute || all.mentions(me) {
+        return false;
+    }
+    let Some(me_node) = state.node(me) else {
+        return false;
+    };
+    for id in &all.peers_changed {
+        match state.node(*id) {
+            Some(peer) if state.is_visible(me_node, peer, now) && !peer.serves_routes() => {}
+            _ => return false,
+        }
+    }
+    let all_sent = all
+        .patches
+        .keys()
+        .chain(&all.removed)
+        .all(|id| sent.contains(*id));
+    if !all_sent
+        || epoch
+            .view
+            .get_or_init(|| SharedView::capture(state, all))
+            .is_none()
+    {
+        return false;
+    }
+    for id in &all.peers_changed {
+        sent.insert(*id, None);
+    }
+    for id in &all.removed {
+        sent.remove(*id);
+    }
+    true
+}
+
+/// What the shared delta shows besides the epoch's own record, as of the first session
+/// that could use it.
+struct SharedView {
+    peers: Vec<Arc<Node>>,
+    profiles: Vec<UserProfile>,
+    base_domain: String,
+}
+
+impl SharedView {
+    /// `None` when some changed peer has no viewer-independent rendering (it routes) or
+    /// is already gone (a later epoch removes it).
+    fn capture(state: &State, all: &Pending) -> Option<SharedView> {
+        let mut peers = Vec::with_capacity(all.peers_changed.len());
+        for id in &all.peers_changed {
+            let peer = state.node(*id)?;
+            if peer.serves_routes() {
+                return None;
+            }
+            peers.push(peer.clone());
+        }
+        let profiles = if peers.is_empty() {
+            Vec::new()
+        } else {
+            user_profiles(state, peers.iter().map(|n| n.as_ref()))
+        };
+        Some(SharedView {
+            peers,
+            profiles,
+            base_domain: state.settings.base_domain.clone(),
+        })
+    }
+}
+
+impl Epoch {
+    /// The encoded shared delta; only after [`shared_delta`] said yes. Encoded by the first
+    /// session to ask, outside any lock; the others wait for it without holding a thread.
+    pub async fn shared_frame(&self, config: &MapConfig) -> Bytes {
+        self.frame
+            .get_or_init(|| async {
+                let view = self
+                    .view
+                    .get()
+                    .and_then(Option::as_ref)
+                    .expect("shared_delta captured the view");
+                self.encode(view, config)
+            })
+            .await
+            .clone()
+    }
+
+    fn encode(&self, view: &SharedView, config: &MapConfig) -> Bytes {
+        let all = &self.universal;
+        let mut resp = MapResponse::default();
+        for peer in &view.peers {
+            let peer = PeerView {
+                node: peer.clone(),
+                routes: None,
+            };
+            resp.peers_changed
+                .push(render_peer(&view.base_domain, &peer, self.at));
+        }
+        resp.peers_removed = all.removed.iter().copied().collect();
+        resp.peers_changed_patch = all.patches.values().cloned().collect();
+        if all.dns {
+            resp.dns_config = Some(config.dns_config.clone());
+        }
+        if all.derp {
+            resp.derp_map = Some(config.derp_map.clone());
+        }
+        resp.user_profiles = view.profiles.clone();
+        resp.control_time = Some(self.at);
+        encode_message(&resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_universal_record_skips_nothing_and_names_whom_it_is_about() {
+        let epoch = Epoch::new(
+            vec![
+                Change::NodeUpserted(3),
+                Change::NodeOnline {
+                    id: 5,
+                    online: true,
+                    last_seen: None,
+                },
+                Change::NodeRemoved(7),
+            ],
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        for id in [3, 5, 7] {
+            assert!(epoch.universal.mentions(id), "{id}");
+        }
+        assert!(!epoch.universal.mentions(4) && !epoch.universal.self_changed);
+        assert!(epoch.concerns(5), "node 5 hears of 3 and 7");
+    }
+
+    #[test]
+    fn a_light_change_to_myself_alone_concerns_nobody_but_the_others() {
+        let epoch = Epoch::new(
+            vec![Change::NodeOnline {
+                id: 5,
+                online: true,
+                last_seen: None,
+            }],
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        assert!(!epoch.concerns(5));
+        assert!(epoch.concerns(6));
+    }
+}
