@@ -228,8 +228,11 @@ async fn a_policy_file_decides_filters_and_a_valid_edit_reaches_streams_incremen
     // A valid edit, picked up by the file watcher (no SIGHUP), reaches the open stream.
     std::fs::write(&path, BOB_TO_ALICE_22).unwrap();
     let t0 = std::time::Instant::now();
+    // (A stream may first repeat what its full map already had; wait for the new filter.)
     let delta = sa
-        .until(5 * SECOND, |m| m.get("PacketFilter").is_some())
+        .until(5 * SECOND, |m| {
+            m.get("PacketFilter").is_some() && filter_dsts(m).iter().any(|d| d.ends_with(":22"))
+        })
         .await;
     assert_eq!(filter_dsts(&delta).len(), 2, "v4 and v6: {delta}");
     assert!(filter_dsts(&delta).contains(&format!("{a_ip}:22")));
@@ -423,8 +426,11 @@ async fn a_tag_change_reaches_peers_at_once() {
         .set_tags(a_id, vec!["tag:web".into()])
         .await
         .unwrap();
+    // (A stream may first repeat what its full map already had; wait for a new filter.)
     let got = sa
-        .until(3 * SECOND, |m| m.get("PacketFilter").is_some())
+        .until(3 * SECOND, |m| {
+            m.get("PacketFilter").is_some() && !filter_dsts(m).is_empty()
+        })
         .await;
     assert!(filter_dsts(&got).contains(&format!("{a_ip}:80")), "{got}");
     let got = sb

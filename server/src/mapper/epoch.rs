@@ -11,16 +11,19 @@
 //! that fell behind (several epochs merged) or sees something of its own (routes, its own
 //! node, a policy change) builds its own delta.
 //!
-//! Epochs are cut as soon as the publisher is free, not paced. Holding the next epoch until
-//! the sessions had taken the last one (so that more of them would share), with or without
-//! a cap on epochs per second, lowered the join rate of a 5,000-node join by a quarter to
-//! a third (BENCHMARKS.md).
+//! Epochs are at least [`MIN_GAP`] apart and otherwise not paced: every epoch costs each
+//! session that keeps up one message. Holding the next epoch until the sessions had taken
+//! the last one (so that more of them would share), or capping epochs at 2 per second,
+//! lowered the rate of a 5,000-node join by a quarter to a third; cutting them as fast as
+//! the publisher could sometimes tripled the messages of a 1,000-node join (BENCHMARKS.md).
 
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use oxiscale_tailcfg::{MapResponse, UserProfile};
 use time::OffsetDateTime;
+use tokio::time::Instant;
 
 use super::MapConfig;
 use super::build::{PeerView, render_peer, user_profiles};
@@ -28,6 +31,10 @@ use super::encode_message;
 use super::session::{Inbox, Pending, Sent, Sessions};
 use crate::tailnet::model::{Node, NodeId};
 use crate::tailnet::{Change, State};
+
+/// The shortest time between two epochs: a burst of changes within it becomes one epoch,
+/// one message per session; a change after a quiet moment is published at once.
+const MIN_GAP: Duration = Duration::from_millis(50);
 
 /// The id merged as "the viewer" into an epoch's universal record: no node has it, so no
 /// change is skipped as being about the viewer.
@@ -89,8 +96,13 @@ impl std::fmt::Debug for Epoch {
 
 /// Cuts epochs from the sessions' inbox until the sessions are dropped.
 pub async fn run_publisher(sessions: Weak<Sessions>, inbox: Arc<Inbox>) {
+    let mut last_cut: Option<Instant> = None;
     loop {
         inbox.ready().await;
+        if let Some(at) = last_cut {
+            tokio::time::sleep_until(at + MIN_GAP).await;
+        }
+        last_cut = Some(Instant::now());
         let Some(sessions) = sessions.upgrade() else {
             return;
         };
