@@ -13,9 +13,10 @@
 //!
 //! Epochs are at least [`MIN_GAP`] apart and otherwise not paced: every epoch costs each
 //! session that keeps up one message. Holding the next epoch until the sessions had taken
-//! the last one (so that more of them would share), or capping epochs at 2 per second,
-//! lowered the rate of a 5,000-node join by a quarter to a third; cutting them as fast as
-//! the publisher could sometimes tripled the messages of a 1,000-node join (BENCHMARKS.md).
+//! the last one (so that more of them would share), with or without a cap of 2 epochs per
+//! second, gave 317–368 registrations/s in a 5,000-node join where not waiting gave
+//! 390–627/s; cutting epochs as fast as the publisher could sent 3–4× the messages in four
+//! of five 1,000-node joins (BENCHMARKS.md, "How the landed form was chosen").
 
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -46,18 +47,15 @@ pub struct Epoch {
     /// The changes merged as a node that none of them is about would merge them.
     universal: Pending,
     at: OffsetDateTime,
-    /// The changed peers as the first session that can use the shared delta found them
-    /// (see [`SharedView::capture`]).
-    view: OnceLock<Option<SharedView>>,
+    /// The changed peers as the first session that can use the shared delta found them.
+    view: OnceLock<SharedView>,
     frame: tokio::sync::OnceCell<Bytes>,
 }
 
 impl Epoch {
     pub fn new(changes: Vec<Change>, at: OffsetDateTime) -> Epoch {
         let mut universal = Pending::default();
-        for change in &changes {
-            universal.merge(NOBODY, change);
-        }
+        universal.merge_all(NOBODY, &changes);
         Epoch {
             changes,
             universal,
@@ -75,13 +73,7 @@ impl Epoch {
     /// changes to `me` itself.
     pub fn concerns(&self, me: NodeId) -> bool {
         let all = &self.universal;
-        all.self_changed
-            || all.recompute
-            || all.dns
-            || all.derp
-            || !all.peers_changed.is_empty()
-            || !all.removed.is_empty()
-            || all.patches.keys().any(|id| *id != me)
+        !all.holds_only_patches() || all.patches.keys().any(|id| *id != me)
     }
 }
 
@@ -146,14 +138,12 @@ pub fn shared_delta(
         .keys()
         .chain(&all.removed)
         .all(|id| sent.contains(*id));
-    if !all_sent
-        || epoch
-            .view
-            .get_or_init(|| SharedView::capture(state, all))
-            .is_none()
-    {
+    if !all_sent {
         return false;
     }
+    // Under the same read lock as the checks above: every changed peer exists and has the
+    // shared rendering.
+    epoch.view.get_or_init(|| SharedView::capture(state, all));
     for id in &all.peers_changed {
         sent.insert(*id, None);
     }
@@ -172,27 +162,23 @@ struct SharedView {
 }
 
 impl SharedView {
-    /// `None` when some changed peer has no viewer-independent rendering (it routes) or
-    /// is already gone (a later epoch removes it).
-    fn capture(state: &State, all: &Pending) -> Option<SharedView> {
-        let mut peers = Vec::with_capacity(all.peers_changed.len());
-        for id in &all.peers_changed {
-            let peer = state.node(*id)?;
-            if peer.serves_routes() {
-                return None;
-            }
-            peers.push(peer.clone());
-        }
+    /// Only after [`shared_delta`] found every changed peer present and not routing.
+    fn capture(state: &State, all: &Pending) -> SharedView {
+        let peers: Vec<Arc<Node>> = all
+            .peers_changed
+            .iter()
+            .filter_map(|id| state.node(*id).cloned())
+            .collect();
         let profiles = if peers.is_empty() {
             Vec::new()
         } else {
             user_profiles(state, peers.iter().map(|n| n.as_ref()))
         };
-        Some(SharedView {
+        SharedView {
             peers,
             profiles,
             base_domain: state.settings.base_domain.clone(),
-        })
+        }
     }
 }
 
@@ -202,11 +188,7 @@ impl Epoch {
     pub async fn shared_frame(&self, config: &MapConfig) -> Bytes {
         self.frame
             .get_or_init(|| async {
-                let view = self
-                    .view
-                    .get()
-                    .and_then(Option::as_ref)
-                    .expect("shared_delta captured the view");
+                let view = self.view.get().expect("shared_delta captured the view");
                 self.encode(view, config)
             })
             .await

@@ -38,12 +38,16 @@ pub struct Pending {
 
 impl Pending {
     pub fn is_empty(&self) -> bool {
+        self.holds_only_patches() && self.patches.is_empty()
+    }
+
+    /// Nothing but light patches (possibly none).
+    pub fn holds_only_patches(&self) -> bool {
         !self.self_changed
             && !self.recompute
             && !self.dns
             && !self.derp
             && self.peers_changed.is_empty()
-            && self.patches.is_empty()
             && self.removed.is_empty()
     }
 
@@ -52,6 +56,14 @@ impl Pending {
         self.peers_changed.contains(&id)
             || self.patches.contains_key(&id)
             || self.removed.contains(&id)
+    }
+
+    /// Folds changes in, in order, from the point of view of node `me`. Returns whether
+    /// any of them recorded anything.
+    pub fn merge_all(&mut self, me: NodeId, changes: &[Change]) -> bool {
+        changes
+            .iter()
+            .fold(false, |recorded, c| self.merge(me, c) | recorded)
     }
 
     /// Folds one change in, from the point of view of node `me`. Returns whether it
@@ -223,9 +235,7 @@ impl Taken {
 
     fn merge_epoch(&mut self, me: NodeId) {
         if let (true, Some(epoch)) = (self.unmerged, &self.epoch) {
-            for c in epoch.changes() {
-                self.pending.merge(me, c);
-            }
+            self.pending.merge_all(me, epoch.changes());
             self.unmerged = false;
         }
     }
@@ -240,10 +250,7 @@ impl Taken {
             self.unmerged = true;
         } else {
             self.merge_epoch(me);
-            let mut recorded = false;
-            for c in epoch.changes() {
-                recorded |= self.pending.merge(me, c);
-            }
+            let recorded = self.pending.merge_all(me, epoch.changes());
             // Even when nothing was recorded the held epoch's shared delta is no longer
             // this session's: a change may have been left out because the peer it is
             // about will be rendered afresh, which the shared delta, rendered earlier,
