@@ -211,34 +211,37 @@ impl FullMapSnapshot {
         owners.insert(me.user);
         let mut last_owner = me.user;
         let mut peer_count = 0;
+        let mut visible: Vec<&Arc<Node>> = Vec::new();
         // Nodes come in id order; walk them chunk by chunk.
         let mut nodes = state.nodes().peekable();
         while let Some(first) = nodes.peek() {
             let chunk = chunk_of(first.id);
             let start = first.id;
-            let mut views = Vec::new();
+            // Judge the chunk before making any view: in the common case it is shared and
+            // this walk touches no reference count (a join takes N snapshots of N nodes).
+            visible.clear();
             let mut shared = true;
             while let Some(node) = nodes.next_if(|n| chunk_of(n.id) == chunk) {
                 if state.is_visible(me, node, now) {
-                    let view = peer_view(state, me, node);
-                    shared &= view.routes.is_none();
+                    shared &= !node.serves_routes();
                     if node.user != last_owner {
                         last_owner = node.user;
                         owners.insert(node.user);
                     }
-                    views.push(view);
+                    visible.push(node);
                 } else {
                     shared = false;
                 }
             }
-            peer_count += views.len();
+            peer_count += visible.len();
             if shared {
                 let members = state.nodes_in(start..(chunk + 1) * CHUNK_IDS);
                 segments.push(PeerSegment::Shared(chunks.get(chunk, members)));
-            } else if !views.is_empty() {
+            } else if !visible.is_empty() {
+                let views = visible.iter().map(|node| peer_view(state, me, node));
                 match segments.last_mut() {
                     Some(PeerSegment::Own(prev)) => prev.extend(views),
-                    _ => segments.push(PeerSegment::Own(views)),
+                    _ => segments.push(PeerSegment::Own(views.collect())),
                 }
             }
         }
