@@ -196,7 +196,7 @@ async fn restart_keeps_nodes_addresses_and_keys() {
     assert_eq!(before[0].node_key, after[0].node_key);
 
     // A restarted client re-registers with its saved node key and no auth key.
-    let mut again = TestNode::connect_as(&server.url, "a", machine, node_key).await;
+    let mut again = TestNode::connect_as(&server.url, "a", machine.clone(), node_key).await;
     let reg = again.register(None).await;
     assert_eq!(reg["MachineAuthorized"], true, "{reg}");
     let first = again.stream().await.next_within(5 * SECOND).await.unwrap();
@@ -208,6 +208,25 @@ async fn restart_keeps_nodes_addresses_and_keys() {
     // A new user gets id 2 after a restart, never a reused one.
     let bob = server.user("bob").await;
     assert_eq!(bob, 2);
+
+    // The machine lost its state: a fresh node key with alice's auth key gets the same node
+    // back (found by machine key, an index rebuilt at start); with bob's key it is a second
+    // node.
+    let mut wiped =
+        TestNode::connect_as(&server.url, "a", machine.clone(), NodePublic(rand::random())).await;
+    wiped.register(Some(&key)).await;
+    let nodes = server.running().admin.list_nodes(None);
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].id, before[0].id);
+    assert_eq!(nodes[0].ip_addresses, before[0].ip_addresses);
+    assert_ne!(nodes[0].node_key, before[0].node_key);
+    let bob_key = server.key(bob, false, false, "1h").await;
+    let mut as_bob =
+        TestNode::connect_as(&server.url, "a", machine, NodePublic(rand::random())).await;
+    as_bob.register(Some(&bob_key)).await;
+    let nodes = server.running().admin.list_nodes(None);
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    assert!(nodes.iter().any(|n| n.id != before[0].id));
     server.stop().await;
 }
 

@@ -110,6 +110,9 @@ pub struct State {
     users: BTreeMap<UserId, User>,
     nodes: BTreeMap<NodeId, Arc<Node>>,
     by_node_key: HashMap<NodePublic, NodeId>,
+    /// A machine's nodes (one per owner it logged in as): re-registration looks here instead
+    /// of walking every node, which made a join quadratic.
+    by_machine_key: HashMap<MachinePublic, Vec<NodeId>>,
     names: HashMap<String, NodeId>,
     pool: AddressPool,
     preauth: BTreeMap<KeyId, PreAuthKey>,
@@ -139,6 +142,7 @@ impl State {
             users: BTreeMap::new(),
             nodes: BTreeMap::new(),
             by_node_key: HashMap::new(),
+            by_machine_key: HashMap::new(),
             names: HashMap::new(),
             pool,
             preauth: BTreeMap::new(),
@@ -775,9 +779,12 @@ impl State {
         let reuse = self
             .node_by_key(&r.node_key)
             .or_else(|| {
-                self.nodes.values().find(|n| {
-                    n.machine_key == r.machine && n.user == owner.user && n.tags == owner.tags
-                })
+                self.by_machine_key
+                    .get(&r.machine)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| self.nodes.get(id))
+                    .find(|n| n.user == owner.user && n.tags == owner.tags)
             })
             .map(|n| n.id);
         if let Some(id) = reuse {
@@ -1068,6 +1075,12 @@ impl State {
             return;
         };
         self.by_node_key.remove(&node.node_key);
+        if let Some(ids) = self.by_machine_key.get_mut(&node.machine_key) {
+            ids.retain(|other| *other != id);
+            if ids.is_empty() {
+                self.by_machine_key.remove(&node.machine_key);
+            }
+        }
         if self.names.get(&node.given_name) == Some(&id) {
             self.names.remove(&node.given_name);
         }
@@ -1491,6 +1504,10 @@ impl State {
 
     fn index_node(&mut self, n: &Node) {
         self.by_node_key.insert(n.node_key, n.id);
+        self.by_machine_key
+            .entry(n.machine_key)
+            .or_default()
+            .push(n.id);
         self.names.insert(n.given_name.clone(), n.id);
     }
 
