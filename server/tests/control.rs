@@ -212,8 +212,13 @@ async fn restart_keeps_nodes_addresses_and_keys() {
     // The machine lost its state: a fresh node key with alice's auth key gets the same node
     // back (found by machine key, an index rebuilt at start); with bob's key it is a second
     // node.
-    let mut wiped =
-        TestNode::connect_as(&server.url, "a", machine.clone(), NodePublic(rand::random())).await;
+    let mut wiped = TestNode::connect_as(
+        &server.url,
+        "a",
+        machine.clone(),
+        NodePublic(rand::random()),
+    )
+    .await;
     wiped.register(Some(&key)).await;
     let nodes = server.running().admin.list_nodes(None);
     assert_eq!(nodes.len(), 1);

@@ -365,7 +365,9 @@ mod tests {
 
             // ring seals, RustCrypto opens.
             let mut wire = BytesMut::new();
-            tx.encryptor_mut().encrypt_record(&plain, &mut wire).unwrap();
+            tx.encryptor_mut()
+                .encrypt_record(&plain, &mut wire)
+                .unwrap();
             let mut body = wire[HEADER_LEN..HEADER_LEN + len].to_vec();
             let tag = Tag::clone_from_slice(&wire[HEADER_LEN + len..]);
             reference
