@@ -209,9 +209,10 @@ async fn restart_keeps_nodes_addresses_and_keys() {
     let bob = server.user("bob").await;
     assert_eq!(bob, 2);
 
-    // The machine lost its state: a fresh node key with alice's auth key gets the same node
-    // back (found by machine key, an index rebuilt at start); with bob's key it is a second
-    // node.
+    // The machine lost its state: a fresh node key with a new key of alice's gets the same
+    // node back (found by machine key, an index rebuilt at start); with bob's key it is a
+    // second node.
+    let alice_again = server.key(alice, false, false, "1h").await;
     let mut wiped = TestNode::connect_as(
         &server.url,
         "a",
@@ -219,16 +220,18 @@ async fn restart_keeps_nodes_addresses_and_keys() {
         NodePublic(rand::random()),
     )
     .await;
-    wiped.register(Some(&key)).await;
+    let reg = wiped.register(Some(&alice_again)).await;
+    assert_eq!(reg["MachineAuthorized"], true, "{reg}");
     let nodes = server.running().admin.list_nodes(None);
-    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
     assert_eq!(nodes[0].id, before[0].id);
     assert_eq!(nodes[0].ip_addresses, before[0].ip_addresses);
     assert_ne!(nodes[0].node_key, before[0].node_key);
     let bob_key = server.key(bob, false, false, "1h").await;
     let mut as_bob =
         TestNode::connect_as(&server.url, "a", machine, NodePublic(rand::random())).await;
-    as_bob.register(Some(&bob_key)).await;
+    let reg = as_bob.register(Some(&bob_key)).await;
+    assert_eq!(reg["MachineAuthorized"], true, "{reg}");
     let nodes = server.running().admin.list_nodes(None);
     assert_eq!(nodes.len(), 2, "{nodes:?}");
     assert!(nodes.iter().any(|n| n.id != before[0].id));
