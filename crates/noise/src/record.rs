@@ -353,7 +353,7 @@ mod tests {
         let reference = ChaCha20Poly1305::new(Key::from_slice(&KEY_A));
         let (mut tx, mut peer) = pair();
         // Past the first record, where little- and big-endian nonces differ; sizes around the
-        // ChaCha20 block (64) and the AVX2 batch widths, up to a full record.
+        // 64-byte ChaCha20 block and the 256-byte mark, up to a full record.
         tx.set_nonces_for_test(0x0102_0304_0506, 0);
         peer.set_nonces_for_test(0, 0x0102_0304_0506);
         for (i, len) in [0, 1, 63, 64, 65, 255, 256, 257, 1000, MAX_PLAINTEXT_LEN]

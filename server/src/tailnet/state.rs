@@ -110,8 +110,8 @@ pub struct State {
     users: BTreeMap<UserId, User>,
     nodes: BTreeMap<NodeId, Arc<Node>>,
     by_node_key: HashMap<NodePublic, NodeId>,
-    /// A machine's nodes (one per owner it logged in as): re-registration looks here instead
-    /// of walking every node, which made a join quadratic.
+    /// A machine's nodes (one per owner and tag set it registered as): re-registration looks
+    /// here instead of walking every node, which made a join quadratic.
     by_machine_key: HashMap<MachinePublic, Vec<NodeId>>,
     names: HashMap<String, NodeId>,
     pool: AddressPool,
