@@ -249,6 +249,70 @@ async fn a_policy_file_decides_filters_and_a_valid_edit_reaches_streams_incremen
     srv.stop().await;
 }
 
+/// A node's own description changing (its Hostinfo) is one epoch whose delta is encoded
+/// once for every stream that may see the node; under a policy a stream that may not is
+/// sent nothing of it, although the epoch's verdicts are shared (`mapper::epoch`).
+#[tokio::test]
+async fn a_peer_update_reaches_only_the_streams_that_may_see_it() {
+    let (srv, _path) = file_server(ALICE_TO_BOB_80).await;
+    let (mut a, mut b) = alice_and_bob(&srv).await;
+    let carol = srv.user("carol").await;
+    let kc = key_for(&srv, Some(carol), &[]).await;
+    let (mut c, _) = register_with(&srv, "desk-c", &kc, json!({})).await;
+    let (mut sb, full_b) = first_map(&mut b).await;
+    let (mut sc, full_c) = first_map(&mut c).await;
+    let a_id = node_json(&srv, "laptop-a")["id"].as_u64().unwrap();
+    assert_eq!(peer_ids(&full_b), vec![a_id], "{full_b}");
+    assert!(peer_ids(&full_c).is_empty(), "carol sees nobody: {full_c}");
+    // Let what opening the streams changed (online, Hostinfo) go out first.
+    for s in [&mut sb, &mut sc] {
+        while tokio::time::timeout(SECOND / 2, s.next()).await.is_ok() {}
+    }
+
+    let with_os = |node: &TestNode, os_version: &str| {
+        let mut body = node.map_body(false, true, &[]);
+        body["Hostinfo"]["OSVersion"] = json!(os_version);
+        body
+    };
+    let sessions = &srv.running().control.sessions;
+    let before = sessions.delta_counts();
+    assert_eq!(
+        a.post_json("/machine/map", with_os(&a, "6.1.0")).await.0,
+        200
+    );
+    let seen = sb
+        .until(5 * SECOND, |m| !peer_ids_changed(m).is_empty())
+        .await;
+    assert_eq!(peer_ids_changed(&seen), vec![a_id], "{seen}");
+    assert_eq!(seen["PeersChanged"][0]["Hostinfo"]["OSVersion"], "6.1.0");
+
+    // Carol's next message is about herself: her stream was sent nothing of laptop-a
+    // (messages on a stream keep their order).
+    assert_eq!(
+        c.post_json("/machine/map", with_os(&c, "6.2.0")).await.0,
+        200
+    );
+    let own = sc.next_within(5 * SECOND).await.unwrap();
+    assert_eq!(own["Node"]["Hostinfo"]["OSVersion"], "6.2.0", "{own}");
+    assert!(own.get("PeersChanged").is_none(), "{own}");
+    let after = sessions.delta_counts();
+    assert_eq!(
+        (after.shared - before.shared, after.own - before.own),
+        (1, 1),
+        "bob was sent the shared delta; carol only her own node"
+    );
+    srv.stop().await;
+}
+
+fn peer_ids_changed(msg: &Value) -> Vec<u64> {
+    msg["PeersChanged"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["ID"].as_u64())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_policy_whose_tests_fail_is_refused_and_changes_nothing() {
     let (srv, path) = file_server(ALICE_TO_BOB_80).await;
