@@ -756,3 +756,85 @@ async fn deltas_shared_by_epoch_reach_every_stream_exactly() {
     }
     server.stop().await;
 }
+
+/// A session that missed several epochs is sent their shared encodings in order, as if it
+/// had kept up, until one is about the session's own node; that one and the rest become
+/// one delta built for it. Driven on a registry of its own over the server's real state,
+/// so that the lag is certain rather than a matter of timing.
+#[tokio::test]
+async fn a_session_behind_by_several_epochs_is_sent_them_in_order() {
+    use oxiscale::mapper::session::{Delta, Sent, Sessions};
+    use oxiscale::tailnet::Change;
+
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let key = server.key(alice, true, false, "1h").await;
+    for name in ["viewer", "p1", "p2"] {
+        TestNode::connect(&server.url, name)
+            .await
+            .register(Some(&key))
+            .await;
+    }
+    let nodes = server.running().admin.list_nodes(None);
+    let id = |name: &str| nodes.iter().find(|n| n.given_name == name).unwrap().id;
+    let (viewer, p1, p2) = (id("viewer"), id("p1"), id("p2"));
+
+    let sessions = Sessions::default();
+    let slot = sessions.attach(viewer);
+    slot.start_recording();
+    sessions.publish(vec![Change::NodeUpserted(p1)]);
+    sessions.publish(vec![Change::NodeUpserted(p2)]);
+    sessions.publish(vec![Change::NodeOnline {
+        id: p1,
+        online: true,
+        last_seen: None,
+    }]);
+    sessions.publish(vec![Change::NodeUpserted(viewer)]);
+    sessions.publish(vec![Change::NodeUpserted(p2)]);
+
+    let config = server.running().control.map_config();
+    let now = time::OffsetDateTime::now_utc();
+    let mut sent = Sent::default();
+    let deltas = server
+        .running()
+        .tailnet
+        .read(|s| slot.take().into_deltas(s, viewer, &mut sent, &config, now));
+    let mut messages = Vec::new();
+    for delta in deltas {
+        messages.push(match delta {
+            Delta::Shared(epoch) => ("shared", decode(&epoch.shared_frame(&config).await)),
+            Delta::Send(resp) => ("own", decode(&oxiscale::mapper::encode_message(&resp))),
+            Delta::Nothing | Delta::End => panic!("every epoch had something for the viewer"),
+        });
+    }
+    let kinds: Vec<&str> = messages.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["shared", "shared", "shared", "own"], "{messages:?}");
+    let changed = |m: &Value| -> Vec<u64> {
+        m["PeersChanged"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p["ID"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(changed(&messages[0].1), [p1]);
+    assert_eq!(changed(&messages[1].1), [p2]);
+    assert_eq!(messages[2].1["PeersChangedPatch"][0]["NodeID"], p1);
+    assert_eq!(messages[2].1["PeersChangedPatch"][0]["Online"], true);
+    let own = &messages[3].1;
+    assert_eq!(own["Node"]["ID"], viewer, "{own}");
+    assert_eq!(
+        changed(own),
+        [p2],
+        "only the peer changed after the fallback: {own}"
+    );
+    assert!(sent.contains(p1) && sent.contains(p2) && !sent.contains(viewer));
+    server.stop().await;
+}
+
+/// A map message's JSON: 4-byte little-endian length, then zstd.
+fn decode(message: &[u8]) -> Value {
+    let len = u32::from_le_bytes(message[..4].try_into().unwrap()) as usize;
+    assert_eq!(len, message.len() - 4);
+    serde_json::from_slice(&zstd::stream::decode_all(&message[4..]).unwrap()).unwrap()
+}

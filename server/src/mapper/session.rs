@@ -207,79 +207,82 @@ impl Sent {
     }
 }
 
-/// A session's mailbox, and what the session takes out of it when it wakes.
+/// Epochs a session may hold unmerged. A session that fell behind by up to this many is
+/// sent their shared encodings one after another, as if it had kept up; one further behind
+/// merges them and is sent one delta built for it, so a stuck client holds a bounded record.
+const MAX_HELD_EPOCHS: usize = 8;
+
+/// A session's mailbox, and what the session takes out of it when it wakes. Either epochs
+/// are held unmerged (the session will most likely be sent their shared encodings, so the
+/// publisher's work per session and epoch stays O(1)) or changes are merged into `pending`,
+/// never both.
 #[derive(Debug, Default)]
 pub struct Taken {
     /// Changes merged from this session's point of view.
     pending: Pending,
-    /// The newest epoch offered.
-    epoch: Option<Arc<Epoch>>,
-    /// The epoch's changes are not in `pending` yet. A session that keeps up is handed the
-    /// epoch without merging anything: it will most likely be sent the shared delta, so
-    /// the publisher's work per session and epoch stays O(1).
-    unmerged: bool,
-    /// More than one epoch was merged: the delta is this session's own.
-    several: bool,
+    /// Epochs offered and not merged, oldest first.
+    epochs: Vec<Arc<Epoch>>,
 }
 
 impl Taken {
     pub fn is_empty(&self) -> bool {
-        !self.unmerged && self.pending.is_empty()
+        self.epochs.is_empty() && self.pending.is_empty()
     }
 
     /// Everything taken, merged from the point of view of node `me`.
     pub fn into_pending(mut self, me: NodeId) -> Pending {
-        self.merge_epoch(me);
+        self.merge_held(me);
         self.pending
     }
 
-    fn merge_epoch(&mut self, me: NodeId) {
-        if let (true, Some(epoch)) = (self.unmerged, &self.epoch) {
+    fn merge_held(&mut self, me: NodeId) {
+        for epoch in self.epochs.drain(..) {
             self.pending.merge_all(me, epoch.changes());
-            self.unmerged = false;
         }
     }
 
     /// Takes in an epoch's changes for node `me`; returns whether there was anything in
     /// them for `me`.
     fn offer(&mut self, me: NodeId, epoch: &Arc<Epoch>) -> bool {
-        if self.is_empty() {
+        if self.pending.is_empty() && self.epochs.len() < MAX_HELD_EPOCHS {
             if !epoch.concerns(me) {
                 return false;
             }
-            self.unmerged = true;
-        } else {
-            self.merge_epoch(me);
-            let recorded = self.pending.merge_all(me, epoch.changes());
-            // Even when nothing was recorded the held epoch's shared delta is no longer
-            // this session's: a change may have been left out because the peer it is
-            // about will be rendered afresh, which the shared delta, rendered earlier,
-            // may not show.
-            self.several = true;
-            if !recorded {
-                return false;
-            }
+            self.epochs.push(epoch.clone());
+            return true;
         }
-        self.epoch = Some(epoch.clone());
-        true
+        self.merge_held(me);
+        self.pending.merge_all(me, epoch.changes())
     }
 
-    /// The delta for node `me`: the epoch's shared encoding when it is exactly what `me`
-    /// would be sent, otherwise one built for `me`.
-    pub fn into_delta(
-        self,
+    /// The deltas for node `me`, in the order they are to be sent: the held epochs' shared
+    /// encodings for as long as each is exactly what `me` would be sent, then one delta
+    /// built for `me` from whatever is left.
+    pub fn into_deltas(
+        mut self,
         state: &State,
         me: NodeId,
         sent: &mut Sent,
         config: &MapConfig,
         now: OffsetDateTime,
-    ) -> Delta {
-        if let (Some(epoch), false) = (&self.epoch, self.several)
-            && epoch::shared_delta(state, epoch, me, sent, now)
-        {
-            return Delta::Shared(epoch.clone());
+    ) -> Vec<Delta> {
+        let mut deltas = Vec::new();
+        let mut held = std::mem::take(&mut self.epochs).into_iter();
+        for epoch in held.by_ref() {
+            if epoch::shared_delta(state, &epoch, me, sent, now) {
+                deltas.push(Delta::Shared(epoch));
+            } else {
+                self.pending.merge_all(me, epoch.changes());
+                break;
+            }
         }
-        build_delta(state, me, self.into_pending(me), sent, config, now)
+        for epoch in held {
+            self.pending.merge_all(me, epoch.changes());
+        }
+        if !self.pending.is_empty() {
+            deltas.push(build_delta(state, me, self.pending, sent, config, now));
+        }
+        deltas
     }
 }
 
@@ -659,46 +662,44 @@ mod tests {
     }
 
     #[test]
-    fn a_session_that_keeps_up_holds_one_epoch_and_one_behind_merges_several() {
+    fn a_session_holds_epochs_unmerged_until_it_falls_too_far_behind() {
         let sessions = Sessions::default();
         let (a, b) = (sessions.attach(1), sessions.attach(2));
         a.start_recording();
         b.start_recording();
         sessions.publish(vec![Change::NodeUpserted(3)]);
         let taken = a.take();
-        assert!(
-            !taken.several && taken.unmerged,
-            "a holds the epoch unmerged"
-        );
+        assert!(taken.pending.is_empty() && taken.epochs.len() == 1);
         assert!(taken.into_pending(1).peers_changed.contains(&3));
         sessions.publish(vec![Change::NodeUpserted(4)]);
-        let a_next = a.take();
-        assert!(
-            !a_next.several,
-            "a took the first one: only the second is pending"
-        );
+        assert_eq!(a.take().epochs.len(), 1, "a took the first one");
         let behind = b.take();
-        assert!(behind.several && !behind.unmerged);
+        assert_eq!(behind.epochs.len(), 2, "b holds both, in order");
         let pending = behind.into_pending(2);
         assert!(pending.peers_changed.contains(&3) && pending.peers_changed.contains(&4));
+
+        for id in 10..10 + MAX_HELD_EPOCHS as NodeId + 1 {
+            sessions.publish(vec![Change::NodeUpserted(id)]);
+        }
+        let far_behind = a.take();
+        assert!(
+            far_behind.epochs.is_empty(),
+            "past the limit everything is merged"
+        );
+        assert_eq!(far_behind.pending.peers_changed.len(), MAX_HELD_EPOCHS + 1);
     }
 
     #[test]
-    fn a_change_left_out_of_a_held_epoch_makes_the_delta_the_sessions_own() {
+    fn an_epoch_with_only_a_light_change_to_myself_is_not_held() {
         let sessions = Sessions::default();
-        let a = sessions.attach(1);
+        let a = sessions.attach(5);
         a.start_recording();
-        sessions.publish(vec![Change::NodeUpserted(3)]);
-        // Node 3 comes online: left out of the pending record (3 is resent whole), but the
-        // first epoch's shared delta may show it offline.
         sessions.publish(vec![Change::NodeOnline {
-            id: 3,
+            id: 5,
             online: true,
             last_seen: None,
         }]);
-        let taken = a.take();
-        assert!(taken.several, "the delta must be built for this session");
-        assert!(taken.into_pending(1).patches.is_empty());
+        assert!(a.take().is_empty());
     }
 
     #[test]
