@@ -198,18 +198,16 @@ async fn stream_map(
                 }
                 let config = cp.map_config();
                 let now = OffsetDateTime::now_utc();
-                let deltas = cp.tailnet.read(|s| taken.into_deltas(s, node, &mut sent, &config, now));
-                for delta in deltas {
-                    cp.sessions.count_delta(&delta);
-                    let message = match delta {
-                        Delta::Send(resp) => encode_message(&resp),
-                        Delta::Shared(epoch) => epoch.shared_frame(&config).await,
-                        Delta::Nothing => continue,
-                        Delta::End => return "node deleted",
-                    };
-                    if tx.send(message).await.is_err() {
-                        return "client went away";
-                    }
+                let delta = cp.tailnet.read(|s| taken.into_delta(s, node, &mut sent, &config, now));
+                cp.sessions.count_delta(&delta);
+                let message = match delta {
+                    Delta::Send(resp) => encode_message(&resp),
+                    Delta::Shared(epoch) => epoch.shared_frame(&config).await,
+                    Delta::Nothing => continue,
+                    Delta::End => return "node deleted",
+                };
+                if tx.send(message).await.is_err() {
+                    return "client went away";
                 }
             }
             _ = tokio::time::sleep(wait) => {

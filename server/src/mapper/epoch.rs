@@ -8,11 +8,8 @@
 //! the same delta: the epoch's changes, none of them about the viewer, every changed peer
 //! shown with its shared rendering. That delta is serialised and compressed once per epoch
 //! ([`shared_delta`], [`Epoch::shared_frame`]) and its bytes go to all of them. A session
-//! that fell behind holds the epochs it missed and is sent their encodings in order, as if
-//! it had kept up. A session that sees something of its own in an epoch (routes, its own
-//! node, a policy change), or fell too far behind, merges and builds its own delta: in a
-//! 10,000-node join, sessions that merged whenever they missed an epoch spent the server's
-//! time rendering and compressing one delta each (BENCHMARKS.md).
+//! that fell behind (several epochs merged) or sees something of its own (routes, its own
+//! node, a policy change) builds its own delta.
 //!
 //! Epochs are at least [`MIN_GAP`] apart and otherwise not paced: every epoch costs each
 //! session that keeps up one message. Holding the next epoch until the sessions had taken

@@ -207,82 +207,79 @@ impl Sent {
     }
 }
 
-/// Epochs a session may hold unmerged. A session that fell behind by up to this many is
-/// sent their shared encodings one after another, as if it had kept up; one further behind
-/// merges them and is sent one delta built for it, so a stuck client holds a bounded record.
-const MAX_HELD_EPOCHS: usize = 8;
-
-/// A session's mailbox, and what the session takes out of it when it wakes. Either epochs
-/// are held unmerged (the session will most likely be sent their shared encodings, so the
-/// publisher's work per session and epoch stays O(1)) or changes are merged into `pending`,
-/// never both.
+/// A session's mailbox, and what the session takes out of it when it wakes.
 #[derive(Debug, Default)]
 pub struct Taken {
     /// Changes merged from this session's point of view.
     pending: Pending,
-    /// Epochs offered and not merged, oldest first.
-    epochs: Vec<Arc<Epoch>>,
+    /// The newest epoch offered.
+    epoch: Option<Arc<Epoch>>,
+    /// The epoch's changes are not in `pending` yet. A session that keeps up is handed the
+    /// epoch without merging anything: it will most likely be sent the shared delta, so
+    /// the publisher's work per session and epoch stays O(1).
+    unmerged: bool,
+    /// More than one epoch was merged: the delta is this session's own.
+    several: bool,
 }
 
 impl Taken {
     pub fn is_empty(&self) -> bool {
-        self.epochs.is_empty() && self.pending.is_empty()
+        !self.unmerged && self.pending.is_empty()
     }
 
     /// Everything taken, merged from the point of view of node `me`.
     pub fn into_pending(mut self, me: NodeId) -> Pending {
-        self.merge_held(me);
+        self.merge_epoch(me);
         self.pending
     }
 
-    fn merge_held(&mut self, me: NodeId) {
-        for epoch in self.epochs.drain(..) {
+    fn merge_epoch(&mut self, me: NodeId) {
+        if let (true, Some(epoch)) = (self.unmerged, &self.epoch) {
             self.pending.merge_all(me, epoch.changes());
+            self.unmerged = false;
         }
     }
 
     /// Takes in an epoch's changes for node `me`; returns whether there was anything in
     /// them for `me`.
     fn offer(&mut self, me: NodeId, epoch: &Arc<Epoch>) -> bool {
-        if self.pending.is_empty() && self.epochs.len() < MAX_HELD_EPOCHS {
+        if self.is_empty() {
             if !epoch.concerns(me) {
                 return false;
             }
-            self.epochs.push(epoch.clone());
-            return true;
+            self.unmerged = true;
+        } else {
+            self.merge_epoch(me);
+            let recorded = self.pending.merge_all(me, epoch.changes());
+            // Even when nothing was recorded the held epoch's shared delta is no longer
+            // this session's: a change may have been left out because the peer it is
+            // about will be rendered afresh, which the shared delta, rendered earlier,
+            // may not show.
+            self.several = true;
+            if !recorded {
+                return false;
+            }
         }
-        self.merge_held(me);
-        self.pending.merge_all(me, epoch.changes())
+        self.epoch = Some(epoch.clone());
+        true
     }
 
-    /// The deltas for node `me`, in the order they are to be sent: the held epochs' shared
-    /// encodings for as long as each is exactly what `me` would be sent, then one delta
-    /// built for `me` from whatever is left.
-    pub fn into_deltas(
-        mut self,
+    /// The delta for node `me`: the epoch's shared encoding when it is exactly what `me`
+    /// would be sent, otherwise one built for `me`.
+    pub fn into_delta(
+        self,
         state: &State,
         me: NodeId,
         sent: &mut Sent,
         config: &MapConfig,
         now: OffsetDateTime,
-    ) -> Vec<Delta> {
-        let mut deltas = Vec::new();
-        let mut held = std::mem::take(&mut self.epochs).into_iter();
-        for epoch in held.by_ref() {
-            if epoch::shared_delta(state, &epoch, me, sent, now) {
-                deltas.push(Delta::Shared(epoch));
-            } else {
-                self.pending.merge_all(me, epoch.changes());
-                break;
-            }
+    ) -> Delta {
+        if let (Some(epoch), false) = (&self.epoch, self.several)
+            && epoch::shared_delta(state, epoch, me, sent, now)
+        {
+            return Delta::Shared(epoch.clone());
         }
-        for epoch in held {
-            self.pending.merge_all(me, epoch.changes());
-        }
-        if !self.pending.is_empty() {
-            deltas.push(build_delta(state, me, self.pending, sent, config, now));
-        }
-        deltas
+        build_delta(state, me, self.into_pending(me), sent, config, now)
     }
 }
 
@@ -662,44 +659,46 @@ mod tests {
     }
 
     #[test]
-    fn a_session_holds_epochs_unmerged_until_it_falls_too_far_behind() {
+    fn a_session_that_keeps_up_holds_one_epoch_and_one_behind_merges_several() {
         let sessions = Sessions::default();
         let (a, b) = (sessions.attach(1), sessions.attach(2));
         a.start_recording();
         b.start_recording();
         sessions.publish(vec![Change::NodeUpserted(3)]);
         let taken = a.take();
-        assert!(taken.pending.is_empty() && taken.epochs.len() == 1);
+        assert!(
+            !taken.several && taken.unmerged,
+            "a holds the epoch unmerged"
+        );
         assert!(taken.into_pending(1).peers_changed.contains(&3));
         sessions.publish(vec![Change::NodeUpserted(4)]);
-        assert_eq!(a.take().epochs.len(), 1, "a took the first one");
+        let a_next = a.take();
+        assert!(
+            !a_next.several,
+            "a took the first one: only the second is pending"
+        );
         let behind = b.take();
-        assert_eq!(behind.epochs.len(), 2, "b holds both, in order");
+        assert!(behind.several && !behind.unmerged);
         let pending = behind.into_pending(2);
         assert!(pending.peers_changed.contains(&3) && pending.peers_changed.contains(&4));
-
-        for id in 10..10 + MAX_HELD_EPOCHS as NodeId + 1 {
-            sessions.publish(vec![Change::NodeUpserted(id)]);
-        }
-        let far_behind = a.take();
-        assert!(
-            far_behind.epochs.is_empty(),
-            "past the limit everything is merged"
-        );
-        assert_eq!(far_behind.pending.peers_changed.len(), MAX_HELD_EPOCHS + 1);
     }
 
     #[test]
-    fn an_epoch_with_only_a_light_change_to_myself_is_not_held() {
+    fn a_change_left_out_of_a_held_epoch_makes_the_delta_the_sessions_own() {
         let sessions = Sessions::default();
-        let a = sessions.attach(5);
+        let a = sessions.attach(1);
         a.start_recording();
+        sessions.publish(vec![Change::NodeUpserted(3)]);
+        // Node 3 comes online: left out of the pending record (3 is resent whole), but the
+        // first epoch's shared delta may show it offline.
         sessions.publish(vec![Change::NodeOnline {
-            id: 5,
+            id: 3,
             online: true,
             last_seen: None,
         }]);
-        assert!(a.take().is_empty());
+        let taken = a.take();
+        assert!(taken.several, "the delta must be built for this session");
+        assert!(taken.into_pending(1).patches.is_empty());
     }
 
     #[test]
