@@ -129,7 +129,12 @@ fn filter_dsts(msg: &Value) -> Vec<String> {
 }
 
 fn peer_ids(msg: &Value) -> Vec<u64> {
-    msg["Peers"]
+    ids_in(msg, "Peers")
+}
+
+/// The IDs of the nodes in a map message's list `field` (`Peers`, `PeersChanged`).
+fn ids_in(msg: &Value, field: &str) -> Vec<u64> {
+    msg[field]
         .as_array()
         .into_iter()
         .flatten()
@@ -281,9 +286,9 @@ async fn a_peer_update_reaches_only_the_streams_that_may_see_it() {
         200
     );
     let seen = sb
-        .until(5 * SECOND, |m| !peer_ids_changed(m).is_empty())
+        .until(5 * SECOND, |m| !ids_in(m, "PeersChanged").is_empty())
         .await;
-    assert_eq!(peer_ids_changed(&seen), vec![a_id], "{seen}");
+    assert_eq!(ids_in(&seen, "PeersChanged"), vec![a_id], "{seen}");
     assert_eq!(seen["PeersChanged"][0]["Hostinfo"]["OSVersion"], "6.1.0");
 
     // Carol's next message is about herself: her stream was sent nothing of laptop-a
@@ -302,15 +307,6 @@ async fn a_peer_update_reaches_only_the_streams_that_may_see_it() {
         "bob was sent the shared delta; carol only her own node"
     );
     srv.stop().await;
-}
-
-fn peer_ids_changed(msg: &Value) -> Vec<u64> {
-    msg["PeersChanged"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p["ID"].as_u64())
-        .collect()
 }
 
 #[tokio::test]
