@@ -30,7 +30,6 @@ use super::MapConfig;
 use super::build::{PeerView, render_peer, user_profiles};
 use super::encode_message;
 use super::session::{Inbox, Pending, Sent, Sessions};
-use crate::tailnet::access::Access;
 use crate::tailnet::model::{Node, NodeId};
 use crate::tailnet::{Change, State};
 
@@ -195,7 +194,7 @@ impl SharedView {
         SharedView {
             peers,
             shareable,
-            seen_by_everyone: matches!(state.access(), Access::AllowAll),
+            seen_by_everyone: state.access().everyone_sees_everyone(),
             profiles,
             base_domain: state.settings.base_domain.clone(),
         }
