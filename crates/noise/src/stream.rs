@@ -17,20 +17,12 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::handshake::HEADER_LEN;
-use crate::record::{
-    Decoder, Encryptor, MAX_PLAINTEXT_LEN, MAX_RECORD_LEN, RecordError, Transport,
-};
+use crate::record::{Decoder, Encryptor, MAX_PLAINTEXT_LEN, RecordError, Transport};
 
 /// Sealed ciphertext allowed to wait for the socket before writes push back.
 pub const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// A drained write buffer larger than this is freed rather than kept.
 const IDLE_WRITE_CAPACITY: usize = 8 * 1024;
-/// The most the write buffer holds: sealed ciphertext below the high water mark and one
-/// open record. A large write allocates this once instead of doubling up to it, and every
-/// stream asks for the same size, so a buffer one stream frees is the next one's. (In a
-/// 10,000-node join, growing this buffer was a fifth of the server's page-fault samples
-/// before; 3 % after. Most faults there are the heap growing to its working size.)
-const FULL_WRITE_CAPACITY: usize = WRITE_HIGH_WATER + MAX_RECORD_LEN;
 /// How much a single socket read asks for.
 const READ_CHUNK: usize = 16 * 1024;
 /// First bytes of the optional server early payload.
@@ -354,9 +346,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for NoiseStream<IO> {
                 return Poll::Pending;
             }
         }
-        if this.out.is_empty() && buf.len() > IDLE_WRITE_CAPACITY {
-            this.out.reserve(FULL_WRITE_CAPACITY);
-        }
         let mut written = 0;
         while written < buf.len() && this.sealed < WRITE_HIGH_WATER {
             if !this.has_open_record() {
@@ -391,7 +380,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     use super::*;
-    use crate::record::MSG_RECORD;
+    use crate::record::{MAX_RECORD_LEN, MSG_RECORD};
 
     const KEY_A: [u8; 32] = [1; 32];
     const KEY_B: [u8; 32] = [2; 32];
@@ -555,25 +544,6 @@ mod tests {
             "{}",
             client.out.capacity()
         );
-    }
-
-    #[tokio::test]
-    async fn a_large_write_allocates_its_buffer_once() {
-        let (a, _far) = duplex(1 << 20);
-        let (ta, _) = server_and_client_transports();
-        let mut stream = NoiseStream::new(a, ta);
-        let chunk = vec![7u8; 20_000];
-        let mut capacities = Vec::new();
-        for _ in 0..3 {
-            assert_eq!(stream.write(&chunk).await.unwrap(), chunk.len());
-            capacities.push(stream.out.capacity());
-        }
-        assert!(stream.out.len() > 2 * chunk.len());
-        assert_eq!(capacities, [FULL_WRITE_CAPACITY; 3], "never grown");
-        // A small write (a delta) does not take the large buffer.
-        let mut small = NoiseStream::new(duplex(1 << 20).0, server_and_client_transports().0);
-        small.write_all(&[1u8; 300]).await.unwrap();
-        assert!(small.out.capacity() < IDLE_WRITE_CAPACITY);
     }
 
     #[tokio::test]

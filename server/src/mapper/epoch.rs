@@ -47,7 +47,7 @@ pub struct Epoch {
     /// The changes merged as a node that none of them is about would merge them.
     universal: Pending,
     at: OffsetDateTime,
-    /// The changed peers as the first session to look found them, and what that decides.
+    /// The changed peers as the first session that can use the shared delta found them.
     view: OnceLock<SharedView>,
     frame: tokio::sync::OnceCell<Bytes>,
 }
@@ -110,10 +110,7 @@ pub async fn run_publisher(sessions: Weak<Sessions>, inbox: Arc<Inbox>) {
 /// does not touch visibility, `me` sees every changed peer with the shared rendering, and
 /// `me` had been sent every peer that is patched or removed. When it is, records the delta
 /// in `sent`; the caller then sends [`Epoch::shared_frame`]. Called under the tailnet's
-/// read lock, once per session and epoch: what does not depend on the viewer (do the
-/// changed peers exist, are they unexpired, do they route, does everyone see everyone) is
-/// decided once per epoch, by the first session to ask, so that with the default policy
-/// the per-session work does not grow with the number of changed peers.
+/// read lock: only lookups, and once per epoch the capture of the changed peers.
 pub fn shared_delta(
     state: &State,
     epoch: &Epoch,
@@ -127,22 +124,13 @@ pub fn shared_delta(
     if all.recompute || all.mentions(me) {
         return false;
     }
-    let view = epoch
-        .view
-        .get_or_init(|| SharedView::capture(state, all, now));
-    if !view.shareable {
+    let Some(me_node) = state.node(me) else {
         return false;
-    }
-    if !view.seen_by_everyone {
-        let Some(me_node) = state.node(me) else {
-            return false;
-        };
-        if !view
-            .peers
-            .iter()
-            .all(|p| state.access().can_see(me_node, p))
-        {
-            return false;
+    };
+    for id in &all.peers_changed {
+        match state.node(*id) {
+            Some(peer) if state.is_visible(me_node, peer, now) && !peer.serves_routes() => {}
+            _ => return false,
         }
     }
     let all_sent = all
@@ -153,6 +141,9 @@ pub fn shared_delta(
     if !all_sent {
         return false;
     }
+    // Under the same read lock as the checks above: every changed peer exists and has the
+    // shared rendering.
+    epoch.view.get_or_init(|| SharedView::capture(state, all));
     for id in &all.peers_changed {
         sent.insert(*id, None);
     }
@@ -162,39 +153,29 @@ pub fn shared_delta(
     true
 }
 
-/// The changed peers of an epoch as the first session that looked found them, and what
-/// that decides for every session.
+/// What the shared delta shows besides the epoch's own record, as of the first session
+/// that could use it.
 struct SharedView {
     peers: Vec<Arc<Node>>,
-    /// Every changed peer exists, is unexpired and is shown with the shared rendering
-    /// (routes nothing): otherwise no session can be sent the shared delta.
-    shareable: bool,
-    /// No policy: every node sees every other, so a viewer need not be checked.
-    seen_by_everyone: bool,
     profiles: Vec<UserProfile>,
     base_domain: String,
 }
 
 impl SharedView {
-    fn capture(state: &State, all: &Pending, now: OffsetDateTime) -> SharedView {
+    /// Only after [`shared_delta`] found every changed peer present and not routing.
+    fn capture(state: &State, all: &Pending) -> SharedView {
         let peers: Vec<Arc<Node>> = all
             .peers_changed
             .iter()
             .filter_map(|id| state.node(*id).cloned())
             .collect();
-        let shareable = peers.len() == all.peers_changed.len()
-            && peers
-                .iter()
-                .all(|p| !p.is_expired(now) && !p.serves_routes());
-        let profiles = if shareable && !peers.is_empty() {
-            user_profiles(state, peers.iter().map(|n| n.as_ref()))
-        } else {
+        let profiles = if peers.is_empty() {
             Vec::new()
+        } else {
+            user_profiles(state, peers.iter().map(|n| n.as_ref()))
         };
         SharedView {
             peers,
-            shareable,
-            seen_by_everyone: state.access().everyone_sees_everyone(),
             profiles,
             base_domain: state.settings.base_domain.clone(),
         }

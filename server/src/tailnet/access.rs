@@ -139,12 +139,6 @@ impl Access {
         }
     }
 
-    /// Whether every node sees every other ([`Access::can_see`] is true for any pair), so
-    /// a check per viewer can be skipped.
-    pub fn everyone_sees_everyone(&self) -> bool {
-        matches!(self, Access::AllowAll)
-    }
-
     pub fn can_see(&self, viewer: &Node, peer: &Node) -> bool {
         match self {
             Access::AllowAll => true,
