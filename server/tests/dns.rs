@@ -28,6 +28,25 @@ fn settings(base_domain: &str) -> DnsSettings {
     }
 }
 
+/// Whether the message says node `id` is online (a peer entry or a patch).
+fn is_online(msg: &serde_json::Value, id: u64) -> bool {
+    ["Peers", "PeersChanged", "PeersChangedPatch"]
+        .iter()
+        .filter_map(|field| msg[*field].as_array())
+        .flatten()
+        .any(|p| (p["ID"] == id || p["NodeID"] == id) && p["Online"] == true)
+}
+
+/// The name of the peer with this host name in a map message (full or delta), if listed.
+fn peer_name(msg: &serde_json::Value, host: &str) -> Option<String> {
+    ["Peers", "PeersChanged"]
+        .iter()
+        .filter_map(|field| msg[*field].as_array())
+        .flatten()
+        .find(|p| p["Hostinfo"]["Hostname"] == host)
+        .and_then(|p| p["Name"].as_str().map(str::to_owned))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dns_change_reaches_open_streams_and_survives_a_restart() {
     let mut server = TestServer::start().await;
@@ -39,6 +58,28 @@ async fn a_dns_change_reaches_open_streams_and_survives_a_restart() {
     let first = stream.next_within(5 * SECOND).await.unwrap();
     assert_eq!(first["DNSConfig"]["Domains"], json!(["tail.test"]));
     assert_eq!(first["Node"]["Name"], "node-a.tail.test.");
+    // A peer whose rendering is cached must change its name with the base domain too.
+    // Once node-c is online (its last change), node-a's next full map renders node-c's
+    // current version, which keeps that JSON.
+    let mut c = TestNode::connect(&server.url, "node-c").await;
+    c.register(Some(&key)).await;
+    let _stream_c = c.stream().await;
+    let c_id = server
+        .running()
+        .admin
+        .list_nodes(None)
+        .into_iter()
+        .find(|n| n.name == "node-c")
+        .expect("node-c registered")
+        .id;
+    stream.until(5 * SECOND, |m| is_online(m, c_id)).await;
+    let mut stream = a.stream().await;
+    let full = stream.next_within(5 * SECOND).await.unwrap();
+    assert_eq!(
+        peer_name(&full, "node-c").as_deref(),
+        Some("node-c.tail.test."),
+        "{full}"
+    );
 
     // Bad input: refused with the reason, nothing stored, nothing sent.
     let mut bad = settings("tail2.test");
@@ -63,9 +104,19 @@ async fn a_dns_change_reaches_open_streams_and_survives_a_restart() {
         .await
         .unwrap();
     assert_eq!(saved.base_domain, "tail2.test", "canonical form");
-    let update = stream
-        .until(5 * SECOND, |m| m.get("DNSConfig").is_some())
-        .await;
+    // The new DNSConfig, the node's own new name and its peer's, in one message or more.
+    let mut update = json!({});
+    while update.get("DNSConfig").is_none()
+        || update.get("Node").is_none()
+        || peer_name(&update, "node-c").is_none()
+    {
+        let msg = stream.next_within(5 * SECOND).await.expect("stream open");
+        for field in ["DNSConfig", "Node", "PeersChanged"] {
+            if msg[field].is_object() || msg[field].is_array() {
+                update[field] = msg[field].clone();
+            }
+        }
+    }
     let dns = &update["DNSConfig"];
     assert_eq!(
         dns["Domains"],
@@ -82,13 +133,22 @@ async fn a_dns_change_reaches_open_streams_and_survives_a_restart() {
         json!([{"Name": "nas.corp.example", "Type": "A", "Value": "100.64.0.99"}])
     );
     assert!(dns["Proxied"].as_bool().unwrap());
-    // The base domain changed, so the node's own name did too (same or a later message).
-    let renamed = if update["Node"].is_object() {
-        update
-    } else {
-        stream.until(5 * SECOND, |m| m["Node"].is_object()).await
-    };
-    assert_eq!(renamed["Node"]["Name"], "node-a.tail2.test.");
+    // The base domain changed, so the node's own name did too, and its peer's.
+    assert_eq!(update["Node"]["Name"], "node-a.tail2.test.");
+    assert_eq!(
+        peer_name(&update, "node-c").as_deref(),
+        Some("node-c.tail2.test."),
+        "{update}"
+    );
+    // A new stream's full map shows the new names as well.
+    let mut again = a.stream().await;
+    let full = again.next_within(5 * SECOND).await.unwrap();
+    assert_eq!(
+        peer_name(&full, "node-c").as_deref(),
+        Some("node-c.tail2.test."),
+        "{full}"
+    );
+    drop(again);
 
     // After a restart the stored settings win over the config file's (tail.test).
     drop(stream);

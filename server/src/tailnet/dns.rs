@@ -216,10 +216,7 @@ impl State {
         self.settings.magic_dns = settings.magic_dns;
         if self.settings.base_domain != base {
             self.settings.base_domain = base.to_owned();
-            let ids: Vec<_> = self.nodes().map(|n| n.id).collect();
-            for id in ids {
-                fx.announce(Change::NodeUpserted(id));
-            }
+            self.renew_node_versions(fx);
         }
         fx.announce(Change::DnsConfig);
     }

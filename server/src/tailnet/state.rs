@@ -1511,6 +1511,17 @@ impl State {
         self.names.insert(n.given_name.clone(), n.id);
     }
 
+    /// Gives every node a new version, unchanged, and announces each as changed: for a
+    /// change outside the nodes that shows in their rendering (the base domain of their
+    /// names). Renderings are cached per version (`Node::peer_json`, the mapper's shared
+    /// chunks, by pointer), so the old versions' would be sent on.
+    pub(super) fn renew_node_versions(&mut self, fx: &mut Effects) {
+        for (id, slot) in self.nodes.iter_mut() {
+            *slot = Arc::new(Node::clone(slot));
+            fx.announce(Change::NodeUpserted(*id));
+        }
+    }
+
     /// Copy-on-write update of one node, recorded for the database.
     fn update_node(&mut self, fx: &mut Effects, id: NodeId, f: impl FnOnce(&mut Node)) {
         let slot = self
