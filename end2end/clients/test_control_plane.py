@@ -496,3 +496,36 @@ def test_bad_input_does_not_disturb_the_tailnet(server: Server, caddy_node, figu
                    server_rss_kib_before=rss_before, server_rss_kib_after=server.rss_kib(),
                    nodes=2)
     assert not problems, "bad input was not rejected cleanly:\n" + "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# g. DNS settings changed from the CLI reach running clients
+# ---------------------------------------------------------------------------------------------
+
+
+def test_dns_set_renames_the_tailnet_for_running_clients(server: Server, caddy_node, test_dir):
+    user = setup_user(server)
+    renamed = "node-b.tail2.test"
+    a, _, nb, _ = start_pair(server, caddy_node, user, extra_upstreams_for_a=(renamed,))
+    a.wait_reach(magicdns(nb), HELLO_B)
+    settings = server.cli("dns", "get")
+    assert settings["base_domain"] == DOMAIN, settings
+
+    # A misspelt field is named with its line, a bad value is named; nothing changes.
+    bad = test_dir / "dns-bad.json"
+    bad.write_text(json.dumps({**settings, "nameserver": ["9.9.9.9"]}, indent=2))
+    with pytest.raises(HarnessError, match=r"unknown field `nameserver`.* line \d+"):
+        server.cli("dns", "set", "--file", str(bad))
+    bad.write_text(json.dumps({**settings, "nameservers": ["not-an-address"]}))
+    with pytest.raises(HarnessError, match="not-an-address"):
+        server.cli("dns", "set", "--file", str(bad))
+    assert server.cli("dns", "get") == settings
+
+    good = test_dir / "dns.json"
+    good.write_text(json.dumps({**settings, "base_domain": "tail2.test"}))
+    saved = server.cli("dns", "set", "--file", str(good))
+    assert saved["base_domain"] == "tail2.test", saved
+    # node-a learns node-b's new name from its open map stream, without restarting.
+    a.wait_reach(renamed, HELLO_B, timeout=30)
+    server.restart()
+    assert server.cli("dns", "get") == saved

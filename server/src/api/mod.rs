@@ -20,6 +20,7 @@ use crate::admin::{
 use crate::console::auth::{AccountError, Accounts, AdminAccount};
 use crate::policy::{PolicyStoreError, PolicyView};
 use crate::tailnet::TailnetError;
+use crate::tailnet::dns::DnsSettings;
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
@@ -90,6 +91,7 @@ pub fn routes(admin: Admin) -> Router {
         .route("/api/v1/auth/register", post(complete_registration))
         .route("/api/v1/policy", get(get_policy).put(set_policy))
         .route("/api/v1/policy/check", post(check_policy))
+        .route("/api/v1/dns", get(get_dns).put(set_dns))
         .route(
             "/api/v1/console/admin",
             get(list_console_admins).post(create_console_admin),
@@ -352,6 +354,15 @@ async fn check_policy(
     Json(b): Json<PolicyBody>,
 ) -> ApiResult<serde_json::Value> {
     Ok(Json(a.check_policy(&b.policy)?))
+}
+
+async fn get_dns(State(a): State<Admin>) -> ApiResult<DnsSettings> {
+    Ok(Json(a.get_dns().await))
+}
+
+/// Validates, stores and puts the settings in force; answers with their canonical form.
+async fn set_dns(State(a): State<Admin>, Json(b): Json<DnsSettings>) -> ApiResult<DnsSettings> {
+    Ok(Json(a.set_dns(b).await?))
 }
 
 // Console administrators (the accounts that sign in to the web console).

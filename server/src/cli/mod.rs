@@ -71,6 +71,9 @@ pub enum Command {
     /// Show, replace or check the access policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Show or replace the DNS settings (MagicDNS, nameservers, split DNS, extra records).
+    #[command(subcommand)]
+    Dns(DnsCommand),
     /// Manage the administrators who sign in to the web console.
     #[command(subcommand, visible_alias = "admin")]
     Admins(AdminsCommand),
@@ -113,6 +116,19 @@ pub enum PolicyCommand {
         /// A tailnet description in the golden cases' `topology` format (or a whole case).
         #[arg(short = 't', long = "topology")]
         topology: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DnsCommand {
+    /// Print the DNS settings in force, as JSON in the shape `dns set` reads.
+    Get,
+    /// Replace the DNS settings and send them to every connected node at once. Refused
+    /// settings (naming the field) change nothing.
+    Set {
+        /// A JSON file in the shape `dns get` prints.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
     },
 }
 
@@ -728,6 +744,18 @@ async fn admin_command(
                 });
             }
         },
+        Command::Dns(cmd) => {
+            let v = match cmd {
+                DnsCommand::Get => client.get("/api/v1/dns").await?,
+                DnsCommand::Set { file } => {
+                    let settings = read_dns_file(&file)?;
+                    client.put("/api/v1/dns", json!(settings)).await?
+                }
+            };
+            out.value(&v, |v| {
+                serde_json::to_string_pretty(v).expect("JSON values print")
+            });
+        }
         Command::Admins(cmd) => match cmd {
             AdminsCommand::Create {
                 name,
@@ -806,6 +834,15 @@ async fn resolve_user_id(client: &LocalClient, user: &str) -> anyhow::Result<u64
 fn read_policy_file(path: &std::path::Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("reading the policy file {}: {e}", path.display()))
+}
+
+/// Reads a `dns set` file; a misspelt or missing field is named here, with its line, before
+/// anything is sent.
+fn read_dns_file(path: &std::path::Path) -> anyhow::Result<crate::tailnet::dns::DnsSettings> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading the DNS settings file {}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("DNS settings file {}: {e}", path.display()))
 }
 
 /// `policy check --topology`: validates and reports without a server.
