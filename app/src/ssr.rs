@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::CACHE_CONTROL;
 use http::{HeaderValue, StatusCode};
 use leptos::prelude::*;
+use leptos::server_fn::error::ServerFnErrorErr;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeader;
@@ -108,6 +109,16 @@ fn status_of(error: &ConsoleError) -> StatusCode {
         ConsoleError::Refused(_) => StatusCode::BAD_REQUEST,
         ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
         ConsoleError::SignedOut => StatusCode::UNAUTHORIZED,
+        // On the server, these say the request's arguments could not be read: the caller's
+        // fault, like a refused input.
+        ConsoleError::Transport(
+            ServerFnErrorErr::Args(_)
+            | ServerFnErrorErr::MissingArg(_)
+            | ServerFnErrorErr::Deserialization(_),
+        ) => StatusCode::BAD_REQUEST,
+        ConsoleError::Transport(ServerFnErrorErr::UnsupportedRequestMethod(_)) => {
+            StatusCode::METHOD_NOT_ALLOWED
+        }
         ConsoleError::BackendMissing | ConsoleError::Internal(_) | ConsoleError::Transport(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -358,6 +369,21 @@ mod tests {
             send(router("fn-missing"), json_call("machine", r#"{"id":7}"#)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
         assert_eq!(body, r#"{"NotFound":"node 7"}"#);
+    }
+
+    #[tokio::test]
+    async fn arguments_that_cannot_be_read_are_a_client_error() {
+        let _turn = ONE_AT_A_TIME.lock().await;
+        for (name, body) in [
+            ("fn-garbled", "{not json"),
+            ("fn-wrong-type", r#"{"id":"seven"}"#),
+            ("fn-no-arg", "{}"),
+        ] {
+            let (status, _, answer) = send(router(name), json_call("machine", body)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+            let error: ConsoleError = serde_json::from_str(&answer).unwrap();
+            assert!(matches!(error, ConsoleError::Transport(_)), "{answer}");
+        }
     }
 
     #[test]
