@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use crate::config::duration;
 use crate::policy::{PolicyManager, PolicyStoreError, PolicyView};
 use crate::tailnet::model::{KeyId, NodeId, UserId};
+use crate::tailnet::state::PreAuthKeySpec;
 use crate::tailnet::{Tailnet, TailnetError};
 use dto::{ApiKeyView, NodeView, PreAuthKeyView, RoutesView, UserView};
 
@@ -220,15 +221,14 @@ impl Admin {
         let (key, secret) = self
             .tailnet
             .mutate(move |s, fx| {
-                s.create_preauth_key(
-                    fx,
-                    req.user,
-                    req.reusable,
-                    req.ephemeral,
+                let spec = PreAuthKeySpec {
+                    user: req.user,
+                    reusable: req.reusable,
+                    ephemeral: req.ephemeral,
                     expiration,
-                    req.tags,
-                    now,
-                )
+                    tags: req.tags,
+                };
+                s.create_preauth_key(fx, spec, now)
             })
             .await?;
         Ok(self

@@ -194,8 +194,10 @@ mod tests {
 
     #[test]
     fn embedded_region_points_at_the_server() {
-        let mut c = Config::default();
-        c.server_url = "http://127.0.0.1:8081".into();
+        let mut c = Config {
+            server_url: "http://127.0.0.1:8081".into(),
+            ..Config::default()
+        };
         c.derp.server.stun_listen_addr = "127.0.0.1:3479".parse().unwrap();
         let map = build(&c, &[]).unwrap();
         let node = &map.regions[&999].nodes[0];

@@ -50,6 +50,16 @@ fn not_found(what: &'static str, id: impl ToString) -> TailnetError {
     }
 }
 
+/// What a new pre-auth key allows, as the administrator asked for it.
+#[derive(Debug, Clone)]
+pub struct PreAuthKeySpec {
+    pub user: Option<UserId>,
+    pub reusable: bool,
+    pub ephemeral: bool,
+    pub expiration: OffsetDateTime,
+    pub tags: Vec<String>,
+}
+
 /// Settings the tailnet logic needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -378,13 +388,16 @@ impl State {
     pub fn create_preauth_key(
         &mut self,
         fx: &mut Effects,
-        user: Option<UserId>,
-        reusable: bool,
-        ephemeral: bool,
-        expiration: OffsetDateTime,
-        tags: Vec<String>,
+        spec: PreAuthKeySpec,
         now: OffsetDateTime,
     ) -> Result<(PreAuthKey, String), TailnetError> {
+        let PreAuthKeySpec {
+            user,
+            reusable,
+            ephemeral,
+            expiration,
+            tags,
+        } = spec;
         if let Some(u) = user
             && !self.users.contains_key(&u)
         {

@@ -24,10 +24,12 @@ pub struct TestServer {
 }
 
 pub fn config_for(dir: &std::path::Path) -> Config {
-    let mut c = Config::default();
-    c.server_url = "http://127.0.0.1:0".into();
-    c.listen_addr = "127.0.0.1:0".parse().unwrap();
-    c.data_dir = dir.to_owned();
+    let mut c = Config {
+        server_url: "http://127.0.0.1:0".into(),
+        listen_addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_owned(),
+        ..Config::default()
+    };
     c.derp.server.stun_listen_addr = "127.0.0.1:0".parse().unwrap();
     c.dns.base_domain = "tail.test".into();
     c
