@@ -45,6 +45,9 @@ export OXISCALE_LISTEN_ADDR=127.0.0.1:$port
 export OXISCALE_SERVER_URL=http://127.0.0.1:$port
 export OXISCALE_DERP_SERVER_STUN_LISTEN_ADDR=127.0.0.1:$stun_port
 export RUST_LOG=${RUST_LOG:-warn}
+# Policies are stored in the database, so that the fan-out scenario can replace them over
+# the API; none is set until it does (every node sees every other, as with no policy).
+export OXISCALE_POLICY_MODE=database
 
 nice_level=${BENCH_NICE:--10}
 # The server runs from a copy under a neutral name: on a shared machine other harnesses clean
@@ -69,10 +72,12 @@ trap cleanup EXIT
 source "$root/scripts/lib/load-server.sh"
 wait_until_serving "http://127.0.0.1:$port" "$server_pid" "$out/server.log"
 key=$(reusable_key "$oxiscale" bench)
+api_key=$("$oxiscale" apikeys create --expiration 1d -o json |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "commit: $(git -C "$root" rev-parse --short HEAD); server pid $server_pid; nice $nice_level; out $out"
-nice -n "$nice_level" "$loadgen" --url "http://127.0.0.1:$port" --auth-key "$key" --nodes "$nodes" \
+nice -n "$nice_level" "$loadgen" --url "http://127.0.0.1:$port" --auth-key "$key" --api-key "$api_key" --nodes "$nodes" \
   --server-pid "$server_pid" --json-out "$out/figures-$nodes.json" "$@" | tee "$out/loadgen-$nodes.txt"
 if [[ -r /proc/$server_pid/status ]]; then
   echo "server peak RSS (VmHWM): $(awk '/VmHWM/{print $2, $3}' "/proc/$server_pid/status")"

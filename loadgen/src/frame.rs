@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::io::Read;
 
+use oxiscale_tailcfg::FilterRule;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
@@ -171,6 +172,8 @@ struct Wire {
     peers_removed: Vec<u64>,
     #[serde(rename = "PeersChangedPatch")]
     peers_changed_patch: Vec<Patch>,
+    #[serde(rename = "PacketFilter")]
+    packet_filter: Option<Vec<FilterRule>>,
 }
 
 /// What one map message says, as far as the scenarios care.
@@ -188,6 +191,8 @@ pub struct MapMessage {
     pub patched_endpoints: Vec<u64>,
     /// Other IDs in `PeersChangedPatch` (online, DERP home, …).
     pub patched_other: Vec<u64>,
+    /// The first port of every destination in `PacketFilter`, when the message has one.
+    pub filter_ports: Option<Vec<u16>>,
     /// Only the head was decoded: the lists above are empty because unknown.
     pub head_only: bool,
 }
@@ -201,6 +206,8 @@ pub enum Target {
     Joined(String),
     /// Node `id` left the viewers' peer lists.
     Removed(u64),
+    /// A packet filter with a rule for this port (a new policy).
+    FilterPort(u16),
 }
 
 impl MapMessage {
@@ -211,6 +218,10 @@ impl MapMessage {
             }
             Target::Joined(key) => self.changed.iter().any(|(_, k)| k == key),
             Target::Removed(id) => self.removed.contains(id),
+            Target::FilterPort(port) => self
+                .filter_ports
+                .as_ref()
+                .is_some_and(|ports| ports.contains(port)),
         }
     }
 }
@@ -254,6 +265,13 @@ pub fn parse(json: &[u8]) -> Result<MapMessage, DecodeError> {
         peer_count: w.peers.map(|p| p.len()),
         changed: w.peers_changed.into_iter().map(|p| (p.id, p.key)).collect(),
         removed: w.peers_removed,
+        filter_ports: w.packet_filter.map(|rules| {
+            rules
+                .iter()
+                .flat_map(|r| &r.dst_ports)
+                .map(|d| d.ports.first)
+                .collect()
+        }),
         ..Default::default()
     };
     for p in w.peers_changed_patch {
@@ -432,6 +450,17 @@ mod tests {
         assert!(m.mentions(&Target::Joined("nodekey:ab".into())));
         assert!(!m.mentions(&Target::Joined("nodekey:cd".into())));
         assert_eq!(m.patched_other, vec![6]);
+        assert!(!m.mentions(&Target::FilterPort(22)), "no packet filter");
+        let filter = parse(
+            br#"{"PacketFilter":[{"SrcIPs":["*"],"DstPorts":[{"IP":"*","Ports":{"First":0,"Last":65535}}]},
+                {"SrcIPs":["*"],"DstPorts":[{"IP":"*","Ports":{"First":40001,"Last":40001}}]}]}"#,
+        )
+        .unwrap();
+        assert!(filter.mentions(&Target::FilterPort(40001)));
+        assert!(
+            !filter.mentions(&Target::FilterPort(40002)),
+            "an older policy"
+        );
     }
 
     #[test]

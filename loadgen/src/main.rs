@@ -1,6 +1,7 @@
 //! oxiscale-loadgen: simulates many Tailscale nodes against an oxiscale server over loopback
 //! and prints what the server does with them (see BENCHMARKS.md and scripts/bench.sh).
 
+mod admin;
 mod floor;
 mod frame;
 mod hold;
@@ -34,6 +35,10 @@ struct Args {
     /// A reusable pre-auth key.
     #[arg(long)]
     auth_key: String,
+    /// An API key, for the fan-out scenario's policy changes (the server must store its
+    /// policy in the database: `policy.mode: database`). Without it they are skipped.
+    #[arg(long)]
+    api_key: Option<String>,
     /// Nodes kept connected.
     #[arg(long, default_value_t = 1000)]
     nodes: usize,
@@ -348,12 +353,12 @@ impl Bench {
     }
 
     /// Registers `probe`, runs `change`, waits, and returns what the viewers saw.
-    async fn run_probe<F: std::future::Future<Output = Result<(), node::NodeError>>>(
+    async fn run_probe<E, F: std::future::Future<Output = Result<(), E>>>(
         &self,
         target: Target,
         except: Option<usize>,
         change: F,
-    ) -> Result<ProbeResult, node::NodeError> {
+    ) -> Result<ProbeResult, E> {
         let viewers = self.viewers(except);
         let probe = Arc::new(Probe::new(target, &viewers, Instant::now()));
         self.ctx.probes.add(probe.clone());
@@ -480,18 +485,42 @@ impl Bench {
             newcomer.disconnect();
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let out = json!({
+        let mut out = json!({
             "endpoint_change": self.report_kind("endpoint change (lite update)", &endpoint),
             "node_join": self.report_kind("node join", &joins),
             "node_leave": self.report_kind("node leave (logout)", &leaves),
-            "policy_change": "skipped: the server has no policy API yet",
         });
-        println!("  policy change: skipped (oxiscale has no policy set API/CLI yet)");
+        out["policy_change"] = match &self.args.api_key {
+            Some(api_key) => self.policy_rounds(api_key).await,
+            None => {
+                println!("  policy change: skipped (no --api-key)");
+                json!("skipped: no --api-key")
+            }
+        };
         let win = w.close(&self.sampler);
         print_window("fan-out", &win);
-        let mut out = out;
         out["window"] = win;
         out
+    }
+
+    /// Policy changes: each puts a packet filter with a new port in force, which every
+    /// stream must be sent (the server recomputes every node's peers and filter).
+    async fn policy_rounds(&self, api_key: &str) -> Value {
+        let mut results = Vec::new();
+        for r in 0..self.args.fanout_rounds {
+            let port = 40_000 + r as u16;
+            let policy = admin::policy_with_port(port);
+            let set = admin::set_policy(&self.ctx.url, api_key, &policy);
+            match self.run_probe(Target::FilterPort(port), None, set).await {
+                Ok(res) => results.push(res),
+                Err(e) => println!("  policy change failed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.report_kind(
+            "policy change (a new packet filter for every node)",
+            &results,
+        )
     }
 
     async fn storm(&self) -> Value {
