@@ -246,11 +246,32 @@ async fn a_policy_file_decides_filters_and_a_valid_edit_reaches_streams_incremen
         "took {:?}",
         t0.elapsed()
     );
-    assert!(recorder.take().contains(&Change::Visibility));
+    // alice and bob still see each other: only the filters changed, and the streams were
+    // not made to diff their peers.
+    let changes = recorder.take();
+    assert!(changes.contains(&Change::Filters), "{changes:?}");
+    assert!(!changes.contains(&Change::Visibility), "{changes:?}");
+    assert!(delta.get("PeersChanged").is_none() && delta.get("PeersRemoved").is_none());
     assert_eq!(
         srv.running().policy.view().await.policy.as_deref(),
         Some(BOB_TO_ALICE_22)
     );
+
+    // A policy under which they no longer meet: visibility, and bob leaves alice's peers.
+    let b_id = node_json(&srv, "server-b")["id"].as_u64().unwrap();
+    std::fs::write(&path, r#"{"acls": []}"#).unwrap();
+    let removed = sa
+        .until(5 * SECOND, |m| {
+            m["PeersRemoved"]
+                .as_array()
+                .is_some_and(|ids| ids.contains(&json!(b_id)))
+        })
+        .await;
+    assert!(
+        removed["PacketFilter"].as_array().unwrap().is_empty(),
+        "{removed}"
+    );
+    assert!(recorder.take().contains(&Change::Visibility));
     srv.stop().await;
 }
 

@@ -791,6 +791,23 @@ impl Compiled {
     }
 
     /// Whether `a` has `b` in its netmap (symmetric).
+    /// Whether `other`, compiled for the same nodes, lets every node see exactly the peers
+    /// this one does. Nodes in another order count as different (the caller then diffs).
+    pub fn same_peers_as(&self, other: &Compiled) -> bool {
+        self.nodes.len() == other.nodes.len()
+            && self.index == other.index
+            && self.adjacency == other.adjacency
+    }
+
+    /// Whether every node sees every other node.
+    pub fn everyone_sees_everyone(&self) -> bool {
+        let n = self.nodes.len();
+        self.adjacency.iter().enumerate().all(|(i, row)| {
+            let seen: u32 = row.iter().map(|w| w.count_ones()).sum();
+            seen as usize - usize::from(bit_get(row, i)) == n - 1
+        })
+    }
+
     pub fn can_see(&self, a: NodeId, b: NodeId) -> bool {
         match (self.idx(a), self.idx(b)) {
             (Some(i), Some(j)) => bit_get(&self.adjacency[i], j),
@@ -1035,6 +1052,25 @@ mod tests {
         ],
         "autoApprovers": {"routes": {"10.0.0.0/16": ["tag:router"]}, "exitNode": ["tag:server"]},
     }"#;
+
+    #[test]
+    fn same_peers_compares_who_sees_whom_not_ports() {
+        let t = topo();
+        let compile = |acl: &str| {
+            let text = format!(r#"{{"acls": [{{"action": "accept", {acl}}}]}}"#);
+            Policy::parse(&text).unwrap().compile(&t).unwrap()
+        };
+        let ssh = compile(r#""src": ["*"], "dst": ["*:22"]"#);
+        let web = compile(r#""src": ["*"], "dst": ["*:80,443"]"#);
+        let alice = compile(r#""src": ["alice@example.com"], "dst": ["*:22"]"#);
+        assert!(ssh.everyone_sees_everyone());
+        assert!(ssh.same_peers_as(&web), "other ports, same peers");
+        assert!(
+            !alice.everyone_sees_everyone(),
+            "bob and the server do not meet"
+        );
+        assert!(!ssh.same_peers_as(&alice));
+    }
 
     #[test]
     fn groups_and_tags_resolve_to_node_addresses() {

@@ -121,7 +121,7 @@ pub fn shared_delta(
     let all = &epoch.universal;
     // A change about `me` is `self_changed` for it (or nothing, for a light one), which
     // the universal record has as a peer entry instead.
-    if all.recompute || all.mentions(me) {
+    if all.recompute || all.filters || all.mentions(me) {
         return false;
     }
     let Some(me_node) = state.node(me) else {

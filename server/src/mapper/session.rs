@@ -29,6 +29,8 @@ pub struct Pending {
     pub self_changed: bool,
     /// Visibility or filters may have changed: diff the whole peer set.
     pub recompute: bool,
+    /// Only the filters may have changed: send them, the peers stay.
+    pub filters: bool,
     pub dns: bool,
     pub derp: bool,
     pub peers_changed: BTreeSet<NodeId>,
@@ -45,6 +47,7 @@ impl Pending {
     pub fn holds_only_patches(&self) -> bool {
         !self.self_changed
             && !self.recompute
+            && !self.filters
             && !self.dns
             && !self.derp
             && self.peers_changed.is_empty()
@@ -117,6 +120,7 @@ impl Pending {
                 self.removed.insert(*id);
             }
             Change::Visibility => self.recompute = true,
+            Change::Filters => self.filters = true,
             Change::DnsConfig => self.dns = true,
             Change::DerpMap => self.derp = true,
         }
@@ -310,6 +314,8 @@ pub fn build_delta(
             }
         }
         changed.extend(sent.ids().filter(|id| !visible.contains(*id as usize)));
+    }
+    if pending.recompute || pending.filters {
         resp.packet_filter = Some(state.access().packet_filter(&me_node));
         resp.ssh_policy = state.access().ssh_policy(&me_node);
     }

@@ -139,6 +139,21 @@ impl Access {
         }
     }
 
+    /// Whether every node sees exactly the same peers, with the same routes, under `other`
+    /// as under this (both for the same nodes). Conservative: with routes in the tailnet
+    /// (whose use a policy decides per viewer) it says no.
+    pub fn same_peers_as(&self, other: &Access) -> bool {
+        match (self, other) {
+            (Access::AllowAll, Access::AllowAll) => true,
+            (Access::AllowAll, Access::Policy(p)) | (Access::Policy(p), Access::AllowAll) => {
+                !p.any_routes && p.compiled.everyone_sees_everyone()
+            }
+            (Access::Policy(a), Access::Policy(b)) => {
+                !a.any_routes && !b.any_routes && a.compiled.same_peers_as(&b.compiled)
+            }
+        }
+    }
+
     pub fn can_see(&self, viewer: &Node, peer: &Node) -> bool {
         match self {
             Access::AllowAll => true,

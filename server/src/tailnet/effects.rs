@@ -39,6 +39,10 @@ pub enum Change {
     NodeRemoved(NodeId),
     /// Who may see whom, or the packet filters, may have changed for everyone.
     Visibility,
+    /// Only the packet filters (and SSH policies) may have changed: every node still sees
+    /// exactly the peers it saw, with the same routes. Saves every stream a diff of its
+    /// whole peer set.
+    Filters,
     DnsConfig,
     /// The DERP map changed (a remote map was refreshed).
     DerpMap,

@@ -32,7 +32,11 @@ fn shows_on_machine_pages(change: &Change) -> bool {
         Change::NodeUpserted(_) | Change::NodeOnline { .. } | Change::NodeRemoved(_) => true,
         // Endpoint and DERP churn is frequent and shows only on a machine's own page, which
         // a reload brings up to date; refetching every open list for it is not worth it.
-        Change::NodePatched(_) | Change::Visibility | Change::DnsConfig | Change::DerpMap => false,
+        Change::NodePatched(_)
+        | Change::Visibility
+        | Change::Filters
+        | Change::DnsConfig
+        | Change::DerpMap => false,
     }
 }
 

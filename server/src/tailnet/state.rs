@@ -1323,6 +1323,7 @@ impl State {
         policy: Option<Arc<Policy>>,
         run_tests: bool,
     ) -> Result<(), PolicyError> {
+        let before = self.access.clone();
         match policy {
             None => {
                 self.policy = None;
@@ -1348,7 +1349,13 @@ impl State {
                 self.apply_auto_approvals(fx, &policy);
             }
         }
-        fx.announce(Change::Visibility);
+        // A policy edit that only changes ports or protocols (the usual kind) leaves every
+        // node's peers as they were: streams are sent new filters without diffing them.
+        fx.announce(if before.same_peers_as(&self.access) {
+            Change::Filters
+        } else {
+            Change::Visibility
+        });
         Ok(())
     }
 
