@@ -275,6 +275,35 @@ async fn a_policy_file_decides_filters_and_a_valid_edit_reaches_streams_incremen
     srv.stop().await;
 }
 
+/// `nodeAttrs` are the node's own capabilities: a policy edit that changes them reaches
+/// the node's open stream as a new self `Node`; one that does not sends no `Node`.
+#[tokio::test]
+async fn a_policy_edit_of_node_attributes_reaches_the_nodes_own_map() {
+    let (srv, path) = file_server(ALICE_TO_BOB_80).await;
+    let (mut a, _b) = alice_and_bob(&srv).await;
+    let (mut sa, full_a) = first_map(&mut a).await;
+    assert!(full_a["Node"]["CapMap"].get("funnel").is_none(), "{full_a}");
+
+    let with_attr = ALICE_TO_BOB_80.replace(
+        r#""acls""#,
+        r#""nodeAttrs": [{ "target": ["alice@"], "attr": ["funnel"] }],
+  "acls""#,
+    );
+    std::fs::write(&path, &with_attr).unwrap();
+    let update = sa
+        .until(5 * SECOND, |m| m["Node"]["CapMap"].get("funnel").is_some())
+        .await;
+    assert_eq!(update["Node"]["Name"], "laptop-a.tail.test.", "{update}");
+
+    // Only the filter changes now: the node's capabilities are as sent, so no Node.
+    std::fs::write(&path, with_attr.replace("bob@:80", "bob@:81")).unwrap();
+    let filter = sa
+        .until(5 * SECOND, |m| m.get("PacketFilter").is_some())
+        .await;
+    assert!(filter.get("Node").is_none(), "{filter}");
+    srv.stop().await;
+}
+
 /// A node's own description changing (its Hostinfo) is one epoch whose delta is encoded
 /// once for every stream that may see the node; under a policy a stream that may not is
 /// sent nothing of it, although the epoch's verdicts are shared (`mapper::epoch`).

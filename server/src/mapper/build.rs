@@ -269,9 +269,11 @@ impl FullMapSnapshot {
         }
     }
 
-    /// The ids of the peers sent, and the routes sent for those that route.
+    /// The ids of the peers sent, the routes sent for those that route, and the node's
+    /// own capabilities.
     pub fn sent(&self) -> super::session::Sent {
         let mut sent = super::session::Sent::default();
+        sent.set_self_caps(self.me.cap_map.clone());
         for segment in &self.peers {
             match segment {
                 PeerSegment::Shared(chunk) => {

@@ -162,7 +162,11 @@ pub enum Delta {
 pub struct Sent {
     peers: FixedBitSet,
     routes: HashMap<NodeId, PeerRoutes>,
+    /// The `CapMap` of the node's own `Node` as last sent.
+    self_caps: Option<CapMap>,
 }
+
+type CapMap = BTreeMap<String, Option<Vec<serde_json::Value>>>;
 
 impl Sent {
     pub fn insert(&mut self, id: NodeId, routes: Option<PeerRoutes>) {
@@ -181,6 +185,14 @@ impl Sent {
 
     pub fn contains(&self, id: NodeId) -> bool {
         self.peers.contains(id as usize)
+    }
+
+    pub fn set_self_caps(&mut self, caps: CapMap) {
+        self.self_caps = Some(caps);
+    }
+
+    fn has_self_caps(&self, caps: &CapMap) -> bool {
+        self.self_caps.as_ref() == Some(caps)
     }
 
     /// Forgets `id`; returns whether it had been sent.
@@ -348,9 +360,15 @@ pub fn build_delta(
             resp.peers_changed_patch.push(patch);
         }
     }
-    if pending.self_changed {
-        resp.node = Some(self_node(state, &me_node, now));
-        changed_nodes.push(me_node.clone());
+    // A policy change can change the node's own capabilities (`nodeAttrs`): sent only
+    // when they differ from the ones it has.
+    if pending.self_changed || pending.recompute || pending.filters {
+        let node = self_node(state, &me_node, now);
+        if pending.self_changed || !sent.has_self_caps(&node.cap_map) {
+            sent.set_self_caps(node.cap_map.clone());
+            resp.node = Some(node);
+            changed_nodes.push(me_node.clone());
+        }
     }
     if pending.dns {
         resp.dns_config = Some(config.dns_config.clone());
