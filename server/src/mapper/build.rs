@@ -88,8 +88,13 @@ pub fn self_node(state: &State, node: &Node, now: OffsetDateTime) -> wire::Node 
     // The self node's own Online/LastSeen are meaningless to the client.
     n.online = None;
     n.last_seen = None;
-    n.cap_map = self_cap_map(state.access().node_attrs(node));
+    n.cap_map = self_caps(state, node);
     n
+}
+
+/// The capabilities in the node's own `Node`: the defaults and its policy's `nodeAttrs`.
+pub fn self_caps(state: &State, node: &Node) -> BTreeMap<String, Option<Vec<Value>>> {
+    self_cap_map(state.access().node_attrs(node))
 }
 
 fn self_cap_map(policy_attrs: Vec<String>) -> BTreeMap<String, Option<Vec<Value>>> {

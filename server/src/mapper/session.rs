@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 use super::MapConfig;
-use super::build::{peer_view, render_peer, self_node, user_profiles, visible_views};
+use super::build::{peer_view, render_peer, self_caps, self_node, user_profiles, visible_views};
 use super::epoch::{self, Epoch};
 use crate::tailnet::access::PeerRoutes;
 use crate::tailnet::model::NodeId;
@@ -362,13 +362,13 @@ pub fn build_delta(
     }
     // A policy change can change the node's own capabilities (`nodeAttrs`): sent only
     // when they differ from the ones it has.
-    if pending.self_changed || pending.recompute || pending.filters {
+    let caps_changed =
+        (pending.recompute || pending.filters) && !sent.has_self_caps(&self_caps(state, &me_node));
+    if pending.self_changed || caps_changed {
         let node = self_node(state, &me_node, now);
-        if pending.self_changed || !sent.has_self_caps(&node.cap_map) {
-            sent.set_self_caps(node.cap_map.clone());
-            resp.node = Some(node);
-            changed_nodes.push(me_node.clone());
-        }
+        sent.set_self_caps(node.cap_map.clone());
+        resp.node = Some(node);
+        changed_nodes.push(me_node.clone());
     }
     if pending.dns {
         resp.dns_config = Some(config.dns_config.clone());
