@@ -72,8 +72,7 @@ trap cleanup EXIT
 source "$root/scripts/lib/load-server.sh"
 wait_until_serving "http://127.0.0.1:$port" "$server_pid" "$out/server.log"
 key=$(reusable_key "$oxiscale" bench)
-api_key=$("$oxiscale" apikeys create --expiration 1d -o json |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+api_key=$(new_api_key "$oxiscale")
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "commit: $(git -C "$root" rev-parse --short HEAD); server pid $server_pid; nice $nice_level; out $out"

@@ -19,6 +19,15 @@ wait_until_serving() {
 reusable_key() {
   local bin=$1 user=$2
   "$bin" users create "$user" >/dev/null
-  "$bin" preauthkeys create --user "$user" --reusable --expiration 1h -o json |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+  "$bin" preauthkeys create --user "$user" --reusable --expiration 1h -o json | json_key
+}
+
+# new_api_key BIN: prints a new one-day API key, made with the CLI BIN.
+new_api_key() {
+  "$1" apikeys create --expiration 1d -o json | json_key
+}
+
+# The "key" of the JSON object on standard input (a secret, shown once by the CLI).
+json_key() {
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
 }

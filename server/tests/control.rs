@@ -699,14 +699,7 @@ async fn deltas_shared_by_epoch_reach_every_stream_exactly() {
             200
         );
     }
-    let quiet_id = server
-        .running()
-        .admin
-        .list_nodes(None)
-        .into_iter()
-        .find(|n| n.given_name == "quiet")
-        .unwrap()
-        .id;
+    let quiet_id = server.node_id("quiet");
     server.running().admin.delete_node(quiet_id).await.unwrap();
     let burst: Vec<_> = futures_util::future::join_all(joins)
         .await

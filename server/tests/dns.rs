@@ -28,6 +28,10 @@ fn settings(base_domain: &str) -> DnsSettings {
     }
 }
 
+fn assert_peer_named(msg: &serde_json::Value, host: &str, name: &str) {
+    assert_eq!(peer_name(msg, host).as_deref(), Some(name), "{msg}");
+}
+
 /// Whether the message says node `id` is online (a peer entry or a patch).
 fn is_online(msg: &serde_json::Value, id: u64) -> bool {
     ["Peers", "PeersChanged", "PeersChangedPatch"]
@@ -64,22 +68,11 @@ async fn a_dns_change_reaches_open_streams_and_survives_a_restart() {
     let mut c = TestNode::connect(&server.url, "node-c").await;
     c.register(Some(&key)).await;
     let _stream_c = c.stream().await;
-    let c_id = server
-        .running()
-        .admin
-        .list_nodes(None)
-        .into_iter()
-        .find(|n| n.name == "node-c")
-        .expect("node-c registered")
-        .id;
+    let c_id = server.node_id("node-c");
     stream.until(5 * SECOND, |m| is_online(m, c_id)).await;
     let mut stream = a.stream().await;
     let full = stream.next_within(5 * SECOND).await.unwrap();
-    assert_eq!(
-        peer_name(&full, "node-c").as_deref(),
-        Some("node-c.tail.test."),
-        "{full}"
-    );
+    assert_peer_named(&full, "node-c", "node-c.tail.test.");
 
     // Bad input: refused with the reason, nothing stored, nothing sent.
     let mut bad = settings("tail2.test");
@@ -135,19 +128,11 @@ async fn a_dns_change_reaches_open_streams_and_survives_a_restart() {
     assert!(dns["Proxied"].as_bool().unwrap());
     // The base domain changed, so the node's own name did too, and its peer's.
     assert_eq!(update["Node"]["Name"], "node-a.tail2.test.");
-    assert_eq!(
-        peer_name(&update, "node-c").as_deref(),
-        Some("node-c.tail2.test."),
-        "{update}"
-    );
+    assert_peer_named(&update, "node-c", "node-c.tail2.test.");
     // A new stream's full map shows the new names as well.
     let mut again = a.stream().await;
     let full = again.next_within(5 * SECOND).await.unwrap();
-    assert_eq!(
-        peer_name(&full, "node-c").as_deref(),
-        Some("node-c.tail2.test."),
-        "{full}"
-    );
+    assert_peer_named(&full, "node-c", "node-c.tail2.test.");
     drop(again);
 
     // After a restart the stored settings win over the config file's (tail.test).

@@ -790,13 +790,10 @@ impl Compiled {
         merged
     }
 
-    /// Whether `a` has `b` in its netmap (symmetric).
     /// Whether `other`, compiled for the same nodes, lets every node see exactly the peers
     /// this one does. Nodes in another order count as different (the caller then diffs).
     pub fn same_peers_as(&self, other: &Compiled) -> bool {
-        self.nodes.len() == other.nodes.len()
-            && self.index == other.index
-            && self.adjacency == other.adjacency
+        self.index == other.index && self.adjacency == other.adjacency
     }
 
     /// Whether every node sees every other node.
@@ -808,6 +805,7 @@ impl Compiled {
         })
     }
 
+    /// Whether `a` has `b` in its netmap (symmetric).
     pub fn can_see(&self, a: NodeId, b: NodeId) -> bool {
         match (self.idx(a), self.idx(b)) {
             (Some(i), Some(j)) => bit_get(&self.adjacency[i], j),

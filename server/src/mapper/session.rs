@@ -362,9 +362,10 @@ pub fn build_delta(
     }
     // A policy change can change the node's own capabilities (`nodeAttrs`): sent only
     // when they differ from the ones it has.
-    let caps_changed =
-        (pending.recompute || pending.filters) && !sent.has_self_caps(&self_caps(state, &me_node));
-    if pending.self_changed || caps_changed {
+    let send_self = pending.self_changed
+        || ((pending.recompute || pending.filters)
+            && !sent.has_self_caps(&self_caps(state, &me_node)));
+    if send_self {
         let node = self_node(state, &me_node, now);
         sent.set_self_caps(node.cap_map.clone());
         resp.node = Some(node);

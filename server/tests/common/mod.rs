@@ -72,6 +72,17 @@ impl TestServer {
         self.running.as_ref().expect("server running")
     }
 
+    /// The id of the node with this MagicDNS name.
+    pub fn node_id(&self, given_name: &str) -> u64 {
+        self.running()
+            .admin
+            .list_nodes(None)
+            .into_iter()
+            .find(|n| n.given_name == given_name)
+            .unwrap_or_else(|| panic!("node {given_name} is registered"))
+            .id
+    }
+
     pub async fn restart(&mut self) {
         let port = self.running().http_addr.port();
         self.running
