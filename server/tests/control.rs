@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{SECOND, TestNode, TestServer};
+use oxiscale::admin::ExpireNode;
 use oxiscale_tailcfg::NodePublic;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -470,7 +471,8 @@ async fn node_key_rotation_moves_the_node_and_tells_peers() {
 /// each once, and a peer's change reaches later full maps (the chunk is re-made).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_maps_from_shared_chunks_are_complete_and_current() {
-    const NODES: usize = 300;
+    // Four chunks: the viewers' own first and last, two shared between them.
+    const NODES: usize = 400;
     let server = TestServer::start().await;
     let alice = server.user("alice").await;
     let key = server.key(alice, true, false, "1h").await;
@@ -532,6 +534,57 @@ async fn full_maps_from_shared_chunks_are_complete_and_current() {
     let c = full_map(&again.next_within(10 * SECOND).await.unwrap());
     assert_eq!(peer(&c, middle)["Endpoints"], json!(["192.0.2.7:41641"]));
     assert_ne!(peer(&a, middle), peer(&c, middle));
+
+    // A chunk with an expired member or a routing member is not shared whole: the
+    // expired node is left out, the router is shown with its route, the rest as before.
+    let expired = a["Peers"].as_array().unwrap()[140]["ID"].as_u64().unwrap();
+    let admin = &server.running().admin;
+    admin
+        .expire_node(expired, ExpireNode::default())
+        .await
+        .unwrap();
+    let router = a["Peers"].as_array().unwrap()[160]["Hostinfo"]["Hostname"].clone();
+    let r = nodes.iter_mut().find(|n| n.hostname == router).unwrap();
+    let mut body = r.map_body(false, true, &[]);
+    body["Hostinfo"]["RoutableIPs"] = json!(["10.60.0.0/24"]);
+    assert_eq!(r.post_json("/machine/map", body).await.0, 200);
+    let router = server.node_id(router.as_str().unwrap());
+    admin
+        .approve_routes(router, vec!["10.60.0.0/24".into()])
+        .await
+        .unwrap();
+    drop(again);
+    let mut third = nodes[0].stream().await;
+    let d = third.next_within(10 * SECOND).await.unwrap();
+    let mut peers = ids(&d["Peers"]);
+    assert_eq!(
+        peers.len(),
+        NODES - 2,
+        "everyone but me and the expired node"
+    );
+    peers.sort();
+    peers.dedup();
+    assert_eq!(peers.len(), NODES - 2, "each peer once");
+    assert!(!peers.contains(&expired));
+    assert!(
+        peer(&d, router)["AllowedIPs"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("10.60.0.0/24")),
+        "the router is shown with its route: {}",
+        peer(&d, router)
+    );
+    assert_eq!(
+        peer(&d, middle),
+        peer(&c, middle),
+        "its neighbours as before"
+    );
+    let next_chunk = a["Peers"].as_array().unwrap()[300]["ID"].as_u64().unwrap();
+    assert_eq!(
+        peer(&d, next_chunk),
+        peer(&a, next_chunk),
+        "the next chunk as before"
+    );
 
     // A burst of joins reaches an open stream as deltas (several peers per delta are
     // spliced from per-node shared frames): every newcomer, each complete.

@@ -217,16 +217,33 @@ impl FullMapSnapshot {
         let mut last_owner = me.user;
         let mut peer_count = 0;
         let mut visible: Vec<&Arc<Node>> = Vec::new();
+        // Without a policy every node sees every other, so a chunk other than the viewer's
+        // own is shared whole unless one of its members routes or has expired: its summary
+        // says so without touching the members (a join or a storm takes N snapshots of N
+        // nodes).
+        let everyone_sees_everyone = state.access().is_allow_all();
+        let own_chunk = chunk_of(me.id);
         // Nodes come in id order; walk them chunk by chunk.
-        let mut nodes = state.nodes().peekable();
-        while let Some(first) = nodes.peek() {
-            let chunk = chunk_of(first.id);
-            let start = first.id;
-            // Judge the chunk before making any view: in the common case it is shared and
-            // this walk touches no reference count (a join takes N snapshots of N nodes).
+        let mut next = state.first_node_id_from(0);
+        while let Some(start) = next {
+            let chunk = chunk_of(start);
+            let end = (chunk + 1).saturating_mul(CHUNK_IDS);
+            next = state.first_node_id_from(end);
+            let members = state.nodes_in(start..end);
+            if everyone_sees_everyone && chunk != own_chunk {
+                let whole = chunks.get(chunk, members.clone());
+                if whole.shown_alike(now) {
+                    peer_count += whole.ids().len();
+                    owners.extend(whole.owners().iter().copied());
+                    segments.push(PeerSegment::Shared(whole));
+                    continue;
+                }
+            }
+            // Judge the chunk before making any view: when it is shared no reference count
+            // is touched.
             visible.clear();
             let mut shared = true;
-            while let Some(node) = nodes.next_if(|n| chunk_of(n.id) == chunk) {
+            for node in members.clone() {
                 if state.is_visible(me, node, now) {
                     shared &= !node.serves_routes();
                     if node.user != last_owner {
@@ -240,7 +257,6 @@ impl FullMapSnapshot {
             }
             peer_count += visible.len();
             if shared {
-                let members = state.nodes_in(start..(chunk + 1) * CHUNK_IDS);
                 segments.push(PeerSegment::Shared(chunks.get(chunk, members)));
             } else if !visible.is_empty() {
                 let views = visible.iter().map(|node| peer_view(state, me, node));
@@ -277,13 +293,18 @@ impl FullMapSnapshot {
     /// The ids of the peers sent, the routes sent for those that route, and the node's
     /// own capabilities.
     pub fn sent(&self) -> super::session::Sent {
-        let mut sent = super::session::Sent::default();
+        let highest = match self.peers.last() {
+            Some(PeerSegment::Shared(chunk)) => chunk.ids().last().copied(),
+            Some(PeerSegment::Own(views)) => views.last().map(|v| v.node.id),
+            None => None,
+        };
+        let mut sent = super::session::Sent::for_ids_up_to(highest.unwrap_or(0));
         sent.set_self_caps(self.me.cap_map.clone());
         for segment in &self.peers {
             match segment {
                 PeerSegment::Shared(chunk) => {
-                    for m in chunk.members() {
-                        sent.insert(m.id, None);
+                    for id in chunk.ids() {
+                        sent.insert(*id, None);
                     }
                 }
                 PeerSegment::Own(views) => {

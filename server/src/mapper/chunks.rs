@@ -16,8 +16,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use time::OffsetDateTime;
 
-use crate::tailnet::model::{Node, NodeId};
+use crate::tailnet::model::{Node, NodeId, UserId};
 
 /// Node ids per chunk. ~128 peers are ~75 KB of JSON: enough for zstd to find the
 /// repetition between peers, small enough that the per-viewer part stays cheap. A build
@@ -35,15 +36,53 @@ pub fn chunk_of(id: NodeId) -> NodeId {
     id / CHUNK_IDS
 }
 
-/// A chunk's members (every node in its id range, in id order) and their frame.
+/// A chunk's members (every node in its id range, in id order), what a full map needs to
+/// know about them as a whole, and their frame.
 pub struct Chunk {
     members: Vec<Arc<Node>>,
+    /// The members' ids, kept apart from the nodes so that recording a full map's peers
+    /// reads one short array instead of touching every node.
+    ids: Vec<NodeId>,
+    /// Their owners, each once.
+    owners: Vec<Option<UserId>>,
+    /// Whether any member serves a route (and so is shown per viewer).
+    any_routes: bool,
+    /// The earliest key expiry among the members.
+    earliest_expiry: Option<OffsetDateTime>,
     frame: OnceLock<Bytes>,
 }
 
 impl Chunk {
+    fn new(members: Vec<Arc<Node>>) -> Chunk {
+        let mut owners: Vec<Option<UserId>> = members.iter().map(|m| m.user).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        Chunk {
+            ids: members.iter().map(|m| m.id).collect(),
+            owners,
+            any_routes: members.iter().any(|m| m.serves_routes()),
+            earliest_expiry: members.iter().filter_map(|m| m.expiry).min(),
+            members,
+            frame: OnceLock::new(),
+        }
+    }
+
     pub fn members(&self) -> &[Arc<Node>] {
         &self.members
+    }
+
+    pub fn ids(&self) -> &[NodeId] {
+        &self.ids
+    }
+
+    pub fn owners(&self) -> &[Option<UserId>] {
+        &self.owners
+    }
+
+    /// Whether every member is shown with the shared rendering to any viewer that may see
+    /// it: none routes and none has expired at `now`.
+    pub fn shown_alike(&self, now: OffsetDateTime) -> bool {
+        !self.any_routes && self.earliest_expiry.is_none_or(|e| e > now)
     }
 
     /// The zstd frame of the members' shared JSON, each followed by a comma (the viewer's
@@ -91,10 +130,7 @@ impl PeerChunks {
         {
             return c.clone();
         }
-        let c = Arc::new(Chunk {
-            members: members.cloned().collect(),
-            frame: OnceLock::new(),
-        });
+        let c = Arc::new(Chunk::new(members.cloned().collect()));
         chunks.insert(chunk, c.clone());
         c
     }

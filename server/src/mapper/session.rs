@@ -169,6 +169,14 @@ pub struct Sent {
 type CapMap = BTreeMap<String, Option<Vec<serde_json::Value>>>;
 
 impl Sent {
+    /// Room for ids up to `highest` without growing.
+    pub fn for_ids_up_to(highest: NodeId) -> Sent {
+        Sent {
+            peers: FixedBitSet::with_capacity(highest as usize + 1),
+            ..Sent::default()
+        }
+    }
+
     pub fn insert(&mut self, id: NodeId, routes: Option<PeerRoutes>) {
         self.peers.grow_and_insert(id as usize);
         match routes {

@@ -154,6 +154,11 @@ impl Access {
         }
     }
 
+    /// No policy: every node sees every other.
+    pub fn is_allow_all(&self) -> bool {
+        matches!(self, Access::AllowAll)
+    }
+
     pub fn can_see(&self, viewer: &Node, peer: &Node) -> bool {
         match self {
             Access::AllowAll => true,

@@ -237,6 +237,11 @@ impl State {
         self.nodes.range(ids).map(|(_, n)| n)
     }
 
+    /// The lowest node id at or above `from`.
+    pub fn first_node_id_from(&self, from: NodeId) -> Option<NodeId> {
+        self.nodes.range(from..).next().map(|(id, _)| *id)
+    }
+
     pub fn node_count(&self) -> usize {
         self.nodes.len()
     }
