@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{SECOND, TestNode, TestServer};
 use oxiscale::admin::ExpireNode;
+use oxiscale::config::PolicyMode;
 use oxiscale_tailcfg::NodePublic;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -473,7 +474,7 @@ async fn node_key_rotation_moves_the_node_and_tells_peers() {
 async fn full_maps_from_shared_chunks_are_complete_and_current() {
     // Four chunks: the viewers' own first and last, two shared between them.
     const NODES: usize = 400;
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(|c| c.policy.mode = PolicyMode::Database).await;
     let alice = server.user("alice").await;
     let key = server.key(alice, true, false, "1h").await;
     let mut nodes = Vec::new();
@@ -585,6 +586,41 @@ async fn full_maps_from_shared_chunks_are_complete_and_current() {
         peer(&a, next_chunk),
         "the next chunk as before"
     );
+
+    // A policy that lets everyone reach everyone shares whole chunks too; one that does
+    // not is judged node by node.
+    let allow_all = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+    admin.set_policy(allow_all.into()).await.unwrap();
+    drop(third);
+    let mut fourth = nodes[0].stream().await;
+    let e = fourth.next_within(10 * SECOND).await.unwrap();
+    assert_eq!(
+        ids(&e["Peers"]).len(),
+        NODES - 2,
+        "the same peers under allow-all"
+    );
+    assert_eq!(peer(&e, next_chunk), peer(&a, next_chunk));
+    let middle_ip = peer(&a, middle)["Addresses"][0]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/32")
+        .to_owned();
+    admin
+        .set_policy(format!(
+            r#"{{"acls": [{{"action": "accept", "src": ["*"], "dst": ["{middle_ip}:*"]}}]}}"#
+        ))
+        .await
+        .unwrap();
+    drop(fourth);
+    let mut fifth = nodes[0].stream().await;
+    let f = fifth.next_within(10 * SECOND).await.unwrap();
+    assert_eq!(
+        ids(&f["Peers"]),
+        vec![middle],
+        "only the one peer it may reach"
+    );
+    drop(fifth);
+    admin.set_policy(allow_all.into()).await.unwrap();
 
     // A burst of joins reaches an open stream as deltas (several peers per delta are
     // spliced from per-node shared frames): every newcomer, each complete.

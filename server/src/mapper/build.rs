@@ -217,11 +217,11 @@ impl FullMapSnapshot {
         let mut last_owner = me.user;
         let mut peer_count = 0;
         let mut visible: Vec<&Arc<Node>> = Vec::new();
-        // Without a policy every node sees every other, so a chunk other than the viewer's
-        // own is shared whole unless one of its members routes or has expired: its summary
-        // says so without touching the members (a join or a storm takes N snapshots of N
-        // nodes).
-        let everyone_sees_everyone = state.access().is_allow_all();
+        // When every node sees every other (no policy, or one that allows all to all), a
+        // chunk other than the viewer's own is shared whole unless one of its members
+        // routes or has expired: its summary says so without touching the members (a join
+        // or a storm takes N snapshots of N nodes).
+        let everyone_sees_everyone = state.access().everyone_sees_everyone();
         let own_chunk = chunk_of(me.id);
         // Nodes come in id order; walk them chunk by chunk.
         let mut next = state.first_node_id_from(0);

@@ -15,7 +15,7 @@
 //! agreement while failover follows presence.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ipnet::IpNet;
 use oxiscale_policy::{Compiled, Policy};
@@ -50,6 +50,8 @@ pub struct PolicyAccess {
     /// Per viewer, the routed prefixes it may use, filled on first use (a compiled snapshot
     /// is immutable, so the cache never goes stale; a recompile builds a new one).
     usable: Mutex<HashMap<NodeId, Arc<Vec<IpNet>>>>,
+    /// Whether the compiled policy lets every node see every other, found on first use.
+    everyone_sees_everyone: OnceLock<bool>,
 }
 
 impl std::fmt::Debug for PolicyAccess {
@@ -67,6 +69,7 @@ impl PolicyAccess {
             compiled: Arc::new(compiled),
             any_routes,
             usable: Mutex::new(HashMap::new()),
+            everyone_sees_everyone: OnceLock::new(),
         }
     }
 
@@ -76,6 +79,12 @@ impl PolicyAccess {
 
     pub fn compiled(&self) -> &Arc<Compiled> {
         &self.compiled
+    }
+
+    fn everyone_sees_everyone(&self) -> bool {
+        *self
+            .everyone_sees_everyone
+            .get_or_init(|| self.compiled.everyone_sees_everyone())
     }
 
     /// Prefixes `viewer` may send through some router: those the engine put in the
@@ -154,9 +163,13 @@ impl Access {
         }
     }
 
-    /// No policy: every node sees every other.
-    pub fn is_allow_all(&self) -> bool {
-        matches!(self, Access::AllowAll)
+    /// Whether every node sees every other node. The compiled snapshot always covers
+    /// every node of the tailnet (the writer recompiles before it releases a batch).
+    pub fn everyone_sees_everyone(&self) -> bool {
+        match self {
+            Access::AllowAll => true,
+            Access::Policy(p) => p.everyone_sees_everyone(),
+        }
     }
 
     pub fn can_see(&self, viewer: &Node, peer: &Node) -> bool {
