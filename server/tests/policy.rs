@@ -275,6 +275,48 @@ async fn a_policy_file_decides_filters_and_a_valid_edit_reaches_streams_incremen
     srv.stop().await;
 }
 
+/// A join recompiles the policy. Under one that lets everyone see everyone the others'
+/// peers stay as they were, so the streams are sent the newcomer and new filters, not made
+/// to diff their whole peer sets; under one that does not, they diff.
+#[tokio::test]
+async fn a_join_under_an_all_seeing_policy_sends_filters_not_a_peer_diff() {
+    let policy = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:22"]}]}"#;
+    let (srv, path) = file_server(policy).await;
+    let (mut a, _b) = alice_and_bob(&srv).await;
+    let (mut sa, full_a) = first_map(&mut a).await;
+    assert_eq!(peer_ids(&full_a).len(), 1, "{full_a}");
+    let recorder = Arc::new(Recorder::default());
+    srv.running().tailnet.subscribe(recorder.clone());
+
+    let user = |name: &str| {
+        let users = srv.running().admin.list_users();
+        users.into_iter().find(|u| u.name == name).unwrap().id
+    };
+    let key = key_for(&srv, Some(user("alice")), &[]).await;
+    let (_c, _) = register_with(&srv, "laptop-c", &key, json!({})).await;
+    let c_id = node_json(&srv, "laptop-c")["id"].as_u64().unwrap();
+    let delta = sa
+        .until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&c_id))
+        .await;
+    assert!(delta.get("PeersRemoved").is_none(), "{delta}");
+    let changes = recorder.take();
+    assert!(changes.contains(&Change::Filters), "{changes:?}");
+    assert!(!changes.contains(&Change::Visibility), "{changes:?}");
+
+    // Under a policy where not everyone meets, a join makes every stream diff its peers.
+    std::fs::write(&path, ALICE_TO_BOB_80).unwrap();
+    sa.until(5 * SECOND, |m| m.get("PacketFilter").is_some())
+        .await;
+    recorder.take();
+    let bobs = key_for(&srv, Some(user("bob")), &[]).await;
+    let (_d, _) = register_with(&srv, "server-d", &bobs, json!({})).await;
+    let d_id = node_json(&srv, "server-d")["id"].as_u64().unwrap();
+    sa.until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&d_id))
+        .await;
+    assert!(recorder.take().contains(&Change::Visibility));
+    srv.stop().await;
+}
+
 /// `nodeAttrs` are the node's own capabilities: a policy edit that changes them reaches
 /// the node's open stream as a new self `Node`; one that does not sends no `Node`.
 #[tokio::test]

@@ -1388,8 +1388,25 @@ impl State {
         };
         self.apply_auto_approvals(fx, &policy);
         self.policy_dirty = false;
+        let before = self.access.clone();
         if self.recompile_policy() {
-            fx.announce(Change::Visibility);
+            fx.announce(self.recompiled_change(&before));
+        }
+    }
+
+    /// What a recompile after a batch (nodes joined, left or changed) means for the open
+    /// streams. When every node saw every other before and still does, and nothing routes,
+    /// the nodes that stayed see the same peers: the batch's own changes carry whoever
+    /// came or went, and only the filters (which list addresses) may differ. Otherwise
+    /// every stream diffs its peers.
+    fn recompiled_change(&self, before: &Access) -> Change {
+        if before.everyone_sees_everyone()
+            && self.access.everyone_sees_everyone()
+            && !self.any_routes()
+        {
+            Change::Filters
+        } else {
+            Change::Visibility
         }
     }
 
