@@ -285,6 +285,9 @@ async fn a_join_under_an_all_seeing_policy_sends_filters_not_a_peer_diff() {
     let (mut a, _b) = alice_and_bob(&srv).await;
     let (mut sa, full_a) = first_map(&mut a).await;
     assert_eq!(peer_ids(&full_a).len(), 1, "{full_a}");
+    // Let the stream's own changes (online) go out in an epoch of their own, so that the
+    // join's epoch is one the stream can share (epochs are at least 50 ms apart).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let recorder = Arc::new(Recorder::default());
     srv.running().tailnet.subscribe(recorder.clone());
 
@@ -299,6 +302,10 @@ async fn a_join_under_an_all_seeing_policy_sends_filters_not_a_peer_diff() {
         .until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&c_id))
         .await;
     assert!(delta.get("PeersRemoved").is_none(), "{delta}");
+    assert!(
+        filter_dsts(&delta).iter().any(|d| d.ends_with(":22")),
+        "the new filters come with the newcomer: {delta}"
+    );
     let changes = recorder.take();
     assert!(changes.contains(&Change::Filters), "{changes:?}");
     assert!(!changes.contains(&Change::Visibility), "{changes:?}");

@@ -7,9 +7,10 @@
 //! publisher, off the writer. With most policies every session that keeps up would be sent
 //! the same delta: the epoch's changes, none of them about the viewer, every changed peer
 //! shown with its shared rendering. That delta is serialised and compressed once per epoch
-//! ([`shared_delta`], [`Epoch::shared_frame`]) and its bytes go to all of them. A session
-//! that fell behind (several epochs merged) or sees something of its own (routes, its own
-//! node, a policy change) builds its own delta.
+//! ([`shared_delta`], [`Epoch::shared_frame`]) and its bytes go to all of them; new filters
+//! go with it to the sessions whose filters they are. A session that fell behind (several
+//! epochs merged) or sees something of its own (routes, its own node or capabilities, a
+//! change of whom it sees, filters unlike the others') builds its own delta.
 //!
 //! Epochs are at least [`MIN_GAP`] apart and otherwise not paced: every epoch costs each
 //! session that keeps up one message. Holding the next epoch until the sessions had taken
@@ -22,12 +23,12 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use oxiscale_tailcfg::{MapResponse, UserProfile};
+use oxiscale_tailcfg::{FilterRule, MapResponse, SshPolicy, UserProfile};
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use super::MapConfig;
-use super::build::{PeerView, render_peer, user_profiles};
+use super::build::{PeerView, render_peer, self_caps, user_profiles};
 use super::encode_message;
 use super::session::{Inbox, Pending, Sent, Sessions};
 use crate::tailnet::model::{Node, NodeId};
@@ -49,7 +50,17 @@ pub struct Epoch {
     at: OffsetDateTime,
     /// The changed peers as the first session that can use the shared delta found them.
     view: OnceLock<SharedView>,
+    /// When the epoch changed the filters: those of the first session that could take the
+    /// shared delta. Later sessions take it only if theirs are equal (with a policy like
+    /// `* → *:22` every node's are).
+    filters: OnceLock<SharedFilters>,
     frame: tokio::sync::OnceCell<Bytes>,
+}
+
+#[derive(PartialEq)]
+struct SharedFilters {
+    packet_filter: Vec<FilterRule>,
+    ssh_policy: Option<SshPolicy>,
 }
 
 impl Epoch {
@@ -61,6 +72,7 @@ impl Epoch {
             universal,
             at,
             view: OnceLock::new(),
+            filters: OnceLock::new(),
             frame: tokio::sync::OnceCell::new(),
         }
     }
@@ -121,7 +133,7 @@ pub fn shared_delta(
     let all = &epoch.universal;
     // A change about `me` is `self_changed` for it (or nothing, for a light one), which
     // the universal record has as a peer entry instead.
-    if all.recompute || all.filters || all.mentions(me) {
+    if all.recompute || all.mentions(me) {
         return false;
     }
     let Some(me_node) = state.node(me) else {
@@ -140,6 +152,23 @@ pub fn shared_delta(
         .all(|id| sent.contains(*id));
     if !all_sent {
         return false;
+    }
+    // New filters are shared only with the sessions whose filters they are, and whose
+    // own capabilities did not change (those are sent their own `Node`).
+    if all.filters {
+        if !sent.has_self_caps(&self_caps(state, me_node)) {
+            return false;
+        }
+        let access = state.access();
+        let mine = SharedFilters {
+            packet_filter: access.packet_filter(me_node),
+            ssh_policy: access.ssh_policy(me_node),
+        };
+        if let Err(mine) = epoch.filters.set(mine)
+            && epoch.filters.get() != Some(&mine)
+        {
+            return false;
+        }
     }
     // Under the same read lock as the checks above: every changed peer exists and has the
     // shared rendering.
@@ -208,6 +237,14 @@ impl Epoch {
         }
         resp.peers_removed = all.removed.iter().copied().collect();
         resp.peers_changed_patch = all.patches.values().cloned().collect();
+        if all.filters {
+            let filters = self
+                .filters
+                .get()
+                .expect("shared_delta captured the filters");
+            resp.packet_filter = Some(filters.packet_filter.clone());
+            resp.ssh_policy = filters.ssh_policy.clone();
+        }
         if all.dns {
             resp.dns_config = Some(config.dns_config.clone());
         }

@@ -199,7 +199,7 @@ impl Sent {
         self.self_caps = Some(caps);
     }
 
-    fn has_self_caps(&self, caps: &CapMap) -> bool {
+    pub fn has_self_caps(&self, caps: &CapMap) -> bool {
         self.self_caps.as_ref() == Some(caps)
     }
 
