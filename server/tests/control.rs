@@ -492,18 +492,20 @@ async fn full_maps_from_shared_chunks_are_complete_and_current() {
         }
     }
 
-    let full_map = |m: &Value| {
+    // A full map with `expected` peers, each once, not including the viewer.
+    let full_map_of = |m: &Value, expected: usize| {
         let me = m["Node"]["ID"].as_u64().unwrap();
         let mut peers = ids(&m["Peers"]);
         let n = peers.len();
         peers.sort();
         peers.dedup();
         assert_eq!(peers.len(), n, "each peer once");
-        assert_eq!(n, NODES - 1, "everyone but me");
+        assert_eq!(n, expected, "peers of {me}");
         assert!(!peers.contains(&me));
         assert!(m["DERPMap"].is_object() && m["PacketFilter"].is_array());
         m.clone()
     };
+    let full_map = |m: &Value| full_map_of(m, NODES - 1);
     let peer = |m: &Value, id: u64| {
         m["Peers"]
             .as_array()
@@ -556,16 +558,9 @@ async fn full_maps_from_shared_chunks_are_complete_and_current() {
         .unwrap();
     drop(again);
     let mut third = nodes[0].stream().await;
-    let d = third.next_within(10 * SECOND).await.unwrap();
-    let mut peers = ids(&d["Peers"]);
-    assert_eq!(
-        peers.len(),
-        NODES - 2,
-        "everyone but me and the expired node"
-    );
-    peers.sort();
-    peers.dedup();
-    assert_eq!(peers.len(), NODES - 2, "each peer once");
+    // Everyone but me and the expired node.
+    let d = full_map_of(&third.next_within(10 * SECOND).await.unwrap(), NODES - 2);
+    let peers = ids(&d["Peers"]);
     assert!(!peers.contains(&expired));
     assert!(
         peer(&d, router)["AllowedIPs"]
@@ -593,12 +588,8 @@ async fn full_maps_from_shared_chunks_are_complete_and_current() {
     admin.set_policy(allow_all.into()).await.unwrap();
     drop(third);
     let mut fourth = nodes[0].stream().await;
-    let e = fourth.next_within(10 * SECOND).await.unwrap();
-    assert_eq!(
-        ids(&e["Peers"]).len(),
-        NODES - 2,
-        "the same peers under allow-all"
-    );
+    // The same peers under allow-all.
+    let e = full_map_of(&fourth.next_within(10 * SECOND).await.unwrap(), NODES - 2);
     assert_eq!(peer(&e, next_chunk), peer(&a, next_chunk));
     let middle_ip = peer(&a, middle)["Addresses"][0]
         .as_str()

@@ -148,18 +148,22 @@ impl Access {
         }
     }
 
-    /// Whether every node sees exactly the same peers, with the same routes, under `other`
-    /// as under this (both for the same nodes). Conservative: with routes in the tailnet
-    /// (whose use a policy decides per viewer) it says no.
+    /// Whether every node in both snapshots sees the same peers among them, with the same
+    /// routes, under `other` as under this: both compile the same adjacency for the same
+    /// nodes, or under both everyone sees everyone (then a join or a leave changes only
+    /// whom it is about). Conservative: with routes in the tailnet (whose use a policy
+    /// decides per viewer) it says no.
     pub fn same_peers_as(&self, other: &Access) -> bool {
+        let routes = |a: &Access| matches!(a, Access::Policy(p) if p.any_routes);
+        if routes(self) || routes(other) {
+            return false;
+        }
+        if self.everyone_sees_everyone() && other.everyone_sees_everyone() {
+            return true;
+        }
         match (self, other) {
-            (Access::AllowAll, Access::AllowAll) => true,
-            (Access::AllowAll, Access::Policy(p)) | (Access::Policy(p), Access::AllowAll) => {
-                !p.any_routes && p.compiled.everyone_sees_everyone()
-            }
-            (Access::Policy(a), Access::Policy(b)) => {
-                !a.any_routes && !b.any_routes && a.compiled.same_peers_as(&b.compiled)
-            }
+            (Access::Policy(a), Access::Policy(b)) => a.compiled.same_peers_as(&b.compiled),
+            _ => false,
         }
     }
 

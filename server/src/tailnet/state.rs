@@ -1356,11 +1356,7 @@ impl State {
         }
         // A policy edit that only changes ports or protocols (the usual kind) leaves every
         // node's peers as they were: streams are sent new filters without diffing them.
-        fx.announce(if before.same_peers_as(&self.access) {
-            Change::Filters
-        } else {
-            Change::Visibility
-        });
+        self.announce_access_change(fx, &before);
         Ok(())
     }
 
@@ -1390,24 +1386,20 @@ impl State {
         self.policy_dirty = false;
         let before = self.access.clone();
         if self.recompile_policy() {
-            fx.announce(self.recompiled_change(&before));
+            // The batch's own changes carry whoever joined or left; the others' peers
+            // are diffed only if the recompile changed whom they see.
+            self.announce_access_change(fx, &before);
         }
     }
 
-    /// What a recompile after a batch (nodes joined, left or changed) means for the open
-    /// streams. When every node saw every other before and still does, and nothing routes,
-    /// the nodes that stayed see the same peers: the batch's own changes carry whoever
-    /// came or went, and only the filters (which list addresses) may differ. Otherwise
-    /// every stream diffs its peers.
-    fn recompiled_change(&self, before: &Access) -> Change {
-        if before.everyone_sees_everyone()
-            && self.access.everyone_sees_everyone()
-            && !self.any_routes()
-        {
+    /// Tells the streams that `access` replaced `before`: only new filters when every
+    /// node that stayed sees the same peers, otherwise a diff of every stream's peers.
+    fn announce_access_change(&self, fx: &mut Effects, before: &Access) {
+        fx.announce(if before.same_peers_as(&self.access) {
             Change::Filters
         } else {
             Change::Visibility
-        }
+        });
     }
 
     /// Recompiles the policy in force if its inputs changed since the last compile. Tests
