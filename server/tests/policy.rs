@@ -184,6 +184,11 @@ async fn alice_and_bob(srv: &TestServer) -> (TestNode, TestNode) {
     (a, b)
 }
 
+fn user_id(srv: &TestServer, name: &str) -> u64 {
+    let users = srv.running().admin.list_users();
+    users.into_iter().find(|u| u.name == name).unwrap().id
+}
+
 async fn first_map(node: &mut TestNode) -> (MapStream, Value) {
     let mut stream = node.stream().await;
     let first = stream.next_within(5 * SECOND).await.expect("full map");
@@ -281,7 +286,7 @@ async fn a_policy_file_decides_filters_and_a_valid_edit_reaches_streams_incremen
 #[tokio::test]
 async fn a_join_under_an_all_seeing_policy_sends_filters_not_a_peer_diff() {
     let policy = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:22"]}]}"#;
-    let (srv, path) = file_server(policy).await;
+    let (srv, _path) = file_server(policy).await;
     let (mut a, _b) = alice_and_bob(&srv).await;
     let (mut sa, full_a) = first_map(&mut a).await;
     assert_eq!(peer_ids(&full_a).len(), 1, "{full_a}");
@@ -291,11 +296,7 @@ async fn a_join_under_an_all_seeing_policy_sends_filters_not_a_peer_diff() {
     let recorder = Arc::new(Recorder::default());
     srv.running().tailnet.subscribe(recorder.clone());
 
-    let user = |name: &str| {
-        let users = srv.running().admin.list_users();
-        users.into_iter().find(|u| u.name == name).unwrap().id
-    };
-    let key = key_for(&srv, Some(user("alice")), &[]).await;
+    let key = key_for(&srv, Some(user_id(&srv, "alice")), &[]).await;
     let (_c, _) = register_with(&srv, "laptop-c", &key, json!({})).await;
     let c_id = node_json(&srv, "laptop-c")["id"].as_u64().unwrap();
     let delta = sa
@@ -310,17 +311,129 @@ async fn a_join_under_an_all_seeing_policy_sends_filters_not_a_peer_diff() {
     assert!(changes.contains(&Change::Filters), "{changes:?}");
     assert!(!changes.contains(&Change::Visibility), "{changes:?}");
 
-    // Under a policy where not everyone meets, a join makes every stream diff its peers.
-    std::fs::write(&path, ALICE_TO_BOB_80).unwrap();
-    sa.until(5 * SECOND, |m| m.get("PacketFilter").is_some())
-        .await;
-    recorder.take();
-    let bobs = key_for(&srv, Some(user("bob")), &[]).await;
-    let (_d, _) = register_with(&srv, "server-d", &bobs, json!({})).await;
+    srv.stop().await;
+}
+
+/// What a stream says, keep-alives aside, until it has been quiet for a second.
+async fn quiet(s: &mut MapStream) -> Vec<Value> {
+    let mut heard = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(SECOND, s.next()).await {
+        if m.get("KeepAlive").is_none() {
+            heard.push(m);
+        }
+    }
+    heard
+}
+
+/// Under a policy where not everyone meets, a join or a leave changes only who sees the node
+/// that came or went: the streams are not diffed (`Filters`, not `Visibility`), the node
+/// reaches only the streams that may see it, and only the streams whose filters it changed
+/// are sent filters.
+#[tokio::test]
+async fn a_join_or_leave_under_a_policy_reaches_only_those_it_concerns() {
+    let (srv, _path) = file_server(ALICE_TO_BOB_80).await;
+    let (mut a, mut b) = alice_and_bob(&srv).await;
+    let carol = srv.user("carol").await;
+    let (mut c, _) = register_with(
+        &srv,
+        "desk-c",
+        &key_for(&srv, Some(carol), &[]).await,
+        json!({}),
+    )
+    .await;
+    let (mut sa, _) = first_map(&mut a).await;
+    let (mut sb, _) = first_map(&mut b).await;
+    let (mut sc, _) = first_map(&mut c).await;
+    // Let what opening the streams changed (online, Hostinfo) go out first.
+    for s in [&mut sa, &mut sb, &mut sc] {
+        while let Ok(Some(_)) = tokio::time::timeout(SECOND / 2, s.next()).await {}
+    }
+    let recorder = Arc::new(Recorder::default());
+    srv.running().tailnet.subscribe(recorder.clone());
+
+    // Another of bob's nodes: alice may reach it, bob's other node and carol may not.
+    let bob = user_id(&srv, "bob");
+    let (_d, _) = register_with(
+        &srv,
+        "server-d",
+        &key_for(&srv, Some(bob), &[]).await,
+        json!({}),
+    )
+    .await;
     let d_id = node_json(&srv, "server-d")["id"].as_u64().unwrap();
     sa.until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&d_id))
         .await;
-    assert!(recorder.take().contains(&Change::Visibility));
+    let changes = recorder.take();
+    assert!(changes.contains(&Change::Filters), "{changes:?}");
+    assert!(!changes.contains(&Change::Visibility), "{changes:?}");
+    assert_eq!(
+        quiet(&mut sb).await,
+        Vec::<Value>::new(),
+        "nothing for bob's server"
+    );
+    assert_eq!(
+        quiet(&mut sc).await,
+        Vec::<Value>::new(),
+        "nothing for carol"
+    );
+
+    // Another of alice's nodes: it may reach bob's server, whose filter now admits it.
+    let alice = user_id(&srv, "alice");
+    let (_e, _) = register_with(
+        &srv,
+        "laptop-e",
+        &key_for(&srv, Some(alice), &[]).await,
+        json!({}),
+    )
+    .await;
+    let e = node_json(&srv, "laptop-e");
+    let e_id = e["id"].as_u64().unwrap();
+    let to_b = sb
+        .until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&e_id))
+        .await;
+    let filter_of_b = match to_b.get("PacketFilter") {
+        Some(_) => to_b,
+        None => {
+            sb.until(5 * SECOND, |m| m.get("PacketFilter").is_some())
+                .await
+        }
+    };
+    assert!(
+        filter_of_b["PacketFilter"][0]["SrcIPs"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(ipv4(&e))),
+        "{filter_of_b}"
+    );
+    assert!(!recorder.take().contains(&Change::Visibility));
+    assert_eq!(
+        quiet(&mut sa).await,
+        Vec::<Value>::new(),
+        "alice's laptops do not meet"
+    );
+    assert_eq!(
+        quiet(&mut sc).await,
+        Vec::<Value>::new(),
+        "nothing for carol"
+    );
+
+    // Bob's new node leaves: only alice had it.
+    srv.running().admin.delete_node(d_id).await.unwrap();
+    let gone = sa
+        .until(5 * SECOND, |m| m.get("PeersRemoved").is_some())
+        .await;
+    assert_eq!(gone["PeersRemoved"], json!([d_id]), "{gone}");
+    assert!(!recorder.take().contains(&Change::Visibility));
+    assert_eq!(
+        quiet(&mut sb).await,
+        Vec::<Value>::new(),
+        "nothing for bob's server"
+    );
+    assert_eq!(
+        quiet(&mut sc).await,
+        Vec::<Value>::new(),
+        "nothing for carol"
+    );
     srv.stop().await;
 }
 

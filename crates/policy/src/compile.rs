@@ -582,6 +582,51 @@ fn bit_or(a: &mut [u64], b: &[u64]) {
     a.iter_mut().zip(b).for_each(|(x, y)| *x |= *y);
 }
 
+/// The 64 bits of `b` from bit `at` on (zeros past its end).
+fn bits_at(b: &[u64], at: usize) -> u64 {
+    let (word, shift) = (at / 64, at % 64);
+    let low = b.get(word).copied().unwrap_or(0) >> shift;
+    if shift == 0 {
+        low
+    } else {
+        low | b.get(word + 1).copied().unwrap_or(0) << (64 - shift)
+    }
+}
+
+/// Whether bits `a_at..a_at + len` of `a` equal bits `b_at..b_at + len` of `b`.
+fn bits_equal(a: &[u64], a_at: usize, b: &[u64], b_at: usize, len: usize) -> bool {
+    (0..len).step_by(64).all(|k| {
+        let n = (len - k).min(64);
+        let mask = if n == 64 { u64::MAX } else { (1 << n) - 1 };
+        (bits_at(a, a_at + k) ^ bits_at(b, b_at + k)) & mask == 0
+    })
+}
+
+/// A run of nodes at indices `a..a + len` of one snapshot and `b..b + len` of another.
+#[derive(Debug, PartialEq, Eq)]
+struct Run {
+    a: usize,
+    b: usize,
+    len: usize,
+}
+
+/// The nodes in both lists, as runs of consecutive indices in both; `None` when the common
+/// nodes are not in the same relative order in both.
+fn common_runs(a: &[NodeInfo], in_b: &HashMap<NodeId, usize>) -> Option<Vec<Run>> {
+    let mut runs: Vec<Run> = Vec::new();
+    for (i, n) in a.iter().enumerate() {
+        let Some(&j) = in_b.get(&n.node.id) else {
+            continue;
+        };
+        match runs.last_mut() {
+            Some(r) if r.a + r.len == i && r.b + r.len == j => r.len += 1,
+            Some(r) if r.b + r.len > j => return None,
+            _ => runs.push(Run { a: i, b: j, len: 1 }),
+        }
+    }
+    Some(runs)
+}
+
 impl Compiled {
     /// No policy at all: the service's default policy, every node may reach every node
     /// (`*` to `*:*`, so subnet routes are usable by everyone too).
@@ -790,10 +835,24 @@ impl Compiled {
         merged
     }
 
-    /// Whether `other`, compiled for the same nodes, lets every node see exactly the peers
-    /// this one does. Nodes in another order count as different (the caller then diffs).
+    /// Whether every node compiled into both lets the same nodes among those see it here
+    /// as in `other`. Nodes in only one of them (joined or left in between) are left out:
+    /// who sees them is said by the change about them. Snapshots whose common nodes are
+    /// in another relative order count as different (the caller then diffs everything).
+    ///
+    /// Costs O(n²/64 + n·k) for k nodes in only one snapshot: the common nodes form at most
+    /// k + 1 runs of consecutive indices in both, compared a word at a time.
     pub fn same_peers_as(&self, other: &Compiled) -> bool {
-        self.index == other.index && self.adjacency == other.adjacency
+        let Some(runs) = common_runs(&self.nodes, &other.index) else {
+            return false;
+        };
+        runs.iter().all(|run| {
+            (0..run.len).all(|k| {
+                let (a, b) = (&self.adjacency[run.a + k], &other.adjacency[run.b + k]);
+                runs.iter()
+                    .all(|cols| bits_equal(a, cols.a, b, cols.b, cols.len))
+            })
+        })
     }
 
     /// Whether every node sees every other node.
@@ -1068,6 +1127,79 @@ mod tests {
             "bob and the server do not meet"
         );
         assert!(!ssh.same_peers_as(&alice));
+    }
+
+    /// Nodes with these ids: odd ones bob's, even ones alice's, addresses in id order.
+    fn many(ids: impl IntoIterator<Item = u64>) -> Topology {
+        let mut t = topo();
+        t.nodes = ids
+            .into_iter()
+            .map(|id| Node {
+                id,
+                name: format!("n{id}"),
+                user: Some(1 + id % 2),
+                tags: vec![],
+                ipv4: Some(std::net::Ipv4Addr::from(0x6440_0000 + id as u32)),
+                ipv6: None,
+                routable_ips: vec![],
+                approved_routes: vec![],
+                stable_id: format!("n{id}"),
+            })
+            .collect();
+        t
+    }
+
+    #[test]
+    fn same_peers_leaves_out_nodes_that_joined_or_left() {
+        let policy = Policy::parse(
+            r#"{"acls": [{"action": "accept", "src": ["alice@example.com"], "dst": ["bob@example.com:*"]}]}"#,
+        )
+        .unwrap();
+        // Runs that start and end inside words and cross word boundaries.
+        let before = policy.compile(&many(1..=150)).unwrap();
+        let after = policy
+            .compile(&many((1..=152).filter(|id| ![10, 64, 80].contains(id))))
+            .unwrap();
+        assert!(!before.everyone_sees_everyone());
+        assert!(before.same_peers_as(&after) && after.same_peers_as(&before));
+        assert!(
+            before.can_see(1, 2) && !before.can_see(1, 3),
+            "the policy bites"
+        );
+
+        // Node 101 moves from bob to alice: it now meets bob's nodes, not alice's.
+        let mut moved = many(1..=150);
+        assert_eq!(moved.nodes[100].user, Some(2));
+        moved.nodes[100].user = Some(1);
+        let moved = policy.compile(&moved).unwrap();
+        assert!(!before.same_peers_as(&moved) && !moved.same_peers_as(&before));
+
+        // The same nodes in another order: not judged, said to differ.
+        let mut shuffled = many(1..=150);
+        shuffled.nodes.swap(3, 120);
+        let shuffled = policy.compile(&shuffled).unwrap();
+        assert!(!before.same_peers_as(&shuffled));
+    }
+
+    #[test]
+    fn bit_ranges_compare_at_any_offset() {
+        let a = [0xdead_beef_0123_4567u64, 0x89ab_cdef_fedc_ba98, 0x0f0f];
+        // `b` holds `a`'s bits 5.. from bit 70 on.
+        let mut b = [0u64; 4];
+        for i in 5..(64 * 3) {
+            if super::bit_get(&a, i) {
+                super::bit_set(&mut b, i - 5 + 70);
+            }
+        }
+        assert!(super::bits_equal(&a, 5, &b, 70, 64 * 3 - 5));
+        assert!(super::bits_equal(&a, 9, &b, 74, 100));
+        super::bit_set(&mut b, 70 + 99);
+        let flipped_bit_was_set = super::bit_get(&a, 5 + 99);
+        assert_eq!(super::bits_equal(&a, 5, &b, 70, 100), flipped_bit_was_set);
+        assert!(
+            super::bits_equal(&a, 5, &b, 70, 99),
+            "the range ends before it"
+        );
     }
 
     #[test]

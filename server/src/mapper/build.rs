@@ -290,8 +290,8 @@ impl FullMapSnapshot {
         }
     }
 
-    /// The ids of the peers sent, the routes sent for those that route, and the node's
-    /// own capabilities.
+    /// The ids of the peers sent, the routes sent for those that route, the node's own
+    /// capabilities and its filters.
     pub fn sent(&self) -> super::session::Sent {
         let highest = match self.peers.last() {
             Some(PeerSegment::Shared(chunk)) => chunk.ids().last().copied(),
@@ -300,6 +300,10 @@ impl FullMapSnapshot {
         };
         let mut sent = super::session::Sent::for_ids_up_to(highest.unwrap_or(0));
         sent.set_self_caps(self.me.cap_map.clone());
+        sent.set_filters(super::session::filters_digest(
+            &self.packet_filter,
+            &self.ssh_policy,
+        ));
         for segment in &self.peers {
             match segment {
                 PeerSegment::Shared(chunk) => {

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::MapConfig;
 use super::build::{PeerView, render_peer, self_caps, user_profiles};
 use super::encode_message;
-use super::session::{Inbox, Pending, Sent, Sessions};
+use super::session::{Inbox, Pending, Sent, Sessions, filters_digest};
 use crate::tailnet::model::{Node, NodeId};
 use crate::tailnet::{Change, State};
 
@@ -164,11 +164,13 @@ pub fn shared_delta(
             packet_filter: access.packet_filter(me_node),
             ssh_policy: access.ssh_policy(me_node),
         };
+        let digest = filters_digest(&mine.packet_filter, &mine.ssh_policy);
         if let Err(mine) = epoch.filters.set(mine)
             && epoch.filters.get() != Some(&mine)
         {
             return false;
         }
+        sent.set_filters(digest);
     }
     // Under the same read lock as the checks above: every changed peer exists and has the
     // shared rendering.

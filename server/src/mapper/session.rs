@@ -8,11 +8,12 @@
 //! one encoding of their delta.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fixedbitset::FixedBitSet;
-use oxiscale_tailcfg::{MapResponse, PeerChange};
+use oxiscale_tailcfg::{FilterRule, MapResponse, PeerChange, SshPolicy};
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 
@@ -164,6 +165,18 @@ pub struct Sent {
     routes: HashMap<NodeId, PeerRoutes>,
     /// The `CapMap` of the node's own `Node` as last sent.
     self_caps: Option<CapMap>,
+    /// [`filters_digest`] of the packet filter and SSH policy last sent.
+    filters: Option<u64>,
+}
+
+/// A digest of a node's packet filter and SSH policy, so that a session remembers what it
+/// sent in 8 bytes (a filter can list thousands of source addresses) and sends filters only
+/// when they changed: under a policy where not everyone sees everyone, a join changes the
+/// filters of the nodes it may reach and leaves everyone else's as they were.
+pub fn filters_digest(packet_filter: &[FilterRule], ssh_policy: &Option<SshPolicy>) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    (packet_filter, ssh_policy).hash(&mut h);
+    h.finish()
 }
 
 type CapMap = BTreeMap<String, Option<Vec<serde_json::Value>>>;
@@ -201,6 +214,14 @@ impl Sent {
 
     pub fn has_self_caps(&self, caps: &CapMap) -> bool {
         self.self_caps.as_ref() == Some(caps)
+    }
+
+    pub fn set_filters(&mut self, digest: u64) {
+        self.filters = Some(digest);
+    }
+
+    pub fn has_filters(&self, digest: u64) -> bool {
+        self.filters == Some(digest)
     }
 
     /// Forgets `id`; returns whether it had been sent.
@@ -336,8 +357,14 @@ pub fn build_delta(
         changed.extend(sent.ids().filter(|id| !visible.contains(*id as usize)));
     }
     if pending.recompute || pending.filters {
-        resp.packet_filter = Some(state.access().packet_filter(&me_node));
-        resp.ssh_policy = state.access().ssh_policy(&me_node);
+        let packet_filter = state.access().packet_filter(&me_node);
+        let ssh_policy = state.access().ssh_policy(&me_node);
+        let digest = filters_digest(&packet_filter, &ssh_policy);
+        if !sent.has_filters(digest) {
+            sent.set_filters(digest);
+            resp.packet_filter = Some(packet_filter);
+            resp.ssh_policy = ssh_policy;
+        }
     }
 
     let mut changed_nodes = Vec::new();

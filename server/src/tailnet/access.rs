@@ -149,10 +149,11 @@ impl Access {
     }
 
     /// Whether every node in both snapshots sees the same peers among them, with the same
-    /// routes, under `other` as under this: both compile the same adjacency for the same
-    /// nodes, or under both everyone sees everyone (then a join or a leave changes only
-    /// whom it is about). Conservative: with routes in the tailnet (whose use a policy
-    /// decides per viewer) it says no.
+    /// routes, under `other` as under this: both compile the same adjacency among the nodes
+    /// in both, or under both everyone sees everyone. A node that joined or left in between
+    /// is not judged: the change about it says who sees it (each stream checks whether it
+    /// may). Conservative: with routes in the tailnet (whose use a policy decides per
+    /// viewer) it says no.
     pub fn same_peers_as(&self, other: &Access) -> bool {
         let routes = |a: &Access| matches!(a, Access::Policy(p) if p.any_routes);
         if routes(self) || routes(other) {
