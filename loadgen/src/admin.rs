@@ -1,10 +1,13 @@
 //! The admin REST API as the fan-out scenario uses it: replacing the policy (the server runs
 //! with `policy.mode: database`) with an API key, over plain HTTP/1.1 on the listener.
 
+use std::net::Ipv4Addr;
+
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use ipnet::Ipv4Net;
 use serde_json::json;
 use tokio::net::TcpStream;
 
@@ -31,6 +34,21 @@ pub fn policy_with_port(port: u16) -> String {
         ]
     })
     .to_string()
+}
+
+/// The hub of the hub policy: the server hands out IPv4 addresses in order from 100.64.0.1,
+/// so these are the first 255 nodes to register.
+pub const HUB: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(100, 64, 0, 0), 24);
+
+/// A hub-and-spoke policy: every node reaches the hub, so hub nodes see everyone and the
+/// others see only the hub. With `port`, also a rule from the hub to every node on that
+/// port: every node's packet filter changes, whom it sees does not.
+pub fn hub_policy(port: Option<u16>) -> String {
+    let mut acls = vec![json!({"action": "accept", "src": ["*"], "dst": ["hub:*"]})];
+    if let Some(port) = port {
+        acls.push(json!({"action": "accept", "src": ["hub"], "dst": [format!("*:{port}")]}));
+    }
+    json!({"hosts": {"hub": HUB.to_string()}, "acls": acls}).to_string()
 }
 
 /// `PUT /api/v1/policy`; returns once the server has stored the policy and put it in force.
@@ -81,6 +99,34 @@ mod tests {
             .map(|rule| rule["dst"][0].as_str().unwrap())
             .collect();
         assert_eq!(dst, ["*:*", "*:40001"]);
+    }
+
+    #[test]
+    fn the_hub_policy_lets_everyone_reach_the_hub_only() {
+        let policy: serde_json::Value = serde_json::from_str(&hub_policy(None)).unwrap();
+        assert_eq!(
+            policy,
+            json!({"hosts": {"hub": "100.64.0.0/24"},
+                   "acls": [{"action": "accept", "src": ["*"], "dst": ["hub:*"]}]})
+        );
+    }
+
+    #[test]
+    fn a_hub_policy_round_adds_its_port_for_every_destination() {
+        let policy: serde_json::Value = serde_json::from_str(&hub_policy(Some(40_001))).unwrap();
+        assert_eq!(
+            policy["acls"],
+            json!([{"action": "accept", "src": ["*"], "dst": ["hub:*"]},
+                   {"action": "accept", "src": ["hub"], "dst": ["*:40001"]}])
+        );
+        assert_eq!(policy["hosts"]["hub"], "100.64.0.0/24");
+    }
+
+    #[test]
+    fn the_hub_is_its_slash_24() {
+        assert!(HUB.contains(&Ipv4Addr::new(100, 64, 0, 1)));
+        assert!(HUB.contains(&Ipv4Addr::new(100, 64, 0, 255)));
+        assert!(!HUB.contains(&Ipv4Addr::new(100, 64, 1, 0)));
     }
 
     #[tokio::test]

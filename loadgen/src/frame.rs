@@ -3,11 +3,12 @@
 //! the scenarios need.
 //!
 //! Large messages (full maps of big tailnets) are not kept whole: only their first bytes are
-//! buffered, enough to read the self node's ID, and the rest is counted and dropped. That
+//! buffered, enough to read the self node, and the rest is counted and dropped. That
 //! keeps the generator's memory per node small and its CPU out of the server's way.
 
 use std::cell::RefCell;
 use std::io::Read;
+use std::net::Ipv4Addr;
 
 use oxiscale_tailcfg::FilterRule;
 use serde::Deserialize;
@@ -134,10 +135,22 @@ impl FrameDecoder {
     }
 }
 
+/// The receiving node as its own map describes it.
 #[derive(Deserialize)]
-struct IdOnly {
+struct SelfNode {
     #[serde(rename = "ID")]
     id: u64,
+    /// `["100.64.0.5/32", "fd7a:…/128"]`.
+    #[serde(rename = "Addresses", default)]
+    addresses: Vec<String>,
+}
+
+impl SelfNode {
+    fn ipv4(&self) -> Option<Ipv4Addr> {
+        self.addresses
+            .iter()
+            .find_map(|a| a.split('/').next()?.parse().ok())
+    }
 }
 
 #[derive(Deserialize)]
@@ -163,7 +176,7 @@ struct Wire {
     #[serde(rename = "KeepAlive")]
     keep_alive: bool,
     #[serde(rename = "Node")]
-    node: Option<IdOnly>,
+    node: Option<SelfNode>,
     #[serde(rename = "Peers")]
     peers: Option<Vec<IgnoredAny>>,
     #[serde(rename = "PeersChanged")]
@@ -182,6 +195,8 @@ pub struct MapMessage {
     pub keep_alive: bool,
     /// `Node.ID`: the receiving node's own ID.
     pub self_id: Option<u64>,
+    /// The IPv4 address in `Node.Addresses`.
+    pub self_ipv4: Option<Ipv4Addr>,
     /// Length of `Peers` (full maps only).
     pub peer_count: Option<usize>,
     /// `PeersChanged`: (ID, node key text).
@@ -261,7 +276,8 @@ pub fn parse(json: &[u8]) -> Result<MapMessage, DecodeError> {
     let w: Wire = serde_json::from_slice(json).map_err(DecodeError::Json)?;
     let mut m = MapMessage {
         keep_alive: w.keep_alive,
-        self_id: w.node.map(|n| n.id),
+        self_id: w.node.as_ref().map(|n| n.id),
+        self_ipv4: w.node.as_ref().and_then(SelfNode::ipv4),
         peer_count: w.peers.map(|p| p.len()),
         changed: w.peers_changed.into_iter().map(|p| (p.id, p.key)).collect(),
         removed: w.peers_removed,
@@ -284,8 +300,8 @@ pub fn parse(json: &[u8]) -> Result<MapMessage, DecodeError> {
     Ok(m)
 }
 
-/// Decodes the start of a message too large to keep: only `Node.ID`, which the server
-/// writes first (`{"Node":{"ID":…`) in every message that has a `Node`.
+/// Decodes the start of a message too large to keep: only `Node`, which the server writes
+/// first (`{"Node":{"ID":…`) in every message that has one, and which fits in the head.
 pub fn parse_head(head: &[u8]) -> MapMessage {
     let mut plain = Vec::with_capacity(HEAD_PLAIN_LEN);
     // The input is cut short on purpose: keep whatever decoded before the end.
@@ -299,17 +315,19 @@ pub fn parse_head(head: &[u8]) -> MapMessage {
             }
         }
     });
+    let node = leading_node(&plain);
     MapMessage {
-        self_id: leading_node_id(&plain),
+        self_id: node.as_ref().map(|n| n.id),
+        self_ipv4: node.as_ref().and_then(SelfNode::ipv4),
         head_only: true,
         ..Default::default()
     }
 }
 
-fn leading_node_id(json: &[u8]) -> Option<u64> {
-    let rest = json.strip_prefix(br#"{"Node":{"ID":"#)?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+/// The `Node` object at the start of a cut-short message; what follows it is not read.
+fn leading_node(json: &[u8]) -> Option<SelfNode> {
+    let rest = json.strip_prefix(br#"{"Node":"#)?;
+    SelfNode::deserialize(&mut serde_json::Deserializer::from_slice(rest)).ok()
 }
 
 #[cfg(test)]
@@ -365,9 +383,16 @@ mod tests {
         assert_eq!(err, FrameError::TooLong(u32::MAX as usize));
     }
 
+    /// A self node as the server writes it: nested objects and arrays around `Addresses`.
+    const SELF_NODE: &str = r#"{"ID":4242,"StableID":"n4242","Name":"bench-1.example.","User":1,
+        "Key":"nodekey:01","Addresses":["100.64.0.5/32","fd7a:115c:a1e0::5/128"],
+        "AllowedIPs":["100.64.0.5/32"],"Endpoints":["198.51.0.1:41641"],
+        "Hostinfo":{"OS":"linux","NetInfo":{"PreferredDERP":999}},
+        "CapMap":{"https://tailscale.com/cap/ssh":null,"default-auto-update":[false]}}"#;
+
     #[test]
-    fn large_messages_keep_only_their_head_and_still_give_the_self_id() {
-        let mut json = br#"{"Node":{"ID":4242,"Name":"x"},"Peers":["#.to_vec();
+    fn large_messages_keep_only_their_head_and_still_give_the_self_node() {
+        let mut json = format!(r#"{{"Node":{SELF_NODE},"Peers":["#).into_bytes();
         for i in 0..200_000 {
             json.extend(format!(r#"{{"ID":{i},"Key":"nodekey:{i:064x}"}},"#).as_bytes());
         }
@@ -386,6 +411,7 @@ mod tests {
         assert_eq!(out[0].wire_len, wire.len());
         let m = parse_head(&out[0].data);
         assert_eq!(m.self_id, Some(4242));
+        assert_eq!(m.self_ipv4, Some(Ipv4Addr::new(100, 64, 0, 5)));
         assert!(m.head_only);
 
         // Decoded whole, the same message gives its peer count.
@@ -394,7 +420,20 @@ mod tests {
         dec.feed(&wire, &mut out).unwrap();
         let full = parse(&decompress(&out[0].data).unwrap()).unwrap();
         assert_eq!(full.self_id, Some(4242));
+        assert_eq!(full.self_ipv4, Some(Ipv4Addr::new(100, 64, 0, 5)));
         assert_eq!(full.peer_count, Some(200_001));
+    }
+
+    #[test]
+    fn the_self_ipv4_is_whichever_address_is_ipv4() {
+        let ipv6_first =
+            parse(br#"{"Node":{"ID":9,"Addresses":["fd7a:115c:a1e0::9/128","100.64.1.9/32"]}}"#)
+                .unwrap();
+        assert_eq!(ipv6_first.self_ipv4, Some(Ipv4Addr::new(100, 64, 1, 9)));
+        let ipv6_only = parse(br#"{"Node":{"ID":9,"Addresses":["fd7a:115c:a1e0::9/128"]}}"#);
+        assert_eq!(ipv6_only.unwrap().self_ipv4, None);
+        let no_node = parse(br#"{"PeersRemoved":[1]}"#).unwrap();
+        assert_eq!((no_node.self_id, no_node.self_ipv4), (None, None));
     }
 
     #[test]
@@ -484,6 +523,10 @@ mod tests {
         assert!(decompress(b"not zstd").is_err());
         assert!(parse(b"{").is_err());
         assert_eq!(parse_head(b"junk").self_id, None);
-        assert_eq!(leading_node_id(br#"{"Node":{"ID":x"#), None);
+        assert!(leading_node(br#"{"Node":{"ID":x"#).is_none());
+        assert!(
+            leading_node(br#"{"Node":{"ID":1,"Addresses":["100.64"#).is_none(),
+            "a node cut short"
+        );
     }
 }

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -31,6 +32,17 @@ use crate::node::{Ctx, SimNode};
 use crate::probe::{Probe, ProbeResult};
 use crate::procstat::{Proc, Sample};
 use crate::stats::{Summary, mib, ms};
+
+/// The policy the nodes join under.
+#[derive(ValueEnum, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum PolicyMode {
+    /// None until the fan-out's policy rounds (which let everyone see everyone).
+    None,
+    /// Hub and spoke: everyone sees the hub (the first nodes to register), hub nodes see
+    /// everyone, the others do not see each other. Needs --api-key and over 300 nodes.
+    Hub,
+}
 
 #[derive(Parser, Debug)]
 #[command(about = "Simulated Tailscale nodes against an oxiscale server")]
@@ -48,6 +60,9 @@ struct Args {
     /// Nodes kept connected.
     #[arg(long, default_value_t = 1000)]
     nodes: usize,
+    /// The policy put in force before the join.
+    #[arg(long, value_enum, default_value_t = PolicyMode::None)]
+    policy: PolicyMode,
     /// The server's pid, to sample its CPU time and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -218,16 +233,26 @@ impl Bench {
         ))
     }
 
-    /// Base nodes that currently have a map and a known ID, minus `except`.
-    fn viewers(&self, except: Option<usize>) -> Vec<bool> {
+    /// Base nodes that currently have a map and a known ID, minus `except`, and that see
+    /// what changed: under the hub policy only hub nodes hear about a node outside the hub.
+    fn viewers(&self, except: Option<usize>, about_hub: bool) -> Vec<bool> {
+        let everyone = about_hub || self.args.policy == PolicyMode::None;
         self.nodes
             .iter()
             .map(|n| {
                 Some(n.index) != except
                     && n.full_map_at.load(Ordering::Acquire) != 0
                     && n.id.load(Ordering::Relaxed) != 0
+                    && (everyone || in_hub(n))
             })
             .collect()
+    }
+
+    fn viewers_label(&self) -> &'static str {
+        match self.args.policy {
+            PolicyMode::None => "viewers = every connected node",
+            PolicyMode::Hub => "viewers = the connected nodes that see it (hub policy)",
+        }
     }
 
     async fn wait_all_full_maps(&self, after_micros: u64) -> (bool, Duration) {
@@ -363,9 +388,10 @@ impl Bench {
         &self,
         target: Target,
         except: Option<usize>,
+        about_hub: bool,
         change: F,
     ) -> Result<ProbeResult, E> {
-        let viewers = self.viewers(except);
+        let viewers = self.viewers(except, about_hub);
         let probe = Arc::new(Probe::new(target, &viewers, Instant::now()));
         self.ctx.probes.add(probe.clone());
         let outcome = change.await;
@@ -398,36 +424,56 @@ impl Bench {
             bytes as f64 / results.len() as f64,
             bytes as f64 / s.count.max(1) as f64
         );
+        let expected_per_change: Vec<usize> = results.iter().map(|r| r.expected).collect();
         let mut out = json!({"heard": s.count, "expected": expected, "latency": summary_json(&s),
-            "bytes_per_change": bytes as f64 / results.len() as f64, "max_ms_per_change": per_change_max});
-        // The floor: compress + encrypt this exact message once per receiver (best of three,
-        // so a busy moment does not inflate it). Compared with the median change's completion.
-        if let Some(json) = results.iter().find_map(|r| r.sample_json.clone()) {
-            let receivers = results[0].expected;
+            "bytes_per_change": bytes as f64 / results.len() as f64, "max_ms_per_change": per_change_max,
+            "expected_per_change": expected_per_change});
+        // The floor: compress + encrypt this exact message once per receiver of its change
+        // (best of three, so a busy moment does not inflate it). Compared with the median
+        // completion of the changes with as many receivers: under the hub policy one kind
+        // mixes changes about hub nodes (every node hears) and about the others (the hub).
+        if let Some((sampled, json)) = results
+            .iter()
+            .find_map(|r| Some((r, r.sample_json.as_ref()?)))
+        {
+            let receivers = sampled.expected;
             let f = (0..3)
-                .map(|_| floor::measure(&json, receivers))
+                .map(|_| floor::measure(json, receivers))
                 .min_by_key(|f| f.total)
                 .expect("three samples");
-            let mut maxima = per_change_max.clone();
+            let mut maxima: Vec<f64> = results
+                .iter()
+                .zip(&per_change_max)
+                .filter(|(r, _)| r.expected == receivers)
+                .map(|(_, max)| *max)
+                .collect();
             maxima.sort_by(f64::total_cmp);
             let median_max_ms = maxima[maxima.len() / 2];
             let ratio = median_max_ms / (f.total.as_secs_f64() * 1e3);
+            let compared = if maxima.len() == results.len() {
+                String::new()
+            } else {
+                format!(" (of the {} with {receivers} receivers)", maxima.len())
+            };
             println!(
-                "    floor: zstd-1 + Noise encrypt of the {}-byte message × {receivers} streams = {}; median change completes in {median_max_ms:.1}ms = {ratio:.1}× the floor",
+                "    floor: zstd-1 + Noise encrypt of the {}-byte message × {receivers} streams = {}; median change{compared} completes in {median_max_ms:.1}ms = {ratio:.1}× the floor",
                 f.json_len,
                 ms(f.total)
             );
             out["floor"] = json!({"json_bytes": f.json_len, "wire_bytes_per_stream": f.wire_len,
                 "receivers": f.receivers, "ms": f.total.as_secs_f64()*1e3,
-                "median_change_complete_ms": median_max_ms, "ratio": ratio,
-                "sample": String::from_utf8_lossy(&json[..json.len().min(400)])});
+                "median_change_complete_ms": median_max_ms, "changes_compared": maxima.len(),
+                "ratio": ratio, "sample": String::from_utf8_lossy(&json[..json.len().min(400)])});
         }
         out
     }
 
     async fn fanout(&self) -> Value {
         let rounds = self.args.fanout_rounds;
-        println!("== fan-out: {rounds} changes of each kind; viewers = every connected node");
+        println!(
+            "== fan-out: {rounds} changes of each kind; {}",
+            self.viewers_label()
+        );
         let w = Window::open(&self.sampler);
         let n = self.nodes.len();
         let mut endpoint = Vec::new();
@@ -438,6 +484,7 @@ impl Bench {
                 .run_probe(
                     Target::Endpoints(id),
                     Some(x.index),
+                    in_hub(x),
                     x.bump_endpoints(&self.ctx),
                 )
                 .await
@@ -456,7 +503,7 @@ impl Bench {
             }
             let target = Target::Joined(newcomer.node_key.to_string());
             let joined = self
-                .run_probe(target, None, async {
+                .run_probe(target, None, NEWCOMER_IN_HUB, async {
                     newcomer.register(&self.ctx).await?;
                     newcomer.open_stream(&self.ctx).await
                 })
@@ -481,8 +528,9 @@ impl Bench {
                 newcomer.disconnect();
                 continue;
             }
+            let leave = newcomer.logout(&self.ctx);
             match self
-                .run_probe(Target::Removed(id), None, newcomer.logout(&self.ctx))
+                .run_probe(Target::Removed(id), None, in_hub(&newcomer), leave)
                 .await
             {
                 Ok(res) => leaves.push(res),
@@ -515,9 +563,16 @@ impl Bench {
         let mut results = Vec::new();
         for r in 0..self.args.fanout_rounds {
             let port = 40_000 + r as u16;
-            let policy = admin::policy_with_port(port);
+            let policy = match self.args.policy {
+                PolicyMode::None => admin::policy_with_port(port),
+                PolicyMode::Hub => admin::hub_policy(Some(port)),
+            };
             let set = admin::set_policy(&self.ctx.url, api_key, &policy);
-            match self.run_probe(Target::FilterPort(port), None, set).await {
+            // Every node gets the new filter, whomever it sees.
+            match self
+                .run_probe(Target::FilterPort(port), None, true, set)
+                .await
+            {
                 Ok(res) => results.push(res),
                 Err(e) => println!("  policy change failed: {e}"),
             }
@@ -600,8 +655,9 @@ impl Bench {
         let secs = self.args.churn_secs;
         let life = Duration::from_secs(self.args.churn_lifetime_secs);
         println!(
-            "== churn: ephemeral nodes join at {rate}/s for {secs}s, each leaving after {life:?}, while {} stay connected; one endpoint change per second",
-            self.nodes.len()
+            "== churn: ephemeral nodes join at {rate}/s for {secs}s, each leaving after {life:?}, while {} stay connected; one endpoint change per second; {}",
+            self.nodes.len(),
+            self.viewers_label()
         );
         let w = Window::open(&self.sampler);
         let peak_sampler = self.spawn_peak_sampler();
@@ -628,6 +684,7 @@ impl Bench {
                         .run_probe(
                             Target::Endpoints(id),
                             Some(x.index),
+                            in_hub(&x),
                             x.bump_endpoints(&bench.ctx),
                         )
                         .await;
@@ -676,8 +733,9 @@ impl Bench {
         if connect_with_retry(&node, &self.ctx).await.is_err() {
             return (None, None, None);
         }
+        let target = Target::Joined(node.node_key.to_string());
         let joined = self
-            .run_probe(Target::Joined(node.node_key.to_string()), None, async {
+            .run_probe(target, None, NEWCOMER_IN_HUB, async {
                 node.register(&self.ctx).await?;
                 node.open_stream(&self.ctx).await
             })
@@ -692,9 +750,14 @@ impl Bench {
         tokio::time::sleep(life.saturating_sub(t.elapsed())).await;
         let id = node.id.load(Ordering::Relaxed);
         let left = if id != 0 {
-            self.run_probe(Target::Removed(id), None, node.logout(&self.ctx))
-                .await
-                .ok()
+            self.run_probe(
+                Target::Removed(id),
+                None,
+                in_hub(&node),
+                node.logout(&self.ctx),
+            )
+            .await
+            .ok()
         } else {
             None
         };
@@ -702,6 +765,19 @@ impl Bench {
         (joined, left, None)
     }
 }
+
+/// Whether `node` is a hub node (only meaningful under the hub policy).
+fn in_hub(node: &SimNode) -> bool {
+    node.ipv4().is_some_and(|ip| admin::HUB.contains(&ip))
+}
+
+/// Under the hub policy there are more base nodes than this, so that they fill the hub
+/// (`admin::HUB`) and leave spokes.
+const HUB_POLICY_NODES_ABOVE: usize = 300;
+
+/// A node registering after the base nodes is never in the hub: they took its addresses,
+/// which the server hands out in order (see `HUB_POLICY_NODES_ABOVE`).
+const NEWCOMER_IN_HUB: bool = false;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -719,8 +795,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|s| s.trim().to_owned())
         .collect();
     let hold = scenarios.iter().any(|s| s == "hold");
-    if hold && scenarios.len() > 1 {
-        bail!("the hold scenario runs alone");
+    if hold && (scenarios.len() > 1 || args.policy != PolicyMode::None) {
+        bail!("the hold scenario runs alone, with no --policy");
+    }
+    if args.policy == PolicyMode::Hub {
+        if args.api_key.is_none() {
+            bail!("--policy hub puts the policy in force over the admin API: it needs --api-key");
+        }
+        if args.nodes <= HUB_POLICY_NODES_ABOVE {
+            bail!(
+                "--policy hub needs --nodes above {HUB_POLICY_NODES_ABOVE}, so that the hub (the nodes in {}) is not the whole tailnet",
+                admin::HUB
+            );
+        }
     }
     for s in &scenarios {
         if !["join", "steady", "fanout", "storm", "churn", "hold"].contains(&s.as_str()) {
@@ -758,12 +845,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args,
     });
     println!(
-        "oxiscale-loadgen: {} nodes against {} (server pid {:?})",
+        "oxiscale-loadgen: {} nodes against {} (server pid {:?}), policy {}",
         bench.nodes.len(),
         bench.ctx.url,
-        bench.args.server_pid
+        bench.args.server_pid,
+        match bench.args.policy {
+            PolicyMode::None => "none (everyone sees everyone)".to_owned(),
+            PolicyMode::Hub => format!("hub (everyone sees the nodes in {})", admin::HUB),
+        }
     );
-    let mut report = json!({"nodes": bench.nodes.len(), "url": bench.ctx.url});
+    if let (PolicyMode::Hub, Some(api_key)) = (bench.args.policy, &bench.args.api_key) {
+        admin::set_policy(&bench.ctx.url, api_key, &admin::hub_policy(None))
+            .await
+            .context("putting the hub policy in force")?;
+    }
+    let mut report = json!({"nodes": bench.nodes.len(), "url": bench.ctx.url,
+        "policy": bench.args.policy});
     report["join"] = bench.join().await;
     for s in &scenarios {
         report[s.as_str()] = match s.as_str() {

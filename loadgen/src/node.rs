@@ -1,6 +1,7 @@
 //! One simulated node: its keys, its Noise/HTTP/2 connection, register, the map stream and
 //! lite updates, with the little state the scenarios read.
 
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,6 +80,8 @@ pub struct SimNode {
     pub ephemeral: bool,
     /// Server-assigned ID, from `Node.ID` of the first full map (0 = not yet known).
     pub id: AtomicU64,
+    /// Its IPv4 address, from the same map (0 = not yet known).
+    ipv4: AtomicU32,
     /// Micros since `Ctx::start` of the latest full map; 0 = none on the current stream.
     pub full_map_at: AtomicU64,
     pub full_maps: AtomicU64,
@@ -134,6 +137,7 @@ impl SimNode {
             disco_key: DiscoPublic(public_of(&StaticKey::generate())),
             ephemeral,
             id: AtomicU64::new(0),
+            ipv4: AtomicU32::new(0),
             full_map_at: AtomicU64::new(0),
             full_maps: AtomicU64::new(0),
             messages: AtomicU64::new(0),
@@ -155,6 +159,13 @@ impl SimNode {
             identity: Some(identity),
             on_map: Some(on_map),
             ..SimNode::new(0, false)
+        }
+    }
+
+    pub fn ipv4(&self) -> Option<Ipv4Addr> {
+        match self.ipv4.load(Ordering::Relaxed) {
+            0 => None,
+            ip => Some(Ipv4Addr::from(ip)),
         }
     }
 
@@ -396,6 +407,9 @@ impl SimNode {
         }
         if let Some(id) = msg.self_id {
             self.id.store(id, Ordering::Relaxed);
+        }
+        if let Some(ip) = msg.self_ipv4 {
+            self.ipv4.store(ip.into(), Ordering::Relaxed);
         }
         if let Some(n) = msg.peer_count {
             self.last_peer_count.store(n as u64, Ordering::Relaxed);
