@@ -296,9 +296,8 @@ async fn a_join_under_an_all_seeing_policy_sends_filters_not_a_peer_diff() {
     let recorder = Arc::new(Recorder::default());
     srv.running().tailnet.subscribe(recorder.clone());
 
-    let key = key_for(&srv, Some(user_id(&srv, "alice")), &[]).await;
-    let (_c, _) = register_with(&srv, "laptop-c", &key, json!({})).await;
-    let c_id = node_json(&srv, "laptop-c")["id"].as_u64().unwrap();
+    let (_c, c) = register_as(&srv, "alice", "laptop-c").await;
+    let c_id = c["id"].as_u64().unwrap();
     let delta = sa
         .until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&c_id))
         .await;
@@ -314,15 +313,22 @@ async fn a_join_under_an_all_seeing_policy_sends_filters_not_a_peer_diff() {
     srv.stop().await;
 }
 
-/// What a stream says, keep-alives aside, until it has been quiet for a second.
-async fn quiet(s: &mut MapStream) -> Vec<Value> {
+/// Fails if the stream says anything but keep-alives before it has been quiet for a second.
+async fn assert_hears_nothing(s: &mut MapStream, why: &str) {
     let mut heard = Vec::new();
     while let Ok(Some(m)) = tokio::time::timeout(SECOND, s.next()).await {
         if m.get("KeepAlive").is_none() {
             heard.push(m);
         }
     }
-    heard
+    assert_eq!(heard, Vec::<Value>::new(), "{why}");
+}
+
+/// Registers a node of an existing user; returns it and its admin view.
+async fn register_as(srv: &TestServer, user: &str, hostname: &str) -> (TestNode, Value) {
+    let key = key_for(srv, Some(user_id(srv, user)), &[]).await;
+    let (node, _) = register_with(srv, hostname, &key, json!({})).await;
+    (node, node_json(srv, hostname))
 }
 
 /// Under a policy where not everyone meets, a join or a leave changes only who sees the node
@@ -333,14 +339,8 @@ async fn quiet(s: &mut MapStream) -> Vec<Value> {
 async fn a_join_or_leave_under_a_policy_reaches_only_those_it_concerns() {
     let (srv, _path) = file_server(ALICE_TO_BOB_80).await;
     let (mut a, mut b) = alice_and_bob(&srv).await;
-    let carol = srv.user("carol").await;
-    let (mut c, _) = register_with(
-        &srv,
-        "desk-c",
-        &key_for(&srv, Some(carol), &[]).await,
-        json!({}),
-    )
-    .await;
+    srv.user("carol").await;
+    let (mut c, _) = register_as(&srv, "carol", "desk-c").await;
     let (mut sa, _) = first_map(&mut a).await;
     let (mut sb, _) = first_map(&mut b).await;
     let (mut sc, _) = first_map(&mut c).await;
@@ -352,41 +352,18 @@ async fn a_join_or_leave_under_a_policy_reaches_only_those_it_concerns() {
     srv.running().tailnet.subscribe(recorder.clone());
 
     // Another of bob's nodes: alice may reach it, bob's other node and carol may not.
-    let bob = user_id(&srv, "bob");
-    let (_d, _) = register_with(
-        &srv,
-        "server-d",
-        &key_for(&srv, Some(bob), &[]).await,
-        json!({}),
-    )
-    .await;
-    let d_id = node_json(&srv, "server-d")["id"].as_u64().unwrap();
+    let (_d, d) = register_as(&srv, "bob", "server-d").await;
+    let d_id = d["id"].as_u64().unwrap();
     sa.until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&d_id))
         .await;
     let changes = recorder.take();
     assert!(changes.contains(&Change::Filters), "{changes:?}");
     assert!(!changes.contains(&Change::Visibility), "{changes:?}");
-    assert_eq!(
-        quiet(&mut sb).await,
-        Vec::<Value>::new(),
-        "nothing for bob's server"
-    );
-    assert_eq!(
-        quiet(&mut sc).await,
-        Vec::<Value>::new(),
-        "nothing for carol"
-    );
+    assert_hears_nothing(&mut sb, "nothing for bob's server").await;
+    assert_hears_nothing(&mut sc, "nothing for carol").await;
 
     // Another of alice's nodes: it may reach bob's server, whose filter now admits it.
-    let alice = user_id(&srv, "alice");
-    let (_e, _) = register_with(
-        &srv,
-        "laptop-e",
-        &key_for(&srv, Some(alice), &[]).await,
-        json!({}),
-    )
-    .await;
-    let e = node_json(&srv, "laptop-e");
+    let (_e, e) = register_as(&srv, "alice", "laptop-e").await;
     let e_id = e["id"].as_u64().unwrap();
     let to_b = sb
         .until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&e_id))
@@ -406,16 +383,8 @@ async fn a_join_or_leave_under_a_policy_reaches_only_those_it_concerns() {
         "{filter_of_b}"
     );
     assert!(!recorder.take().contains(&Change::Visibility));
-    assert_eq!(
-        quiet(&mut sa).await,
-        Vec::<Value>::new(),
-        "alice's laptops do not meet"
-    );
-    assert_eq!(
-        quiet(&mut sc).await,
-        Vec::<Value>::new(),
-        "nothing for carol"
-    );
+    assert_hears_nothing(&mut sa, "alice's laptops do not meet").await;
+    assert_hears_nothing(&mut sc, "nothing for carol").await;
 
     // Bob's new node leaves: only alice had it.
     srv.running().admin.delete_node(d_id).await.unwrap();
@@ -424,16 +393,8 @@ async fn a_join_or_leave_under_a_policy_reaches_only_those_it_concerns() {
         .await;
     assert_eq!(gone["PeersRemoved"], json!([d_id]), "{gone}");
     assert!(!recorder.take().contains(&Change::Visibility));
-    assert_eq!(
-        quiet(&mut sb).await,
-        Vec::<Value>::new(),
-        "nothing for bob's server"
-    );
-    assert_eq!(
-        quiet(&mut sc).await,
-        Vec::<Value>::new(),
-        "nothing for carol"
-    );
+    assert_hears_nothing(&mut sb, "nothing for bob's server").await;
+    assert_hears_nothing(&mut sc, "nothing for carol").await;
     srv.stop().await;
 }
 

@@ -835,9 +835,9 @@ impl Compiled {
         merged
     }
 
-    /// Whether every node compiled into both lets the same nodes among those see it here
-    /// as in `other`. Nodes in only one of them (joined or left in between) are left out:
-    /// who sees them is said by the change about them. Snapshots whose common nodes are
+    /// Whether the nodes compiled into both see the same peers among themselves here as in
+    /// `other`. Nodes in only one of them (joined or left in between) are left out: who
+    /// sees them is said by the change about them. Snapshots whose common nodes are
     /// in another relative order count as different (the caller then diffs everything).
     ///
     /// Costs O(n²/64 + n·k) for k nodes in only one snapshot: the common nodes form at most
