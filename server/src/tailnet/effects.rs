@@ -39,9 +39,10 @@ pub enum Change {
     NodeRemoved(NodeId),
     /// Who may see whom, or the packet filters, may have changed for everyone.
     Visibility,
-    /// Only the packet filters (and SSH policies) may have changed: every node still sees
-    /// exactly the peers it saw, with the same routes. Saves every stream a diff of its
-    /// whole peer set.
+    /// Only the packet filters (and SSH policies) may have changed: among the nodes that
+    /// were there before, every one still sees exactly the peers it saw, with the same
+    /// routes; who sees a node that joined or left is said by the change about it. Saves
+    /// every stream a diff of its whole peer set.
     Filters,
     DnsConfig,
     /// The DERP map changed (a remote map was refreshed).
