@@ -125,25 +125,33 @@ impl Sampler {
     }
 }
 
-/// CPU and RSS of the server and of this process across a phase.
+/// CPU and RSS of the server and of this process across a phase, and what the streams
+/// received in it.
 struct Window {
     t: Instant,
     server: Option<Sample>,
     me: Option<Sample>,
     machine: Option<Duration>,
+    /// Map bytes and messages received by every node before the phase.
+    received: (u64, u64),
 }
 
 impl Window {
-    fn open(sampler: &Sampler) -> Window {
+    fn open(bench: &Bench) -> Window {
+        let sampler = &bench.sampler;
         sampler.reset_peak();
+        let (bytes, messages, _) = bench.totals();
         Window {
             t: Instant::now(),
             server: sampler.sample(),
             me: Proc::new(None).sample().ok(),
             machine: procstat::machine_busy(),
+            received: (bytes, messages),
         }
     }
-    fn close(&self, sampler: &Sampler) -> Value {
+    fn close(&self, bench: &Bench) -> Value {
+        let sampler = &bench.sampler;
+        let (bytes, messages, _) = bench.totals();
         let dt = self.t.elapsed().as_secs_f64();
         let server = sampler.sample();
         let me = Proc::new(None).sample().ok();
@@ -174,6 +182,8 @@ impl Window {
             "server_peak_rss_bytes": sampler.peak(),
             "loadgen_cpu_pct_of_one_core": share(self.me, me),
             "loadgen_rss_bytes": me.map(|s| s.rss_bytes),
+            "received_bytes": bytes.saturating_sub(self.received.0),
+            "received_messages": messages.saturating_sub(self.received.1),
         })
     }
 }
@@ -186,7 +196,7 @@ fn print_window(label: &str, w: &Value) {
     };
     let bytes = |k: &str| w[k].as_u64().map(mib).unwrap_or_else(|| "n/a".into());
     println!(
-        "  [{label}] {:.1}s  server: cpu {} of one core, rss {}, peak rss {}  |  loadgen: cpu {}, rss {}  |  other processes: cpu {}",
+        "  [{label}] {:.1}s  server: cpu {} of one core, rss {}, peak rss {}  |  loadgen: cpu {}, rss {}  |  other processes: cpu {}  |  received {} in {} messages",
         w["seconds"].as_f64().unwrap_or(0.0),
         pct("server_cpu_pct_of_one_core"),
         bytes("server_rss_bytes"),
@@ -194,6 +204,8 @@ fn print_window(label: &str, w: &Value) {
         pct("loadgen_cpu_pct_of_one_core"),
         bytes("loadgen_rss_bytes"),
         pct("other_processes_cpu_pct_of_one_core"),
+        bytes("received_bytes"),
+        w["received_messages"].as_u64().unwrap_or(0),
     );
 }
 
@@ -283,7 +295,7 @@ impl Bench {
             "== join: {} nodes register and open map streams",
             self.nodes.len()
         );
-        let w = Window::open(&self.sampler);
+        let w = Window::open(self);
         let t0 = Instant::now();
         let t0_us = self.ctx.micros();
         let sem = Arc::new(Semaphore::new(self.args.join_concurrency));
@@ -331,7 +343,7 @@ impl Bench {
         if !errors.is_empty() {
             println!("  {} failures, first: {}", errors.len(), errors[0]);
         }
-        let win = w.close(&self.sampler);
+        let win = w.close(self);
         print_window("join", &win);
         json!({
             "registered": ok, "failures": errors.len(), "first_error": errors.first(),
@@ -361,10 +373,10 @@ impl Bench {
         // Let the join's online patches drain first.
         tokio::time::sleep(Duration::from_secs(5)).await;
         let (b0, m0, k0) = self.totals();
-        let w = Window::open(&self.sampler);
+        let w = Window::open(self);
         tokio::time::sleep(Duration::from_secs(secs)).await;
         let (b1, m1, k1) = self.totals();
-        let win = w.close(&self.sampler);
+        let win = w.close(self);
         let minutes = win["seconds"].as_f64().unwrap_or(1.0) / 60.0;
         let n = self.nodes.len().max(1) as f64;
         let per_node_min = (b1 - b0) as f64 / n / minutes;
@@ -474,7 +486,7 @@ impl Bench {
             "== fan-out: {rounds} changes of each kind; {}",
             self.viewers_label()
         );
-        let w = Window::open(&self.sampler);
+        let w = Window::open(self);
         let n = self.nodes.len();
         let mut endpoint = Vec::new();
         for r in 0..rounds {
@@ -551,7 +563,7 @@ impl Bench {
                 json!("skipped: no --api-key")
             }
         };
-        let win = w.close(&self.sampler);
+        let win = w.close(self);
         print_window("fan-out", &win);
         out["window"] = win;
         out
@@ -589,7 +601,7 @@ impl Bench {
             "== storm: all {} nodes drop and reconnect at once",
             self.nodes.len()
         );
-        let w = Window::open(&self.sampler);
+        let w = Window::open(self);
         let peak_sampler = self.spawn_peak_sampler();
         let t0 = Instant::now();
         let t0_us = self.ctx.micros();
@@ -633,7 +645,7 @@ impl Bench {
                 errors[0]
             );
         }
-        let win = w.close(&self.sampler);
+        let win = w.close(self);
         print_window("storm", &win);
         json!({"settled_seconds": settled.as_secs_f64(), "all": all, "failures": errors.len(),
                "first_error": errors.first(), "per_node": summary_json(&s), "window": win})
@@ -659,7 +671,7 @@ impl Bench {
             self.nodes.len(),
             self.viewers_label()
         );
-        let w = Window::open(&self.sampler);
+        let w = Window::open(self);
         let peak_sampler = self.spawn_peak_sampler();
         let mut set = JoinSet::new();
         let interval = Duration::from_secs_f64(1.0 / rate.max(0.01));
@@ -714,7 +726,7 @@ impl Bench {
         if failures > 0 {
             println!("  {failures} churn tasks failed");
         }
-        let win = w.close(&self.sampler);
+        let win = w.close(self);
         print_window("churn", &win);
         let mut out = out;
         out["window"] = win;
