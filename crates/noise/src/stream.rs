@@ -15,15 +15,19 @@ use bytes::{Buf, BufMut, BytesMut};
 use oxiscale_tailcfg::ChallengePublic;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::io::poll_read_buf;
 
 use crate::handshake::HEADER_LEN;
-use crate::record::{Decoder, Encryptor, MAX_PLAINTEXT_LEN, RecordError, Transport};
+use crate::record::{
+    Decoder, Encryptor, MAX_PLAINTEXT_LEN, MAX_RECORD_LEN, RecordError, Transport,
+};
 
 /// Sealed ciphertext allowed to wait for the socket before writes push back.
 pub const WRITE_HIGH_WATER: usize = 64 * 1024;
-/// A drained write buffer larger than this is freed rather than kept.
-const IDLE_WRITE_CAPACITY: usize = 8 * 1024;
-/// How much a single socket read asks for.
+/// What a write buffer can hold at most: the high water mark, the record that crossed it
+/// and the open one.
+const WRITE_CAPACITY: usize = WRITE_HIGH_WATER + 2 * MAX_RECORD_LEN;
+/// How much a single socket read asks for at least.
 const READ_CHUNK: usize = 16 * 1024;
 /// First bytes of the optional server early payload.
 pub const EARLY_PAYLOAD_MAGIC: [u8; 5] = [0xff, 0xff, 0xff, b'T', b'S'];
@@ -224,12 +228,9 @@ impl<IO: AsyncRead + Unpin> NoiseStream<IO> {
                 return Poll::Ready(self.decoder.finish().map_err(record_io_error));
             }
             let buf = self.decoder.buffer_mut();
-            let start = buf.len();
-            buf.resize(start + READ_CHUNK, 0);
-            let mut read_buf = ReadBuf::new(&mut buf[start..]);
-            let polled = Pin::new(&mut self.io).poll_read(cx, &mut read_buf);
-            let n = read_buf.filled().len();
-            buf.truncate(start + n);
+            // Into spare capacity, not zeroed first: every byte read is decrypted anyway.
+            buf.reserve(READ_CHUNK);
+            let polled = poll_read_buf(Pin::new(&mut self.io), cx, buf);
             match polled {
                 Poll::Pending => {
                     // An idle connection (the usual state of a map long-poll) keeps no
@@ -240,8 +241,8 @@ impl<IO: AsyncRead + Unpin> NoiseStream<IO> {
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-                Poll::Ready(Ok(())) if n == 0 => self.read_eof = true,
-                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Ok(0)) => self.read_eof = true,
+                Poll::Ready(Ok(_)) => {}
             }
         }
     }
@@ -298,10 +299,6 @@ impl<IO: AsyncWrite + Unpin> NoiseStream<IO> {
             self.out.advance(n);
             self.sealed -= n;
         }
-        // Give back a large drained buffer; small ones are kept for the next frames.
-        if self.out.is_empty() && self.out.capacity() > IDLE_WRITE_CAPACITY {
-            self.out = BytesMut::new();
-        }
         Poll::Ready(Ok(()))
     }
 }
@@ -346,6 +343,12 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for NoiseStream<IO> {
                 return Poll::Pending;
             }
         }
+        if buf.len() >= MAX_PLAINTEXT_LEN {
+            // A bulk write (a map's DATA frame): room for a whole batch at once, instead of
+            // doubling record by record and copying what is held at every step.
+            this.out
+                .reserve(WRITE_CAPACITY.saturating_sub(this.out.len()));
+        }
         let mut written = 0;
         while written < buf.len() && this.sealed < WRITE_HIGH_WATER {
             if !this.has_open_record() {
@@ -366,6 +369,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for NoiseStream<IO> {
         let this = &mut *self;
         this.seal_open_record()?;
         ready!(this.poll_drain(cx))?;
+        // The writer is done for now and a long poll is mostly idle: give the buffer back
+        // (`capacity()` would not tell its size; a drained view has little left).
+        // Drains in the middle of a write keep theirs, as more is coming.
+        this.out = BytesMut::new();
         Pin::new(&mut this.io).poll_flush(cx)
     }
 
@@ -539,11 +546,8 @@ mod tests {
         assert_eq!(server.decoder.buffered(), 0);
         assert_eq!(server.decoder.buffer_mut().capacity(), 0);
         assert_eq!(server.plain.capacity(), 0);
-        assert!(
-            client.out.capacity() <= IDLE_WRITE_CAPACITY,
-            "{}",
-            client.out.capacity()
-        );
+        // A flushed writer keeps no buffer at all.
+        assert_eq!(client.out.capacity(), 0);
     }
 
     #[tokio::test]
