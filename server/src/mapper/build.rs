@@ -19,10 +19,11 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use super::MapConfig;
-use super::chunks::{CHUNK_IDS, Chunk, MessageBuilder, PeerChunks, chunk_of};
+use super::chunks::{Chunk, MessageBuilder, PeerChunks};
 use crate::tailnet::State;
 use crate::tailnet::access::PeerRoutes;
 use crate::tailnet::model::{Node, UserId};
+use crate::tailnet::nodes::block_of;
 
 /// The user that owns tagged nodes on the wire (clients need some user for every node).
 pub const TAGGED_DEVICES_USER_ID: UserId = 2_147_455_555;
@@ -222,16 +223,12 @@ impl FullMapSnapshot {
         // routes or has expired: its summary says so without touching the members (a join
         // or a storm takes N snapshots of N nodes).
         let everyone_sees_everyone = state.access().everyone_sees_everyone();
-        let own_chunk = chunk_of(me.id);
-        // Nodes come in id order; walk them chunk by chunk.
-        let mut next = state.first_node_id_from(0);
-        while let Some(start) = next {
-            let chunk = chunk_of(start);
-            let end = (chunk + 1).saturating_mul(CHUNK_IDS);
-            next = state.first_node_id_from(end);
-            let members = state.nodes_in(start..end);
+        let own_chunk = block_of(me.id);
+        // A chunk is one of the tailnet's blocks of node ids; walk them in id order.
+        for (chunk, stamp) in state.node_blocks() {
+            let members = state.nodes_in_block(chunk);
             if everyone_sees_everyone && chunk != own_chunk {
-                let whole = chunks.get(chunk, members.clone());
+                let whole = chunks.get(chunk, stamp, members.clone());
                 if whole.shown_alike(now) {
                     peer_count += whole.ids().len();
                     owners.extend(whole.owners().iter().copied());
@@ -257,7 +254,7 @@ impl FullMapSnapshot {
             }
             peer_count += visible.len();
             if shared {
-                segments.push(PeerSegment::Shared(chunks.get(chunk, members)));
+                segments.push(PeerSegment::Shared(chunks.get(chunk, stamp, members)));
             } else if !visible.is_empty() {
                 let views = visible.iter().map(|node| peer_view(state, me, node));
                 match segments.last_mut() {

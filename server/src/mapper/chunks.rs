@@ -5,8 +5,8 @@
 //! join wave or a reconnect storm. A map message is a 4-byte length and then zstd data that
 //! clients decode with a decoder that accepts any number of concatenated frames (Tailscale's
 //! `zstdframe.AppendDecode`: "the input may consist of zero or more frames"; libzstd's
-//! one-shot decoder likewise). So the `Peers` array is cut into chunks by node id range;
-//! a chunk every member of which the viewer sees with the shared rendering is compressed
+//! one-shot decoder likewise). So the `Peers` array is cut into chunks, the tailnet's blocks
+//! of node ids (`tailnet::nodes`); a chunk every member of which the viewer sees with the shared rendering is compressed
 //! once per version of its members and its frame is sent, by reference, to every such
 //! viewer. Only the rest — the viewer's own node, its own chunk, peers shown with
 //! viewer-specific routes, the last chunk and the map's other fields — is compressed per
@@ -20,25 +20,11 @@ use time::OffsetDateTime;
 
 use crate::tailnet::model::{Node, NodeId, UserId};
 
-/// Node ids per chunk. ~128 peers are ~75 KB of JSON: enough for zstd to find the
-/// repetition between peers, small enough that the per-viewer part stays cheap. A build
-/// may set `OXISCALE_MAP_CHUNK_IDS` (e.g. 1) so that tests with a handful of real clients
-/// get maps made mostly of shared frames.
-pub const CHUNK_IDS: NodeId = match option_env!("OXISCALE_MAP_CHUNK_IDS") {
-    Some(n) => match NodeId::from_str_radix(n, 10) {
-        Ok(n) if n > 0 => n,
-        _ => panic!("OXISCALE_MAP_CHUNK_IDS must be a whole number of at least 1"),
-    },
-    None => 128,
-};
-
-pub fn chunk_of(id: NodeId) -> NodeId {
-    id / CHUNK_IDS
-}
-
 /// A chunk's members (every node in its id range, in id order), what a full map needs to
 /// know about them as a whole, and their frame.
 pub struct Chunk {
+    /// The block's stamp when these were its members.
+    stamp: u64,
     members: Vec<Arc<Node>>,
     /// The members' ids, kept apart from the nodes so that recording a full map's peers
     /// reads one short array instead of touching every node.
@@ -53,11 +39,12 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    fn new(members: Vec<Arc<Node>>) -> Chunk {
+    fn new(stamp: u64, members: Vec<Arc<Node>>) -> Chunk {
         let mut owners: Vec<Option<UserId>> = members.iter().map(|m| m.user).collect();
         owners.sort_unstable();
         owners.dedup();
         Chunk {
+            stamp,
             ids: members.iter().map(|m| m.id).collect(),
             owners,
             any_routes: members.iter().any(|m| m.serves_routes()),
@@ -112,25 +99,22 @@ pub struct PeerChunks {
 }
 
 impl PeerChunks {
-    /// The chunk for exactly these members (the nodes of id range `chunk`, in id order).
-    /// Called under the tailnet's read lock: when the cached chunk is current this only
-    /// compares pointers, so a full map's snapshot does not clone N `Arc`s.
-    ///
-    /// Node versions are immutable while shared (a change makes a new `Arc`; the chunk holds
-    /// its members, so a version cannot be changed in place under it): equal pointers mean
-    /// equal JSON.
+    /// The chunk of block `chunk` whose members, `members`, carry the block's `stamp`.
+    /// Called under the tailnet's read lock: when the cached chunk is current this compares
+    /// one number, so a full map's snapshot does not touch N nodes.
     pub fn get<'a>(
         &self,
         chunk: NodeId,
-        members: impl Iterator<Item = &'a Arc<Node>> + Clone,
+        stamp: u64,
+        members: impl Iterator<Item = &'a Arc<Node>>,
     ) -> Arc<Chunk> {
         let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = chunks.get(&chunk)
-            && same_members(&c.members, members.clone())
+            && c.stamp == stamp
         {
             return c.clone();
         }
-        let c = Arc::new(Chunk::new(members.cloned().collect()));
+        let c = Arc::new(Chunk::new(stamp, members.cloned().collect()));
         chunks.insert(chunk, c.clone());
         c
     }
@@ -142,17 +126,6 @@ impl PeerChunks {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-}
-
-fn same_members<'a>(a: &[Arc<Node>], b: impl Iterator<Item = &'a Arc<Node>>) -> bool {
-    let mut n = 0;
-    for y in b {
-        match a.get(n) {
-            Some(x) if Arc::ptr_eq(x, y) => n += 1,
-            _ => return false,
-        }
-    }
-    n == a.len()
 }
 
 /// Builds one map message out of pieces: per-viewer JSON (compressed here, frame by frame)

@@ -13,6 +13,7 @@ pub mod effects;
 pub mod feed;
 pub mod model;
 pub mod names;
+pub mod nodes;
 pub mod secret;
 pub mod state;
 

@@ -24,6 +24,7 @@ use super::addresses::{AddressPool, AllocError};
 use super::effects::{Change, DbOp, Effects};
 use super::model::{ApiKey, KeyId, Node, NodeId, PreAuthKey, RegisterMethod, User, UserId};
 use super::names::{is_valid_label, sanitize_hostname, unique_label};
+use super::nodes::NodeTable;
 use super::secret::{self, SecretKind};
 
 /// How long an interactive login may stay pending.
@@ -118,7 +119,7 @@ pub struct Loaded {
 pub struct State {
     pub settings: Settings,
     users: BTreeMap<UserId, User>,
-    nodes: BTreeMap<NodeId, Arc<Node>>,
+    nodes: NodeTable,
     by_node_key: HashMap<NodePublic, NodeId>,
     /// A machine's nodes (one per owner and tag set it registered as): re-registration looks
     /// here instead of walking every node, which made a join quadratic.
@@ -150,7 +151,7 @@ impl State {
         let mut s = State {
             settings,
             users: BTreeMap::new(),
-            nodes: BTreeMap::new(),
+            nodes: NodeTable::default(),
             by_node_key: HashMap::new(),
             by_machine_key: HashMap::new(),
             names: HashMap::new(),
@@ -176,7 +177,7 @@ impl State {
             s.seq.node = s.seq.node.max(n.id);
             s.pool.mark_used(n.ipv4, n.ipv6);
             s.index_node(&n);
-            s.nodes.insert(n.id, Arc::new(n));
+            s.nodes.insert(Arc::new(n));
         }
         for k in loaded.preauth_keys {
             s.seq.preauth = s.seq.preauth.max(k.id);
@@ -229,17 +230,15 @@ impl State {
         self.nodes.values()
     }
 
-    /// The nodes with ids in `ids`, in id order.
-    pub fn nodes_in(
-        &self,
-        ids: std::ops::Range<NodeId>,
-    ) -> impl Iterator<Item = &Arc<Node>> + Clone {
-        self.nodes.range(ids).map(|(_, n)| n)
+    /// The blocks of node ids that hold nodes, in id order, each with a stamp that changes
+    /// whenever any of its nodes does (see [`NodeTable`]).
+    pub fn node_blocks(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
+        self.nodes.blocks()
     }
 
-    /// The lowest node id at or above `from`.
-    pub fn first_node_id_from(&self, from: NodeId) -> Option<NodeId> {
-        self.nodes.range(from..).next().map(|(id, _)| *id)
+    /// The nodes of one block, in id order.
+    pub fn nodes_in_block(&self, block: NodeId) -> impl Iterator<Item = &Arc<Node>> + Clone {
+        self.nodes.block(block)
     }
 
     pub fn node_count(&self) -> usize {
@@ -863,7 +862,7 @@ impl State {
         self.index_node(&node);
         let node = Arc::new(node);
         fx.write(DbOp::PutNode(node.clone()));
-        self.nodes.insert(id, node);
+        self.nodes.insert(node);
         self.policy_dirty = true;
         fx.announce(Change::NodeUpserted(id));
         Ok(id)
@@ -1089,7 +1088,7 @@ impl State {
     }
 
     fn remove_node(&mut self, fx: &mut Effects, id: NodeId) {
-        let Some(node) = self.nodes.remove(&id) else {
+        let Some(node) = self.nodes.remove(id) else {
             return;
         };
         self.by_node_key.remove(&node.node_key);
@@ -1560,7 +1559,7 @@ impl State {
     fn update_node(&mut self, fx: &mut Effects, id: NodeId, f: impl FnOnce(&mut Node)) {
         let slot = self
             .nodes
-            .get_mut(&id)
+            .get_mut(id)
             .expect("caller checked the node exists");
         let before = policy_inputs_hash(slot);
         let node = Arc::make_mut(slot);

@@ -1,0 +1,203 @@
+//! The tailnet's nodes by id, with a stamp per block of ids that says when any of them
+//! last changed.
+//!
+//! Map builders cache what they make of a block (the mapper's shared peer chunks): the
+//! stamp tells them in O(1) whether a cached rendering is still current, instead of
+//! comparing every member. Every change to the table goes through its methods, which is
+//! what makes the stamps trustworthy; reads see it as the map it wraps.
+
+use std::collections::BTreeMap;
+use std::ops::{Deref, Range};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::model::{Node, NodeId};
+
+/// Node ids per block. ~128 peers are ~75 KB of JSON: enough for zstd to find the
+/// repetition between peers, small enough that the per-viewer part of a map stays cheap. A
+/// build may set `OXISCALE_MAP_CHUNK_IDS` (e.g. 1) so that tests with a handful of real
+/// clients get maps made mostly of shared frames.
+pub const BLOCK_IDS: NodeId = match option_env!("OXISCALE_MAP_CHUNK_IDS") {
+    Some(n) => match NodeId::from_str_radix(n, 10) {
+        Ok(n) if n > 0 => n,
+        _ => panic!("OXISCALE_MAP_CHUNK_IDS must be a whole number of at least 1"),
+    },
+    None => 128,
+};
+
+pub fn block_of(id: NodeId) -> NodeId {
+    id / BLOCK_IDS
+}
+
+/// The ids of block `block`.
+pub fn block_ids(block: NodeId) -> Range<NodeId> {
+    block.saturating_mul(BLOCK_IDS)..(block + 1).saturating_mul(BLOCK_IDS)
+}
+
+/// Stamps come from one counter for the whole process, so no two contents of a block ever
+/// share one, not even across a reload of the tailnet (a new table) after a failed commit.
+static NEXT_STAMP: AtomicU64 = AtomicU64::new(1);
+
+fn fresh_stamp() -> u64 {
+    NEXT_STAMP.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Nodes by id. Derefs to the map for reading; changes go through the methods below.
+#[derive(Default)]
+pub struct NodeTable {
+    nodes: BTreeMap<NodeId, Arc<Node>>,
+    /// Every block that holds a node, with the stamp of its current members.
+    stamps: BTreeMap<NodeId, u64>,
+}
+
+impl Deref for NodeTable {
+    type Target = BTreeMap<NodeId, Arc<Node>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.nodes
+    }
+}
+
+impl NodeTable {
+    pub fn insert(&mut self, node: Arc<Node>) -> Option<Arc<Node>> {
+        self.touch(node.id);
+        self.nodes.insert(node.id, node)
+    }
+
+    pub fn remove(&mut self, id: NodeId) -> Option<Arc<Node>> {
+        let removed = self.nodes.remove(&id)?;
+        let block = block_of(id);
+        if self.nodes.range(block_ids(block)).next().is_some() {
+            self.touch(id);
+        } else {
+            self.stamps.remove(&block);
+        }
+        Some(removed)
+    }
+
+    /// The node to change in place (the caller swaps or copies on write).
+    pub fn get_mut(&mut self, id: NodeId) -> Option<&mut Arc<Node>> {
+        if !self.nodes.contains_key(&id) {
+            return None;
+        }
+        self.touch(id);
+        self.nodes.get_mut(&id)
+    }
+
+    /// Every node, to change in place.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&NodeId, &mut Arc<Node>)> {
+        for stamp in self.stamps.values_mut() {
+            *stamp = fresh_stamp();
+        }
+        self.nodes.iter_mut()
+    }
+
+    /// The blocks that hold nodes, in id order, each with the stamp of its members.
+    pub fn blocks(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
+        self.stamps.iter().map(|(block, stamp)| (*block, *stamp))
+    }
+
+    /// The nodes of block `block`, in id order.
+    pub fn block(&self, block: NodeId) -> impl Iterator<Item = &Arc<Node>> + Clone {
+        self.nodes.range(block_ids(block)).map(|(_, n)| n)
+    }
+
+    fn touch(&mut self, id: NodeId) {
+        self.stamps.insert(block_of(id), fresh_stamp());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tailnet::model::RegisterMethod;
+
+    fn node(id: NodeId) -> Arc<Node> {
+        Arc::new(Node {
+            id,
+            machine_key: Default::default(),
+            node_key: Default::default(),
+            disco_key: Default::default(),
+            hostname: format!("n{id}"),
+            given_name: format!("n{id}"),
+            user: Some(1),
+            tags: Vec::new(),
+            ipv4: None,
+            ipv6: None,
+            hostinfo: Default::default(),
+            endpoints: Vec::new(),
+            approved_routes: Vec::new(),
+            ephemeral: false,
+            register_method: RegisterMethod::AuthKey,
+            auth_key_id: None,
+            expiry: None,
+            created: time::OffsetDateTime::UNIX_EPOCH,
+            last_seen: None,
+            cap_version: 0,
+            online: false,
+            peer_json: Default::default(),
+        })
+    }
+
+    fn stamp(t: &NodeTable, block: NodeId) -> Option<u64> {
+        t.blocks().find(|(b, _)| *b == block).map(|(_, s)| s)
+    }
+
+    #[test]
+    fn every_change_to_a_block_gives_it_a_new_stamp_and_leaves_the_others_alone() {
+        let mut t = NodeTable::default();
+        let (a, b) = (block_ids(1).start, block_ids(2).start);
+        t.insert(node(a));
+        t.insert(node(b));
+        let mut seen = vec![stamp(&t, 1).unwrap()];
+        let sb = stamp(&t, 2).unwrap();
+        let mut changed_block_1 = |t: &NodeTable| {
+            let now = stamp(t, 1).unwrap();
+            assert!(!seen.contains(&now), "block 1 kept an old stamp");
+            seen.push(now);
+            assert_eq!(stamp(t, 2), Some(sb), "block 2 was not touched");
+        };
+
+        t.get_mut(a).unwrap();
+        changed_block_1(&t);
+        t.insert(node(a));
+        changed_block_1(&t);
+        let last = block_ids(1).end - 1;
+        t.insert(node(last));
+        changed_block_1(&t);
+        if last != a {
+            t.remove(last);
+            changed_block_1(&t);
+        }
+
+        for _ in t.iter_mut() {}
+        assert!(!seen.contains(&stamp(&t, 1).unwrap()));
+        assert_ne!(stamp(&t, 2), Some(sb));
+    }
+
+    #[test]
+    fn a_block_emptied_is_no_longer_listed_and_a_missing_node_changes_nothing() {
+        let mut t = NodeTable::default();
+        let (a, b) = (block_ids(0).end - 1, block_ids(1).start);
+        t.insert(node(a));
+        t.insert(node(b));
+        let before: Vec<_> = t.blocks().collect();
+        assert!(t.get_mut(block_ids(7).start).is_none());
+        assert!(t.remove(block_ids(7).start).is_none());
+        assert_eq!(t.blocks().collect::<Vec<_>>(), before);
+
+        t.remove(a);
+        assert_eq!(t.blocks().map(|(b, _)| b).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(t.block(1).map(|n| n.id).collect::<Vec<_>>(), vec![b]);
+        assert_eq!(t.block(0).count(), 0);
+    }
+
+    #[test]
+    fn tables_made_one_after_the_other_never_share_a_stamp() {
+        let mut first = NodeTable::default();
+        first.insert(node(1));
+        let mut second = NodeTable::default();
+        second.insert(node(1));
+        assert_ne!(stamp(&first, block_of(1)), stamp(&second, block_of(1)));
+    }
+}
