@@ -263,18 +263,6 @@ impl FullMapSnapshot {
                 }
             }
         }
-        // Shared frames end every peer with a comma; the array's last peer is rendered here.
-        if let Some(PeerSegment::Shared(chunk)) = segments.last() {
-            let views = chunk
-                .members()
-                .iter()
-                .map(|m| PeerView {
-                    node: m.clone(),
-                    routes: None,
-                })
-                .collect();
-            *segments.last_mut().expect("just seen") = PeerSegment::Own(views);
-        }
         let profiles = owner_profiles(state, owners);
         FullMapSnapshot {
             me: self_node(state, me, now),
@@ -364,9 +352,11 @@ impl FullMapSnapshot {
         // `{"Node":{…}` + `,"Peers":[`
         msg.json().extend_from_slice(&head[..head.len() - 1]);
         msg.json().extend_from_slice(br#","Peers":["#);
-        for segment in &peers {
+        // Every peer is followed by a comma but the array's last.
+        for (i, segment) in peers.iter().enumerate() {
+            let last = i + 1 == peers.len();
             match segment {
-                PeerSegment::Shared(chunk) => msg.frame(chunk.frame(render)),
+                PeerSegment::Shared(chunk) => msg.frame(chunk.frame(render, last)),
                 PeerSegment::Own(views) => {
                     for view in views {
                         let json = match render_peer(&base_domain, view, now) {
@@ -376,14 +366,14 @@ impl FullMapSnapshot {
                         msg.json().extend_from_slice(json.get().as_bytes());
                         msg.json().push(b',');
                     }
+                    if last {
+                        msg.json().pop();
+                    }
                 }
             }
         }
-        // The last segment is our own (see `take`): drop its last comma, close the array
-        // and append the other fields, `tail` without its opening brace.
+        // Close the array and append the other fields, `tail` without its opening brace.
         let json = msg.json();
-        debug_assert_eq!(json.last(), Some(&b','));
-        json.pop();
         json.push(b']');
         if tail.len() > 2 {
             json.push(b',');

@@ -5,12 +5,12 @@
 //! join wave or a reconnect storm. A map message is a 4-byte length and then zstd data that
 //! clients decode with a decoder that accepts any number of concatenated frames (Tailscale's
 //! `zstdframe.AppendDecode`: "the input may consist of zero or more frames"; libzstd's
-//! one-shot decoder likewise). So the `Peers` array is cut into chunks, the tailnet's blocks
-//! of node ids (`tailnet::nodes`); a chunk every member of which the viewer sees with the shared rendering is compressed
-//! once per version of its members and its frame is sent, by reference, to every such
-//! viewer. Only the rest — the viewer's own node, its own chunk, peers shown with
-//! viewer-specific routes, the last chunk and the map's other fields — is compressed per
-//! viewer.
+//! one-shot decoder likewise). So the `Peers` array is cut into chunks, the tailnet's
+//! blocks of node ids (`tailnet::nodes`); a chunk every member of which the viewer sees
+//! with the shared rendering is compressed once per version of its members and its frame
+//! is sent, by reference, to every such viewer. Only the rest — the viewer's own node, its
+//! own chunk, peers shown with viewer-specific routes and the map's other fields — is
+//! compressed per viewer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -36,6 +36,8 @@ pub struct Chunk {
     /// The earliest key expiry among the members.
     earliest_expiry: Option<OffsetDateTime>,
     frame: OnceLock<Bytes>,
+    /// The same without the comma after the last member, for the end of the array.
+    last_frame: OnceLock<Bytes>,
 }
 
 impl Chunk {
@@ -51,6 +53,7 @@ impl Chunk {
             earliest_expiry: members.iter().filter_map(|m| m.expiry).min(),
             members,
             frame: OnceLock::new(),
+            last_frame: OnceLock::new(),
         }
     }
 
@@ -72,23 +75,31 @@ impl Chunk {
         !self.any_routes && self.earliest_expiry.is_none_or(|e| e > now)
     }
 
-    /// The zstd frame of the members' shared JSON, each followed by a comma (the viewer's
-    /// own last segment closes the array). `render` gives one member's JSON. Concurrent
-    /// viewers of a new version wait for one compression instead of each doing it.
-    pub fn frame(&self, render: impl Fn(&Node) -> Arc<serde_json::value::RawValue>) -> Bytes {
-        self.frame
-            .get_or_init(|| {
-                let mut json = Vec::with_capacity(self.members.len() * 640);
-                for m in &self.members {
-                    json.extend_from_slice(render(m).get().as_bytes());
-                    json.push(b',');
-                }
-                // Level 1 as elsewhere: in a storm a chunk is re-made for every writer
-                // batch that flips one of its members online, and level 3 cost more CPU
-                // than its smaller output saved.
-                Bytes::from(super::compress(&json))
-            })
-            .clone()
+    /// The zstd frame of the members' shared JSON, each followed by a comma, or with
+    /// `last` (the chunk ends the array) separated by commas only. `render` gives one
+    /// member's JSON. Concurrent viewers of a new version wait for one compression instead
+    /// of each doing it.
+    pub fn frame(
+        &self,
+        render: impl Fn(&Node) -> Arc<serde_json::value::RawValue>,
+        last: bool,
+    ) -> Bytes {
+        let cell = if last { &self.last_frame } else { &self.frame };
+        cell.get_or_init(|| {
+            let mut json = Vec::with_capacity(self.members.len() * 640);
+            for m in &self.members {
+                json.extend_from_slice(render(m).get().as_bytes());
+                json.push(b',');
+            }
+            if last {
+                json.pop();
+            }
+            // Level 1 as elsewhere: in a storm a chunk is re-made for every writer batch
+            // that flips one of its members online, and level 3 cost more CPU than its
+            // smaller output saved.
+            Bytes::from(super::compress(&json))
+        })
+        .clone()
     }
 }
 
