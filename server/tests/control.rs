@@ -38,6 +38,11 @@ async fn register_then_stream_a_full_map_then_deltas() {
     assert_eq!(me["Name"], "node-a.tail.test.");
     assert_eq!(me["MachineAuthorized"], true);
     assert_eq!(
+        me["Machine"],
+        a.machine.public().to_string(),
+        "its own machine key"
+    );
+    assert_eq!(
         me["Addresses"],
         json!(["100.64.0.1/32", "fd7a:115c:a1e0::1/128"])
     );
@@ -66,6 +71,10 @@ async fn register_then_stream_a_full_map_then_deltas() {
         "incremental, not a full map: {joined}"
     );
     assert_eq!(joined["PeersChanged"][0]["Name"], "node-b.tail.test.");
+    assert!(
+        joined["PeersChanged"][0].get("Machine").is_none(),
+        "a peer's machine key is not sent"
+    );
     let b_id = joined["PeersChanged"][0]["ID"].as_u64().unwrap();
 
     // B opens its stream (online) and reports endpoints: A hears them, as a light patch,
@@ -73,6 +82,8 @@ async fn register_then_stream_a_full_map_then_deltas() {
     let mut stream_b = b.stream().await;
     let b_first = stream_b.next_within(5 * SECOND).await.unwrap();
     assert_eq!(ids(&b_first["Peers"]), vec![me["ID"].as_u64().unwrap()]);
+    assert!(b_first["Peers"][0].get("Machine").is_none());
+    assert_eq!(b_first["Node"]["Machine"], b.machine.public().to_string());
     assert_eq!(b.lite_update(&["192.0.2.1:41641"]).await, 200);
     let endpoints_of_b = |m: &Value| {
         let patched = m["PeersChangedPatch"].as_array().into_iter().flatten();

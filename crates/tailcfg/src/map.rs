@@ -116,7 +116,13 @@ pub struct Node {
     pub key: NodePublic,
     #[serde(with = "time_fmt::zero_is_none")]
     pub key_expiry: Option<OffsetDateTime>,
-    pub machine: MachinePublic,
+    /// The node's machine key: set in the node's own `Node` only. A peer's is none of its
+    /// peers' business (it names the node towards the control plane, nothing else), the
+    /// field is `omitzero` in tailcfg, and clients read a peer's only to compare it with
+    /// the one sent before. Leaving it out saves ~25 % of a full map's compressed bytes,
+    /// as the key is 32 bytes of entropy among ~130.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachinePublic>,
     pub disco_key: DiscoPublic,
     pub addresses: Vec<IpNet>,
     #[serde(rename = "AllowedIPs")]
@@ -218,7 +224,7 @@ mod tests {
             user: 1,
             key: NodePublic([1; 32]),
             key_expiry: None,
-            machine: MachinePublic([2; 32]),
+            machine: None,
             disco_key: DiscoPublic([3; 32]),
             addresses: vec!["100.64.0.2/32".parse().unwrap()],
             allowed_ips: vec!["100.64.0.2/32".parse().unwrap()],
@@ -252,8 +258,15 @@ mod tests {
             "omitempty fields are left out"
         );
         assert!(v.get("LastSeen").is_none());
+        assert!(v.get("Machine").is_none(), "a peer's machine key is left out");
         let back: Node = serde_json::from_value(v).unwrap();
         assert_eq!(back, node());
+        let me = Node {
+            machine: Some(MachinePublic([2; 32])),
+            ..node()
+        };
+        let v: Value = serde_json::to_value(&me).unwrap();
+        assert_eq!(v["Machine"], format!("mkey:{}", "02".repeat(32)));
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub fn self_node(state: &State, node: &Node, now: OffsetDateTime) -> wire::Node 
         routes.primary_routes,
         now,
     );
+    n.machine = Some(node.machine_key);
     // The self node's own Online/LastSeen are meaningless to the client.
     n.online = None;
     n.last_seen = None;
@@ -128,7 +129,7 @@ fn wire_node(
         user: node.user.unwrap_or(TAGGED_DEVICES_USER_ID),
         key: node.node_key,
         key_expiry: node.expiry,
-        machine: node.machine_key,
+        machine: None,
         disco_key: node.disco_key,
         addresses: node.addresses(),
         allowed_ips,
