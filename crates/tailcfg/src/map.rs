@@ -258,7 +258,10 @@ mod tests {
             "omitempty fields are left out"
         );
         assert!(v.get("LastSeen").is_none());
-        assert!(v.get("Machine").is_none(), "a peer's machine key is left out");
+        assert!(
+            v.get("Machine").is_none(),
+            "a peer's machine key is left out"
+        );
         let back: Node = serde_json::from_value(v).unwrap();
         assert_eq!(back, node());
         let me = Node {
