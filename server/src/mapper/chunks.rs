@@ -57,10 +57,6 @@ impl Chunk {
         }
     }
 
-    pub fn members(&self) -> &[Arc<Node>] {
-        &self.members
-    }
-
     pub fn ids(&self) -> &[NodeId] {
         &self.ids
     }
