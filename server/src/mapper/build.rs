@@ -227,9 +227,9 @@ impl FullMapSnapshot {
         let own_chunk = block_of(me.id);
         // A chunk is one of the tailnet's blocks of node ids; walk them in id order.
         for (chunk, stamp) in state.node_blocks() {
-            let members = state.nodes_in_block(chunk);
+            let members = || state.nodes_in_block(chunk);
             if everyone_sees_everyone && chunk != own_chunk {
-                let whole = chunks.get(chunk, stamp, members.clone());
+                let whole = chunks.get(chunk, stamp, members);
                 if whole.shown_alike(now) {
                     peer_count += whole.ids().len();
                     owners.extend(whole.owners().iter().copied());
@@ -241,7 +241,7 @@ impl FullMapSnapshot {
             // is touched.
             visible.clear();
             let mut shared = true;
-            for node in members.clone() {
+            for node in members() {
                 if state.is_visible(me, node, now) {
                     shared &= !node.serves_routes();
                     if node.user != last_owner {

@@ -106,14 +106,15 @@ pub struct PeerChunks {
 }
 
 impl PeerChunks {
-    /// The chunk of block `chunk` whose members, `members`, carry the block's `stamp`.
-    /// Called under the tailnet's read lock: when the cached chunk is current this compares
-    /// one number, so a full map's snapshot does not touch N nodes.
-    pub fn get<'a>(
+    /// The chunk of block `chunk` whose members, given by `members`, carry the block's
+    /// `stamp`. Called under the tailnet's read lock: when the cached chunk is current this
+    /// compares one number and does not look the members up, so a full map's snapshot
+    /// touches neither N nodes nor the node table's B-tree.
+    pub fn get<'a, I: Iterator<Item = &'a Arc<Node>>>(
         &self,
         chunk: NodeId,
         stamp: u64,
-        members: impl Iterator<Item = &'a Arc<Node>>,
+        members: impl FnOnce() -> I,
     ) -> Arc<Chunk> {
         let mut chunks = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = chunks.get(&chunk)
@@ -121,7 +122,7 @@ impl PeerChunks {
         {
             return c.clone();
         }
-        let c = Arc::new(Chunk::new(stamp, members.cloned().collect()));
+        let c = Arc::new(Chunk::new(stamp, members().cloned().collect()));
         chunks.insert(chunk, c.clone());
         c
     }

@@ -77,11 +77,9 @@ impl NodeTable {
 
     /// The node to change in place (the caller swaps or copies on write).
     pub fn get_mut(&mut self, id: NodeId) -> Option<&mut Arc<Node>> {
-        if !self.nodes.contains_key(&id) {
-            return None;
-        }
-        self.touch(id);
-        self.nodes.get_mut(&id)
+        let slot = self.nodes.get_mut(&id)?;
+        self.stamps.insert(block_of(id), fresh_stamp());
+        Some(slot)
     }
 
     /// Every node, to change in place.
