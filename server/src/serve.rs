@@ -40,6 +40,12 @@ impl Running {
     /// Stops accepting, ends streams and connections, waits for the tasks, closes the
     /// database.
     pub async fn stop(self) -> anyhow::Result<()> {
+        let deltas = self.control.sessions.delta_counts();
+        info!(
+            shared = deltas.shared,
+            own = deltas.own,
+            "map deltas sent since start: shared encodings and ones built per stream"
+        );
         let _ = self.shutdown.send(true);
         let served = self.http.await.context("HTTP server task")?;
         // Sockets and streams end on the same signal; give them a moment to close cleanly.

@@ -4,8 +4,8 @@
 //! changes are merged into (newest state wins, its size bounded by the tailnet, not by how
 //! many changes arrive), and a wake-up. The session task drains it when it can write, so a
 //! slow client costs only its own task, and a burst of changes becomes one delta. Changes
-//! reach the records in epochs (`mapper::epoch`), so that sessions which keep up can share
-//! one encoding of their delta.
+//! reach the sessions in epochs (`mapper::epoch`), so that sessions that took the same
+//! epochs can share one encoding of their delta.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 
 use super::MapConfig;
 use super::build::{peer_view, render_peer, self_caps, self_node, user_profiles, visible_views};
-use super::epoch::{self, Epoch};
+use super::epoch::{self, Epoch, SharedDelta};
 use crate::tailnet::access::PeerRoutes;
 use crate::tailnet::model::NodeId;
 use crate::tailnet::{Change, ChangeListener, State};
@@ -148,9 +148,8 @@ fn merge_patch(into: &mut PeerChange, from: &PeerChange) {
 /// The outcome of draining a session's pending changes.
 pub enum Delta {
     Send(Box<MapResponse>),
-    /// The epoch's shared delta ([`Epoch::shared_frame`]), which is exactly this
-    /// session's.
-    Shared(Arc<Epoch>),
+    /// A shared delta ([`SharedDelta::frame`]), which is exactly this session's.
+    Shared(Arc<SharedDelta>),
     Nothing,
     /// The node is gone: end the stream.
     End,
@@ -256,63 +255,72 @@ impl Sent {
 
 /// A session's mailbox, and what the session takes out of it when it wakes.
 #[derive(Debug, Default)]
-pub struct Taken {
-    /// Changes merged from this session's point of view.
-    pending: Pending,
-    /// The newest epoch offered.
-    epoch: Option<Arc<Epoch>>,
-    /// The epoch's changes are not in `pending` yet. A session that keeps up is handed the
-    /// epoch without merging anything: it will most likely be sent the shared delta, so
-    /// the publisher's work per session and epoch stays O(1).
-    unmerged: bool,
-    /// More than one epoch was merged: the delta is this session's own.
-    several: bool,
+pub enum Taken {
+    #[default]
+    Nothing,
+    /// The epochs not sent yet, oldest first: every epoch since the first one that
+    /// concerned the session. Nothing is merged on the publisher: the session will most
+    /// likely be sent their shared delta, so the publisher's work per session and epoch
+    /// stays O(1).
+    Epochs(Vec<Arc<Epoch>>),
+    /// More than [`epoch::MAX_RUN`] epochs waited (a slow reader): their changes merged
+    /// from this session's point of view, newest state winning, so that what a slow
+    /// client holds is bounded by the size of the tailnet.
+    Merged(Pending),
 }
 
 impl Taken {
     pub fn is_empty(&self) -> bool {
-        !self.unmerged && self.pending.is_empty()
+        match self {
+            Taken::Nothing => true,
+            Taken::Epochs(run) => run.is_empty(),
+            Taken::Merged(pending) => pending.is_empty(),
+        }
     }
 
     /// Everything taken, merged from the point of view of node `me`.
-    pub fn into_pending(mut self, me: NodeId) -> Pending {
-        self.merge_epoch(me);
-        self.pending
-    }
-
-    fn merge_epoch(&mut self, me: NodeId) {
-        if let (true, Some(epoch)) = (self.unmerged, &self.epoch) {
-            self.pending.merge_all(me, epoch.changes());
-            self.unmerged = false;
+    pub fn into_pending(self, me: NodeId) -> Pending {
+        match self {
+            Taken::Nothing => Pending::default(),
+            Taken::Epochs(run) => {
+                let mut pending = Pending::default();
+                for epoch in &run {
+                    pending.merge_all(me, epoch.changes());
+                }
+                pending
+            }
+            Taken::Merged(pending) => pending,
         }
     }
 
-    /// Takes in an epoch's changes for node `me`; returns whether there was anything in
-    /// them for `me`.
+    /// Takes in an epoch for node `me`; returns whether the session should wake for it.
     fn offer(&mut self, me: NodeId, epoch: &Arc<Epoch>) -> bool {
-        if self.is_empty() {
-            if !epoch.concerns(me) {
-                return false;
+        match self {
+            Taken::Nothing => {
+                if !epoch.concerns(me) {
+                    return false;
+                }
+                *self = Taken::Epochs(vec![epoch.clone()]);
+                true
             }
-            self.unmerged = true;
-        } else {
-            self.merge_epoch(me);
-            let recorded = self.pending.merge_all(me, epoch.changes());
-            // Even when nothing was recorded the held epoch's shared delta is no longer
-            // this session's: a change may have been left out because the peer it is
-            // about will be rendered afresh, which the shared delta, rendered earlier,
-            // may not show.
-            self.several = true;
-            if !recorded {
-                return false;
+            Taken::Epochs(run) if run.len() < epoch::MAX_RUN => {
+                // Held even when it does not concern `me`, so that a run is always
+                // consecutive epochs and sessions holding the same one can share it.
+                run.push(epoch.clone());
+                true
             }
+            Taken::Epochs(_) => {
+                let mut pending = std::mem::take(self).into_pending(me);
+                let recorded = pending.merge_all(me, epoch.changes());
+                *self = Taken::Merged(pending);
+                recorded
+            }
+            Taken::Merged(pending) => pending.merge_all(me, epoch.changes()),
         }
-        self.epoch = Some(epoch.clone());
-        true
     }
 
-    /// The delta for node `me`: the epoch's shared encoding when it is exactly what `me`
-    /// would be sent, otherwise one built for `me`.
+    /// The delta for node `me`: the shared encoding of the epochs it took when that is
+    /// exactly what `me` would be sent, otherwise one built for `me`.
     pub fn into_delta(
         self,
         state: &State,
@@ -321,10 +329,11 @@ impl Taken {
         config: &MapConfig,
         now: OffsetDateTime,
     ) -> Delta {
-        if let (Some(epoch), false) = (&self.epoch, self.several)
-            && epoch::shared_delta(state, epoch, me, sent, now)
+        if let Taken::Epochs(run) = &self
+            && let Some(shared) = SharedDelta::of_run(run, me)
+            && epoch::shared_delta(state, &shared, me, sent, now)
         {
-            return Delta::Shared(epoch.clone());
+            return Delta::Shared(shared);
         }
         build_delta(state, me, self.into_pending(me), sent, config, now)
     }
@@ -522,6 +531,8 @@ pub struct DeltaCounts {
 pub struct Sessions {
     slots: Mutex<HashMap<NodeId, Arc<SessionSlot>>>,
     generation: AtomicU64,
+    /// Epochs published so far: the last one's number.
+    epochs: AtomicU64,
     inbox: Arc<Inbox>,
     shared_deltas: AtomicU64,
     own_deltas: AtomicU64,
@@ -540,7 +551,8 @@ impl Sessions {
 
     /// Makes `changes` one epoch and offers it to every recording session.
     pub fn publish(&self, changes: Vec<Change>) {
-        let epoch = Arc::new(Epoch::new(changes, OffsetDateTime::now_utc()));
+        let seq = self.epochs.fetch_add(1, Ordering::Relaxed) + 1;
+        let epoch = Arc::new(Epoch::new(seq, changes, OffsetDateTime::now_utc()));
         // Clone the slots out so the registry lock is not held while merging.
         let slots: Vec<Arc<SessionSlot>> = self.lock().values().cloned().collect();
         for slot in slots {
@@ -720,47 +732,73 @@ mod tests {
         assert_eq!(sent.ids().collect::<Vec<_>>(), vec![3, 9]);
     }
 
+    fn run_of(taken: &Taken) -> &[Arc<Epoch>] {
+        match taken {
+            Taken::Epochs(run) => run,
+            other => panic!("expected held epochs, got {other:?}"),
+        }
+    }
+
     #[test]
-    fn a_session_that_keeps_up_holds_one_epoch_and_one_behind_merges_several() {
+    fn a_session_that_keeps_up_holds_one_epoch_and_one_behind_holds_the_run() {
         let sessions = Sessions::default();
         let (a, b) = (sessions.attach(1), sessions.attach(2));
         a.start_recording();
         b.start_recording();
         sessions.publish(vec![Change::NodeUpserted(3)]);
         let taken = a.take();
-        assert!(
-            !taken.several && taken.unmerged,
-            "a holds the epoch unmerged"
-        );
+        assert_eq!(run_of(&taken).len(), 1, "a holds the epoch unmerged");
         assert!(taken.into_pending(1).peers_changed.contains(&3));
         sessions.publish(vec![Change::NodeUpserted(4)]);
-        let a_next = a.take();
-        assert!(
-            !a_next.several,
+        assert_eq!(
+            run_of(&a.take()).len(),
+            1,
             "a took the first one: only the second is pending"
         );
         let behind = b.take();
-        assert!(behind.several && !behind.unmerged);
+        assert_eq!(run_of(&behind).len(), 2);
         let pending = behind.into_pending(2);
         assert!(pending.peers_changed.contains(&3) && pending.peers_changed.contains(&4));
     }
 
     #[test]
-    fn a_change_left_out_of_a_held_epoch_makes_the_delta_the_sessions_own() {
+    fn sessions_that_fell_behind_together_share_their_run() {
         let sessions = Sessions::default();
-        let a = sessions.attach(1);
-        a.start_recording();
-        sessions.publish(vec![Change::NodeUpserted(3)]);
-        // Node 3 comes online: left out of the pending record (3 is resent whole), but the
-        // first epoch's shared delta may show it offline.
-        sessions.publish(vec![Change::NodeOnline {
-            id: 3,
-            online: true,
-            last_seen: None,
-        }]);
-        let taken = a.take();
-        assert!(taken.several, "the delta must be built for this session");
-        assert!(taken.into_pending(1).patches.is_empty());
+        let slots: Vec<_> = (1..=3).map(|id| sessions.attach(id)).collect();
+        for slot in &slots {
+            slot.start_recording();
+        }
+        sessions.publish(vec![Change::NodeUpserted(5)]);
+        let kept_up = slots[2].take();
+        sessions.publish(vec![Change::NodeUpserted(6)]);
+        let (a, b, c) = (slots[0].take(), slots[1].take(), slots[2].take());
+        let shared_a = SharedDelta::of_run(run_of(&a), 1).expect("about neither 1 nor 2");
+        let shared_b = SharedDelta::of_run(run_of(&b), 2).expect("about neither 1 nor 2");
+        assert!(Arc::ptr_eq(&shared_a, &shared_b), "merged once for both");
+        let shared_c = SharedDelta::of_run(run_of(&c), 3).expect("about someone else");
+        assert!(!Arc::ptr_eq(&shared_a, &shared_c), "3 took the first epoch");
+        let first = SharedDelta::of_run(run_of(&kept_up), 3).expect("about someone else");
+        assert!(!Arc::ptr_eq(&first, &shared_c));
+        assert!(
+            SharedDelta::of_run(run_of(&a), 5).is_none(),
+            "a run about the viewer is never its shared delta"
+        );
+    }
+
+    #[test]
+    fn a_session_too_far_behind_merges_its_epochs() {
+        let sessions = Sessions::default();
+        let slot = sessions.attach(1);
+        slot.start_recording();
+        for id in 0..=epoch::MAX_RUN as NodeId {
+            sessions.publish(vec![Change::NodeUpserted(100 + id)]);
+        }
+        match slot.take() {
+            Taken::Merged(pending) => {
+                assert_eq!(pending.peers_changed.len(), epoch::MAX_RUN + 1)
+            }
+            other => panic!("expected merged changes, got {other:?}"),
+        }
     }
 
     #[test]
