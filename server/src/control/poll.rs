@@ -11,6 +11,7 @@ use hyper::body::Frame;
 use oxiscale_tailcfg::{MachinePublic, MapRequest};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
@@ -184,9 +185,19 @@ async fn stream_map(
         }
     }
     let mut shutdown = cp.shutdown.clone();
+    // Waited on across iterations: registering them anew for every delta showed in
+    // fan-out profiles.
+    let stopping = shutdown.changed();
+    let client_gone = tx.closed();
+    tokio::pin!(stopping, client_gone);
     let keep_alive = keep_alive_message();
+    let gap = || cp.settings.keep_alive + jitter(cp.settings.keep_alive_jitter);
+    let mut clock = KeepAliveClock::new(Instant::now(), gap());
+    // Moved only when it fires: setting a timer per delta cost a timer-wheel insertion and
+    // removal per message.
+    let timer = tokio::time::sleep_until(clock.due());
+    tokio::pin!(timer);
     loop {
-        let wait = cp.settings.keep_alive + jitter(cp.settings.keep_alive_jitter);
         tokio::select! {
             _ = slot.woken() => {
                 if slot.is_closed() {
@@ -202,22 +213,53 @@ async fn stream_map(
                 cp.sessions.count_delta(&delta);
                 let message = match delta {
                     Delta::Send(resp) => encode_message(&resp),
-                    Delta::Shared(epoch) => epoch.shared_frame(&config).await,
+                    Delta::Shared(shared) => shared.frame(&config).await,
                     Delta::Nothing => continue,
                     Delta::End => return "node deleted",
                 };
                 if tx.send(message).await.is_err() {
                     return "client went away";
                 }
+                clock.sent(Instant::now());
             }
-            _ = tokio::time::sleep(wait) => {
-                if tx.send(keep_alive.clone()).await.is_err() {
-                    return "client went away";
+            _ = &mut timer => {
+                if clock.is_due(Instant::now()) {
+                    if tx.send(keep_alive.clone()).await.is_err() {
+                        return "client went away";
+                    }
+                    clock = KeepAliveClock::new(Instant::now(), gap());
                 }
+                timer.as_mut().reset(clock.due());
             }
-            _ = tx.closed() => return "client went away",
-            _ = shutdown.changed() => return "server shutting down",
+            _ = &mut client_gone => return "client went away",
+            _ = &mut stopping => return "server shutting down",
         }
+    }
+}
+
+/// When a stream's next keep-alive is due: a gap after the last message it was sent.
+#[derive(Debug, Clone, Copy)]
+struct KeepAliveClock {
+    last_sent: Instant,
+    gap: Duration,
+}
+
+impl KeepAliveClock {
+    fn new(last_sent: Instant, gap: Duration) -> KeepAliveClock {
+        KeepAliveClock { last_sent, gap }
+    }
+
+    /// A message went out: the keep-alive moves back.
+    fn sent(&mut self, at: Instant) {
+        self.last_sent = at;
+    }
+
+    fn due(&self) -> Instant {
+        self.last_sent + self.gap
+    }
+
+    fn is_due(&self, now: Instant) -> bool {
+        now >= self.due()
     }
 }
 
@@ -250,4 +292,24 @@ async fn render_full_map(
     tokio::task::spawn_blocking(move || snapshot.encode(&config, now))
         .await
         .expect("rendering a map does not panic")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keep_alive_is_due_a_gap_after_the_last_message() {
+        let start = Instant::now();
+        let gap = Duration::from_secs(50);
+        let mut clock = KeepAliveClock::new(start, gap);
+        assert_eq!(clock.due(), start + gap);
+        clock.sent(start + Duration::from_secs(30));
+        assert!(
+            !clock.is_due(start + gap),
+            "the timer set at the start fires early"
+        );
+        assert_eq!(clock.due(), start + Duration::from_secs(80));
+        assert!(clock.is_due(start + Duration::from_secs(80)));
+    }
 }
