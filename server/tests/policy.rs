@@ -281,11 +281,16 @@ async fn a_policy_file_decides_filters_and_a_valid_edit_reaches_streams_incremen
 }
 
 /// A join recompiles the policy. Under one that lets everyone see everyone the others'
-/// peers stay as they were, so the streams are sent the newcomer and new filters, not made
-/// to diff their whole peer sets; under one that does not, they diff.
+/// peers stay as they were, so the streams are sent the newcomer, not made to diff their
+/// whole peer sets; new filters go with it only when the join changed them.
 #[tokio::test]
-async fn a_join_under_an_all_seeing_policy_sends_filters_not_a_peer_diff() {
-    let policy = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:22"]}]}"#;
+async fn a_join_under_an_all_seeing_policy_sends_filters_only_if_they_changed() {
+    // Everyone sees everyone (port 80); port 22 is open to alice's devices only, so a new
+    // device of hers is a new source in the filters of everyone.
+    let policy = r#"{"acls": [
+        {"action": "accept", "src": ["*"], "dst": ["*:80"]},
+        {"action": "accept", "src": ["alice@"], "dst": ["*:22"]},
+    ]}"#;
     let (srv, _path) = file_server(policy).await;
     let (mut a, _b) = alice_and_bob(&srv).await;
     let (mut sa, full_a) = first_map(&mut a).await;
@@ -302,13 +307,36 @@ async fn a_join_under_an_all_seeing_policy_sends_filters_not_a_peer_diff() {
         .until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&c_id))
         .await;
     assert!(delta.get("PeersRemoved").is_none(), "{delta}");
+    let c_ip = ipv4(&c);
+    let sources: Vec<&str> = delta["PacketFilter"]
+        .as_array()
+        .unwrap_or_else(|| panic!("new filters come with the newcomer: {delta}"))
+        .iter()
+        .flat_map(|r| r["SrcIPs"].as_array().unwrap())
+        .filter_map(Value::as_str)
+        .collect();
     assert!(
-        filter_dsts(&delta).iter().any(|d| d.ends_with(":22")),
-        "the new filters come with the newcomer: {delta}"
+        sources.iter().any(|s| s.starts_with(&c_ip)),
+        "{c_ip} is a source now: {delta}"
     );
     let changes = recorder.take();
     assert!(changes.contains(&Change::Filters), "{changes:?}");
     assert!(!changes.contains(&Change::Visibility), "{changes:?}");
+
+    // Bob's device is no new source: everyone's filters stay, and are not sent again.
+    let (_d, d) = register_as(&srv, "bob", "laptop-d").await;
+    let d_id = d["id"].as_u64().unwrap();
+    let delta = sa
+        .until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&d_id))
+        .await;
+    assert!(delta.get("PacketFilter").is_none(), "{delta}");
+    let changes = recorder.take();
+    assert!(
+        changes.contains(&Change::NodeUpserted(d_id))
+            && !changes.contains(&Change::Filters)
+            && !changes.contains(&Change::Visibility),
+        "{changes:?}"
+    );
 
     srv.stop().await;
 }

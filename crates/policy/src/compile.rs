@@ -23,7 +23,7 @@ pub struct PeerView {
 }
 
 /// A destination entry of a rule with its address set kept for matching.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Dst {
     pub ip: String,
     pub set: IpSet,
@@ -31,7 +31,7 @@ pub(crate) struct Dst {
 }
 
 /// An unreduced filter rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Rule {
     pub src_strings: Vec<String>,
     pub src_set: IpSet,
@@ -855,6 +855,28 @@ impl Compiled {
         })
     }
 
+    /// Whether every node compiled into both, if it did not change itself, gets the same
+    /// packet filter, SSH policy and `nodeAttrs` here as in `other`. A node's filter is the
+    /// rules reduced to what it serves, so equal rules give it an equal filter; a node that
+    /// changed (addresses, tags, routes) is told by the change about it. Conservative:
+    /// with `autogroup:self` rules, whose sources follow each owner's devices, it says no.
+    ///
+    /// Under a policy like `* → *:*` a join recompiles to the same rules: nobody's filter
+    /// changed, and no stream needs to be sent (or to compute) its filter again.
+    pub fn same_filters_as(&self, other: &Compiled) -> bool {
+        if !self.self_rules.is_empty() || !other.self_rules.is_empty() || self.rules != other.rules
+        {
+            return false;
+        }
+        self.nodes
+            .iter()
+            .enumerate()
+            .all(|(i, n)| match other.idx(n.node.id) {
+                Some(j) => self.ssh[i] == other.ssh[j] && self.attrs[i] == other.attrs[j],
+                None => true,
+            })
+    }
+
     /// Whether every node sees every other node.
     pub fn everyone_sees_everyone(&self) -> bool {
         let n = self.nodes.len();
@@ -1179,6 +1201,40 @@ mod tests {
         shuffled.nodes.swap(3, 120);
         let shuffled = policy.compile(&shuffled).unwrap();
         assert!(!before.same_peers_as(&shuffled));
+    }
+
+    #[test]
+    fn same_filters_when_a_join_leaves_the_rules_as_they_were() {
+        let compile =
+            |policy: &str, t: &Topology| Policy::parse(policy).unwrap().compile(t).unwrap();
+        let everyone = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+        let (before, after) = (many(1..=20), many(1..=21));
+        let (a, b) = (compile(everyone, &before), compile(everyone, &after));
+        assert!(a.same_filters_as(&b) && b.same_filters_as(&a));
+        assert_eq!(a.packet_filter(3), b.packet_filter(3));
+
+        // Sources that list alice's nodes: node 22 is hers, so everyone's filter changes.
+        let from_alice =
+            r#"{"acls": [{"action": "accept", "src": ["alice@example.com"], "dst": ["*:*"]}]}"#;
+        let (a, b) = (
+            compile(from_alice, &before),
+            compile(from_alice, &many(1..=22)),
+        );
+        assert!(!a.same_filters_as(&b));
+        assert_ne!(a.packet_filter(3), b.packet_filter(3), "the test means it");
+        // Node 21 is bob's: alice's list stays.
+        assert!(a.same_filters_as(&compile(from_alice, &after)));
+
+        // An SSH rule towards bob's nodes: node 21's policy is new, the others' are not.
+        let ssh = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+            "ssh": [{"action": "accept", "src": ["alice@example.com"], "dst": ["bob@example.com"], "users": ["root"]}]}"#;
+        assert!(compile(ssh, &before).same_filters_as(&compile(ssh, &after)));
+        let other_users = ssh.replace(r#"["root"]"#, r#"["admin"]"#);
+        assert!(!compile(ssh, &before).same_filters_as(&compile(&other_users, &before)));
+
+        // `autogroup:self` sources follow each owner's devices: never judged the same.
+        let own = r#"{"acls": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]}]}"#;
+        assert!(!compile(own, &before).same_filters_as(&compile(own, &before)));
     }
 
     #[test]

@@ -168,6 +168,17 @@ impl Access {
         }
     }
 
+    /// Whether every node that is in both and did not change itself gets the same packet
+    /// filter, SSH policy and capabilities under `other` as under this (see
+    /// `Compiled::same_filters_as`).
+    pub fn same_filters_as(&self, other: &Access) -> bool {
+        match (self, other) {
+            (Access::AllowAll, Access::AllowAll) => true,
+            (Access::Policy(a), Access::Policy(b)) => a.compiled.same_filters_as(&b.compiled),
+            _ => false,
+        }
+    }
+
     /// Whether every node sees every other node. The compiled snapshot always covers
     /// every node of the tailnet (the writer recompiles before it releases a batch).
     pub fn everyone_sees_everyone(&self) -> bool {

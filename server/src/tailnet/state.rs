@@ -1391,14 +1391,15 @@ impl State {
         }
     }
 
-    /// Tells the streams that `access` replaced `before`: only new filters when every
-    /// node that stayed sees the same peers, otherwise a diff of every stream's peers.
+    /// Tells the streams that `access` replaced `before`: nothing when every node that
+    /// stayed has the same peers and filters (a join under `* → *:*`), only new filters
+    /// when it has the same peers, otherwise a diff of every stream's peers.
     fn announce_access_change(&self, fx: &mut Effects, before: &Access) {
-        fx.announce(if before.same_peers_as(&self.access) {
-            Change::Filters
-        } else {
-            Change::Visibility
-        });
+        if !before.same_peers_as(&self.access) {
+            fx.announce(Change::Visibility);
+        } else if !before.same_filters_as(&self.access) {
+            fx.announce(Change::Filters);
+        }
     }
 
     /// Recompiles the policy in force if its inputs changed since the last compile. Tests
