@@ -785,6 +785,146 @@ mod tests {
         );
     }
 
+    /// A tailnet of `n` nodes of one user, without a policy (everyone sees everyone).
+    fn tailnet_of(n: NodeId, now: OffsetDateTime) -> State {
+        use crate::tailnet::model::{Node, RegisterMethod, User};
+        use crate::tailnet::state::Loaded;
+        use oxiscale_tailcfg::{DiscoPublic, Hostinfo, MachinePublic, NodePublic};
+        let nodes = (1..=n)
+            .map(|id| {
+                let byte = |base: u8| [base + id as u8; 32];
+                Node {
+                    id,
+                    machine_key: MachinePublic::from_bytes(byte(0)),
+                    node_key: NodePublic::from_bytes(byte(64)),
+                    disco_key: DiscoPublic::from_bytes(byte(128)),
+                    hostname: format!("n{id}"),
+                    given_name: format!("n{id}"),
+                    user: Some(1),
+                    tags: vec![],
+                    ipv4: Some(std::net::Ipv4Addr::new(100, 64, 0, id as u8)),
+                    ipv6: None,
+                    hostinfo: Hostinfo::default(),
+                    endpoints: vec![format!("192.0.2.{id}:41641")],
+                    approved_routes: vec![],
+                    ephemeral: false,
+                    register_method: RegisterMethod::AuthKey,
+                    auth_key_id: None,
+                    expiry: None,
+                    created: now,
+                    last_seen: None,
+                    cap_version: 130,
+                    online: true,
+                    peer_json: Default::default(),
+                }
+            })
+            .collect();
+        let loaded = Loaded {
+            users: vec![User {
+                id: 1,
+                name: "alice".into(),
+                display_name: "Alice".into(),
+                email: "alice@example.com".into(),
+                created: now,
+            }],
+            nodes,
+            preauth_keys: vec![],
+            api_keys: vec![],
+            sequences: vec![],
+        };
+        let settings = crate::tailnet::Settings {
+            server_url: "http://127.0.0.1:8080".into(),
+            base_domain: "tail.test".into(),
+            magic_dns: true,
+            node_expiry: None,
+        };
+        let pool = crate::tailnet::addresses::AddressPool::new(
+            Some("100.64.0.0/10".parse().unwrap()),
+            None,
+            crate::config::Allocation::Sequential,
+        );
+        State::new(settings, pool, loaded)
+    }
+
+    /// A map message's JSON, without its `ControlTime`.
+    fn decoded(message: &[u8]) -> serde_json::Value {
+        let json = zstd::bulk::decompress(&message[4..], 1 << 20).unwrap();
+        let mut value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        value.as_object_mut().unwrap().remove("ControlTime");
+        value
+    }
+
+    #[tokio::test]
+    async fn a_shared_run_says_exactly_what_each_session_would_build_for_itself() {
+        use crate::tailnet::Effects;
+        let now = OffsetDateTime::now_utc();
+        let mut state = tailnet_of(6, now);
+        let config = MapConfig {
+            derp_map: Default::default(),
+            dns_config: Default::default(),
+            domain: "tail.test".into(),
+        };
+        let sessions = Sessions::default();
+        let viewers = [1, 2];
+        let slots: Vec<_> = viewers.iter().map(|id| sessions.attach(*id)).collect();
+        for slot in &slots {
+            slot.start_recording();
+        }
+        // Four epochs while the viewers were busy, each cut after its change was applied,
+        // as the writer and the publisher do: 3 goes offline (a patch), 4 is renamed (sent
+        // whole) and then goes offline (a patch left out: 4 is rendered afresh), 5 is
+        // deleted.
+        let mut fx = Effects::default();
+        state.set_online(&mut fx, 3, false, now);
+        sessions.publish(std::mem::take(&mut fx.changes));
+        state.rename_node(&mut fx, 4, "renamed").unwrap();
+        sessions.publish(std::mem::take(&mut fx.changes));
+        state.set_online(&mut fx, 4, false, now);
+        sessions.publish(std::mem::take(&mut fx.changes));
+        state.delete_node(&mut fx, 5).unwrap();
+        sessions.publish(std::mem::take(&mut fx.changes));
+
+        let sent_in_full_map = |me: NodeId| {
+            let mut sent = Sent::for_ids_up_to(6);
+            (1..=6)
+                .filter(|id| *id != me)
+                .for_each(|id| sent.insert(id, None));
+            sent
+        };
+        let mut shared_deltas = Vec::new();
+        for (slot, me) in slots.iter().zip(viewers) {
+            let run = run_of(&slot.take()).to_vec();
+            assert_eq!(run.len(), 4);
+            let mut sent = sent_in_full_map(me);
+            let shared =
+                match Taken::Epochs(run.clone()).into_delta(&state, me, &mut sent, &config, now) {
+                    Delta::Shared(shared) => shared,
+                    _ => panic!("node {me} is sent the run's shared delta"),
+                };
+            let mut own_sent = sent_in_full_map(me);
+            let pending = Taken::Epochs(run).into_pending(me);
+            let own = match build_delta(&state, me, pending, &mut own_sent, &config, now) {
+                Delta::Send(resp) => super::super::encode_message(&resp),
+                _ => panic!("node {me} has changes to hear"),
+            };
+            let message = decoded(&shared.frame(&config).await);
+            assert_eq!(message, decoded(&own), "node {me}");
+            assert_eq!(message["PeersRemoved"], serde_json::json!([5]));
+            assert!(
+                message["PeersChanged"][0]["Name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("renamed.")
+            );
+            assert_eq!(
+                sent.ids().collect::<Vec<_>>(),
+                own_sent.ids().collect::<Vec<_>>()
+            );
+            shared_deltas.push(shared);
+        }
+        assert!(Arc::ptr_eq(&shared_deltas[0], &shared_deltas[1]));
+    }
+
     #[test]
     fn a_session_too_far_behind_merges_its_epochs() {
         let sessions = Sessions::default();
