@@ -303,9 +303,7 @@ async fn a_join_under_an_all_seeing_policy_sends_filters_only_if_they_changed() 
 
     let (_c, c) = register_as(&srv, "alice", "laptop-c").await;
     let c_id = c["id"].as_u64().unwrap();
-    let delta = sa
-        .until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&c_id))
-        .await;
+    let delta = until_peer_changed(&mut sa, c_id).await;
     assert!(delta.get("PeersRemoved").is_none(), "{delta}");
     let c_ip = ipv4(&c);
     let sources: Vec<&str> = delta["PacketFilter"]
@@ -326,9 +324,7 @@ async fn a_join_under_an_all_seeing_policy_sends_filters_only_if_they_changed() 
     // Bob's device is no new source: everyone's filters stay, and are not sent again.
     let (_d, d) = register_as(&srv, "bob", "laptop-d").await;
     let d_id = d["id"].as_u64().unwrap();
-    let delta = sa
-        .until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&d_id))
-        .await;
+    let delta = until_peer_changed(&mut sa, d_id).await;
     assert!(delta.get("PacketFilter").is_none(), "{delta}");
     let changes = recorder.take();
     assert!(
@@ -339,6 +335,12 @@ async fn a_join_under_an_all_seeing_policy_sends_filters_only_if_they_changed() 
     );
 
     srv.stop().await;
+}
+
+/// The next message on `s` that adds or changes peer `id`.
+async fn until_peer_changed(s: &mut MapStream, id: u64) -> Value {
+    s.until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&id))
+        .await
 }
 
 /// Fails if the stream says anything but keep-alives before it has been quiet for a second.
@@ -382,8 +384,7 @@ async fn a_join_or_leave_under_a_policy_reaches_only_those_it_concerns() {
     // Another of bob's nodes: alice may reach it, bob's other node and carol may not.
     let (_d, d) = register_as(&srv, "bob", "server-d").await;
     let d_id = d["id"].as_u64().unwrap();
-    sa.until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&d_id))
-        .await;
+    until_peer_changed(&mut sa, d_id).await;
     let changes = recorder.take();
     assert!(changes.contains(&Change::Filters), "{changes:?}");
     assert!(!changes.contains(&Change::Visibility), "{changes:?}");
@@ -393,9 +394,7 @@ async fn a_join_or_leave_under_a_policy_reaches_only_those_it_concerns() {
     // Another of alice's nodes: it may reach bob's server, whose filter now admits it.
     let (_e, e) = register_as(&srv, "alice", "laptop-e").await;
     let e_id = e["id"].as_u64().unwrap();
-    let to_b = sb
-        .until(5 * SECOND, |m| ids_in(m, "PeersChanged").contains(&e_id))
-        .await;
+    let to_b = until_peer_changed(&mut sb, e_id).await;
     let filter_of_b = match to_b.get("PacketFilter") {
         Some(_) => to_b,
         None => {

@@ -2,7 +2,8 @@
 //!
 //! The writer only appends committed changes to the sessions' inbox. A publisher task takes
 //! whatever has arrived as one *epoch* and offers it to every session, which keeps a
-//! reference to it (O(1), nothing merged on the publisher). When a session wakes it takes
+//! reference to it (O(1); the publisher merges only for a session more than [`MAX_RUN`]
+//! epochs behind). When a session wakes it takes
 //! the epochs it has not sent yet: one if it keeps up, a *run* of consecutive ones if it
 //! was busy writing. Sessions that fell behind together hold the same run (the publisher
 //! offers epochs in order and the sessions are woken in turn), so a run is shared like an
@@ -138,10 +139,14 @@ impl SharedDelta {
     }
 
     /// The shared delta of `run`, consecutive epochs oldest first as a session took them,
-    /// or `None` when one of them rules it out for node `me` (checked first, so that no run
-    /// is merged for sessions that cannot use it).
+    /// or `None` when one of several epochs rules it out for node `me` (checked first, so
+    /// that no run is merged for sessions that cannot use it).
     pub fn of_run(run: &[Arc<Epoch>], me: NodeId) -> Option<Arc<SharedDelta>> {
         let (first, last) = (run.first()?, run.last()?);
+        if run.len() == 1 {
+            // `shared_delta` checks the epoch's own record; no need to look twice.
+            return Some(last.alone.clone());
+        }
         if run.iter().any(|e| e.rules_out(me)) {
             return None;
         }
@@ -150,9 +155,6 @@ impl SharedDelta {
             run.len() as u64,
             "runs are consecutive"
         );
-        if run.len() == 1 {
-            return Some(last.alone.clone());
-        }
         let mut runs = last.runs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, shared)) = runs.iter().find(|(from, _)| *from == first.seq) {
             return Some(shared.clone());

@@ -60,7 +60,7 @@ impl Deref for NodeTable {
 
 impl NodeTable {
     pub fn insert(&mut self, node: Arc<Node>) -> Option<Arc<Node>> {
-        self.touch(node.id);
+        touch(&mut self.stamps, node.id);
         self.nodes.insert(node.id, node)
     }
 
@@ -68,7 +68,7 @@ impl NodeTable {
         let removed = self.nodes.remove(&id)?;
         let block = block_of(id);
         if self.nodes.range(block_ids(block)).next().is_some() {
-            self.touch(id);
+            touch(&mut self.stamps, id);
         } else {
             self.stamps.remove(&block);
         }
@@ -78,7 +78,7 @@ impl NodeTable {
     /// The node to change in place (the caller swaps or copies on write).
     pub fn get_mut(&mut self, id: NodeId) -> Option<&mut Arc<Node>> {
         let slot = self.nodes.get_mut(&id)?;
-        self.stamps.insert(block_of(id), fresh_stamp());
+        touch(&mut self.stamps, id);
         Some(slot)
     }
 
@@ -99,10 +99,12 @@ impl NodeTable {
     pub fn block(&self, block: NodeId) -> impl Iterator<Item = &Arc<Node>> + Clone {
         self.nodes.range(block_ids(block)).map(|(_, n)| n)
     }
+}
 
-    fn touch(&mut self, id: NodeId) {
-        self.stamps.insert(block_of(id), fresh_stamp());
-    }
+/// Gives the block of node `id` a fresh stamp: its members changed. A function of the
+/// stamps alone, so that `get_mut` can stamp while it lends out a node.
+fn touch(stamps: &mut BTreeMap<NodeId, u64>, id: NodeId) {
+    stamps.insert(block_of(id), fresh_stamp());
 }
 
 #[cfg(test)]
