@@ -2,17 +2,18 @@
 //! shared by the machine list's rows and the machine's own page. One panel is open at a
 //! time; delete asks for confirmation first.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 
 use leptos::prelude::*;
+use leptos::reactive::owner::WeakOwner;
 
 use crate::api::tailnet::{
     approve_machine_routes, delete_machine, disable_machine_expiry, expire_machine, rename_machine,
     set_machine_tags,
 };
-use crate::components::call::use_server_call;
+use crate::components::call::{ServerCall, use_server_call};
 use crate::components::notice::ErrorNotice;
 use crate::dto::ConsoleError;
 use crate::dto::tailnet::{EXIT_ROUTES, MachineSummary};
@@ -27,27 +28,86 @@ enum Panel {
 
 type Call = Pin<Box<dyn Future<Output = Result<(), ConsoleError>>>>;
 
-/// What an admin has open or typed in one machine's actions.
-#[derive(Debug, Clone, PartialEq)]
-struct Draft {
-    menu_open: bool,
-    panel: Option<Panel>,
-    new_name: String,
-    new_tags: String,
-    routes: Vec<(String, bool)>,
-    exit: bool,
+/// One machine's actions as the admin left them: the menu and panel that are open, what was
+/// typed, and the change in flight with its refusal. A page whose rows are rebuilt (a live
+/// update refetches and redraws the list) owns it, not the row: a rebuilt row binds to the
+/// same state, so an open panel stays open, keeps what was typed, and still shows the
+/// answer to a change sent before the rebuild.
+#[derive(Clone, Copy)]
+struct ActionState {
+    call: ServerCall,
+    menu_open: RwSignal<bool>,
+    panel: RwSignal<Option<Panel>>,
+    new_name: RwSignal<String>,
+    new_tags: RwSignal<String>,
+    /// The subnet routes ticked in the routes panel.
+    routes: RwSignal<BTreeSet<String>>,
+    exit: RwSignal<bool>,
 }
 
-/// Open panels and unsaved input per machine id, held by a page whose rows are rebuilt
-/// (a live update refetches and redraws the list): a rebuilt row's actions start from its
-/// machine's draft, so an open panel stays open and keeps what was typed.
-#[derive(Clone, Copy)]
-pub struct ActionDrafts(StoredValue<HashMap<u64, Draft>>);
+impl ActionState {
+    fn new(machine: &MachineSummary, menu_open: bool) -> Self {
+        let state = ActionState {
+            call: use_server_call(),
+            menu_open: RwSignal::new(menu_open),
+            panel: RwSignal::new(None),
+            new_name: RwSignal::new(String::new()),
+            new_tags: RwSignal::new(String::new()),
+            routes: RwSignal::new(BTreeSet::new()),
+            exit: RwSignal::new(false),
+        };
+        state.fill_from(machine);
+        state
+    }
 
-impl ActionDrafts {
+    /// A panel opens with the machine's values as they are now.
+    fn fill_from(self, machine: &MachineSummary) {
+        self.new_name.set(machine.name.clone());
+        self.new_tags.set(machine.tags.join(", "));
+        self.routes.set(
+            machine
+                .approved_routes
+                .iter()
+                .filter(|r| !EXIT_ROUTES.contains(&r.as_str()))
+                .cloned()
+                .collect(),
+        );
+        self.exit.set(machine.exit_node_approved());
+    }
+}
+
+/// The actions' state per machine id, provided by a page whose rows are rebuilt.
+#[derive(Clone)]
+pub struct ActionStates {
+    /// The page's owner: state made under it lives as long as the page, not the row. Weak,
+    /// as the owner holds this context.
+    page: WeakOwner,
+    states: StoredValue<HashMap<u64, ActionState>>,
+}
+
+impl ActionStates {
     /// Call in the page whose rows are rebuilt; its `MachineActions` find it in context.
     pub fn provide() {
-        provide_context(ActionDrafts(StoredValue::new(HashMap::new())));
+        let page = Owner::current().expect("a page renders under an owner");
+        provide_context(ActionStates {
+            page: page.downgrade(),
+            states: StoredValue::new(HashMap::new()),
+        });
+    }
+
+    /// The machine's state, made on its first row.
+    fn state(&self, machine: &MachineSummary, menu_open: bool) -> ActionState {
+        if let Some(state) = self.states.with_value(|all| all.get(&machine.id).copied()) {
+            return state;
+        }
+        let state = match self.page.upgrade() {
+            Some(page) => page.with(|| ActionState::new(machine, menu_open)),
+            None => ActionState::new(machine, menu_open),
+        };
+        self.states.update_value(|all| {
+            all.insert(machine.id, state);
+        });
+        state
     }
 }
 
@@ -66,12 +126,20 @@ pub fn MachineActions(
     #[prop(default = true)]
     compact: bool,
 ) -> impl IntoView {
-    let call = use_server_call();
+    let state = match use_context::<ActionStates>() {
+        Some(states) => states.state(&machine, !compact),
+        None => ActionState::new(&machine, !compact),
+    };
+    let ActionState {
+        call,
+        menu_open,
+        panel,
+        new_name,
+        new_tags,
+        routes: chosen_routes,
+        exit: exit_choice,
+    } = state;
     let (hydrated, error) = (call.hydrated, call.error);
-    let drafts = use_context::<ActionDrafts>();
-    let draft = drafts.and_then(|d| d.0.with_value(|all| all.get(&machine.id).cloned()));
-    let menu_open = RwSignal::new(draft.as_ref().map_or(!compact, |d| d.menu_open));
-    let panel = RwSignal::new(draft.as_ref().and_then(|d| d.panel));
     let id = machine.id;
     let name = machine.name.clone();
     let panel_id = format!("machine-actions-{id}");
@@ -90,21 +158,19 @@ pub fn MachineActions(
             }
         });
     };
-    let toggle = move |p: Panel| {
-        error.set(None);
-        panel.update(|open| *open = if *open == Some(p) { None } else { Some(p) });
+    let toggle = {
+        let machine = machine.clone();
+        Callback::new(move |p: Panel| {
+            error.set(None);
+            if panel.get_untracked() == Some(p) {
+                panel.set(None);
+            } else {
+                state.fill_from(&machine);
+                panel.set(Some(p));
+            }
+        })
     };
 
-    let new_name = RwSignal::new(
-        draft
-            .as_ref()
-            .map_or_else(|| machine.name.clone(), |d| d.new_name.clone()),
-    );
-    let new_tags = RwSignal::new(
-        draft
-            .as_ref()
-            .map_or_else(|| machine.tags.join(", "), |d| d.new_tags.clone()),
-    );
     // Routes: every advertised subnet route (and any approved one no longer advertised),
     // each with its approval; plus the exit node when advertised or approved.
     let mut subnet: Vec<String> = machine.subnet_routes().cloned().collect();
@@ -113,49 +179,8 @@ pub fn MachineActions(
             subnet.push(r.clone());
         }
     }
-    let route_choices: Vec<(String, RwSignal<bool>)> = subnet
-        .into_iter()
-        .map(|r| {
-            let drafted = draft
-                .as_ref()
-                .and_then(|d| d.routes.iter().find(|(dr, _)| *dr == r).map(|(_, on)| *on));
-            let on = drafted.unwrap_or_else(|| machine.approved_routes.contains(&r));
-            (r, RwSignal::new(on))
-        })
-        .collect();
     let offers_exit = machine.advertises_exit_node() || machine.exit_node_approved();
-    let exit_choice = RwSignal::new(
-        draft
-            .as_ref()
-            .map_or(machine.exit_node_approved(), |d| d.exit),
-    );
-    if let Some(drafts) = drafts {
-        // Keep this machine's draft current while anything is open; forget it once closed,
-        // so the next opening starts from the machine's current values.
-        let route_choices = route_choices.clone();
-        let default_open = !compact;
-        Effect::new(move |_| {
-            let draft = Draft {
-                menu_open: menu_open.get(),
-                panel: panel.get(),
-                new_name: new_name.get(),
-                new_tags: new_tags.get(),
-                routes: route_choices
-                    .iter()
-                    .map(|(r, on)| (r.clone(), on.get()))
-                    .collect(),
-                exit: exit_choice.get(),
-            };
-            drafts.0.update_value(|all| {
-                if draft.menu_open == default_open && draft.panel.is_none() {
-                    all.remove(&id);
-                } else {
-                    all.insert(id, draft);
-                }
-            });
-        });
-    }
-    let has_routes = !route_choices.is_empty() || offers_exit;
+    let has_routes = !subnet.is_empty() || offers_exit;
     let key_expiry_disabled = machine.key_expiry.is_none();
     let tagged = !machine.tags.is_empty();
 
@@ -163,17 +188,21 @@ pub fn MachineActions(
     let label = |what: &str| format!("{what} {}", name);
 
     let routes_view = {
-        let route_choices = route_choices.clone();
+        let subnet = subnet.clone();
         move || {
-            let choices = route_choices.clone();
-            let chosen = route_choices.clone();
+            let choices = subnet.clone();
+            let shown = subnet.clone();
             let save = move |ev: leptos::ev::SubmitEvent| {
                 ev.prevent_default();
-                let mut routes: Vec<String> = chosen
-                    .iter()
-                    .filter(|(_, on)| on.get_untracked())
-                    .map(|(r, _)| r.clone())
-                    .collect();
+                // Only what this panel shows: a route ticked before a live update removed
+                // it from the machine is not sent.
+                let mut routes: Vec<String> = chosen_routes.with_untracked(|chosen| {
+                    shown
+                        .iter()
+                        .filter(|r| chosen.contains(*r))
+                        .cloned()
+                        .collect()
+                });
                 if exit_choice.get_untracked() {
                     routes.extend(EXIT_ROUTES.iter().map(|r| r.to_string()));
                 }
@@ -185,13 +214,24 @@ pub fn MachineActions(
                         <legend>"Approved routes"</legend>
                         {choices
                             .into_iter()
-                            .map(|(route, on)| {
+                            .map(|route| {
+                                let checked = route.clone();
+                                let toggled = route.clone();
                                 view! {
                                     <label class="checkbox">
                                         <input
                                             type="checkbox"
-                                            prop:checked=move || on.get()
-                                            on:change=move |ev| on.set(event_target_checked(&ev))
+                                            prop:checked=move || chosen_routes.with(|c| c.contains(&checked))
+                                            on:change=move |ev| {
+                                                let on = event_target_checked(&ev);
+                                                chosen_routes.update(|c| {
+                                                    if on {
+                                                        c.insert(toggled.clone());
+                                                    } else {
+                                                        c.remove(&toggled);
+                                                    }
+                                                });
+                                            }
                                         />
                                         " " {route}
                                     </label>
@@ -333,16 +373,16 @@ pub fn MachineActions(
                 })}
             <div id=panel_id_attr class="machine-actions__menu" hidden=move || !menu_open.get()>
                 <div class="machine-actions__buttons">
-                    <button type="button" class="button button--secondary" aria-label=rename_label disabled=disabled on:click=move |_| toggle(Panel::Rename)>
+                    <button type="button" class="button button--secondary" aria-label=rename_label disabled=disabled on:click=move |_| toggle.run(Panel::Rename)>
                         "Rename"
                     </button>
-                    <button type="button" class="button button--secondary" aria-label=tags_label disabled=disabled on:click=move |_| toggle(Panel::Tags)>
+                    <button type="button" class="button button--secondary" aria-label=tags_label disabled=disabled on:click=move |_| toggle.run(Panel::Tags)>
                         "Edit tags"
                     </button>
                     {has_routes
                         .then(|| {
                             view! {
-                                <button type="button" class="button button--secondary" aria-label=routes_label.clone() disabled=disabled on:click=move |_| toggle(Panel::Routes)>
+                                <button type="button" class="button button--secondary" aria-label=routes_label.clone() disabled=disabled on:click=move |_| toggle.run(Panel::Routes)>
                                     "Routes"
                                 </button>
                             }
@@ -370,7 +410,7 @@ pub fn MachineActions(
                                 </button>
                             }
                         })}
-                    <button type="button" class="button button--danger" aria-label=delete_label disabled=disabled on:click=move |_| toggle(Panel::Delete)>
+                    <button type="button" class="button button--danger" aria-label=delete_label disabled=disabled on:click=move |_| toggle.run(Panel::Delete)>
                         "Delete…"
                     </button>
                 </div>

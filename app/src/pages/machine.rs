@@ -9,7 +9,7 @@ use leptos_router::hooks::{use_navigate, use_params_map};
 use crate::api::tailnet::{approve_machine_routes, get_machine};
 use crate::components::call::use_server_call;
 use crate::components::live::use_machine_events;
-use crate::components::machine_actions::{ActionDrafts, MachineActions};
+use crate::components::machine_actions::{ActionStates, MachineActions};
 use crate::components::notice::{ErrorNotice, Loading};
 use crate::dto::ConsoleError;
 use crate::dto::tailnet::{EXIT_ROUTES, MachineDetail, short_time};
@@ -21,7 +21,7 @@ pub fn MachinePage() -> impl IntoView {
         Memo::new(move |_| params.with(|p| p.get_str("id").and_then(|s| s.parse::<u64>().ok())));
     let live = use_machine_events();
     // The page is rebuilt on every refetch; open action panels survive it.
-    ActionDrafts::provide();
+    ActionStates::provide();
     let changed = RwSignal::new(0_u64);
     let machine = Resource::new(
         move || (id.get(), live.get(), changed.get()),

@@ -13,7 +13,7 @@ use crate::api::get_console_config;
 use crate::api::tailnet::{list_keys, list_machines};
 use crate::components::copy_button::CopyButton;
 use crate::components::live::use_machine_events;
-use crate::components::machine_actions::{ActionDrafts, MachineActions};
+use crate::components::machine_actions::{ActionStates, MachineActions};
 use crate::components::notice::{ErrorNotice, Loading};
 use crate::components::preauth_form::PreAuthKeyForm;
 use crate::dto::tailnet::{
@@ -27,7 +27,7 @@ pub fn MachinesPage() -> impl IntoView {
     let query = Memo::new(move |_| params.with(|p| MachineQuery::from_params(|k| p.get_str(k))));
     let live = use_machine_events();
     // Rows are rebuilt on every refetch; open action panels survive it.
-    ActionDrafts::provide();
+    ActionStates::provide();
     // Bumped after each change made from this page.
     let changed = RwSignal::new(0_u64);
     let config = Resource::new(|| (), |_| get_console_config());

@@ -56,6 +56,12 @@ test.beforeEach(async ({}, testInfo) => {
   test.skip(measureTTI && testInfo.title !== ttiTitle, "measuring time to interactive only");
 });
 
+// The test node's id, from the CLI.
+function nodeId(): string {
+  const nodes = JSON.parse(oxiscaleCli(["nodes", "list", "-o", "json"])) as { id: number; given_name: string }[];
+  return String(nodes.find((n) => n.given_name === host)!.id);
+}
+
 const ttiTitle = "time to interactive of /machines (prints the figure)";
 test(ttiTitle, async ({ page }) => {
   test.skip(!measureTTI, "set OXISCALE_E2E_TTI=1 against a seeded server");
@@ -147,9 +153,7 @@ test("a live update keeps an open panel and what was typed", async ({ page }) =>
   await row.getByRole("button", { name: `Rename ${host}` }).click();
   await row.getByLabel("New name").fill("half-typed-name");
   // A change made elsewhere (the CLI) reaches the page live and the list is refetched.
-  const nodes = JSON.parse(oxiscaleCli(["nodes", "list", "-o", "json"])) as { id: number; given_name: string }[];
-  const id = nodes.find((n) => n.given_name === host)!.id;
-  oxiscaleCli(["nodes", "expire", "-i", String(id), "-e", "2099-01-02T03:04:05Z"]);
+  oxiscaleCli(["nodes", "expire", "-i", nodeId(), "-e", "2099-01-02T03:04:05Z"]);
   await expect(row, "the row shows the new expiry without a reload").toContainText("2099");
   await expect(row.getByLabel("New name"), "the open panel kept what was typed").toHaveValue("half-typed-name");
   await row.getByRole("button", { name: `Rename ${host}` }).click();
@@ -176,6 +180,13 @@ test("edit tags: the machine is then owned by its tag", async ({ page }) => {
   await again.getByRole("button", { name: `Edit tags of ${host}` }).click();
   await again.getByLabel(/^Tags/).fill("not a tag");
   await again.getByRole("button", { name: "Save tags" }).click();
-  await expect(again.getByRole("alert")).not.toBeEmpty();
-  await expect(again.getByRole("cell").nth(1)).toHaveText("tag:web");
+  const refusal = again.getByRole("alert");
+  await expect(refusal).not.toBeEmpty();
+  const reason = (await refusal.textContent())!;
+  // A live update redraws the row; the refusal and what was typed stay on it.
+  // (Approving the exit routes is a change any policy allows; the row shows a badge.)
+  oxiscaleCli(["nodes", "approve-routes", "-i", nodeId(), "-r", "0.0.0.0/0,::/0"]);
+  await expect(again, "the row shows the approval without a reload").toContainText("Exit node");
+  await expect(again.getByRole("alert")).toHaveText(reason);
+  await expect(again.getByLabel(/^Tags/)).toHaveValue("not a tag");
 });
