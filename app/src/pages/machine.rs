@@ -7,7 +7,7 @@ use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_params_map};
 
 use crate::api::tailnet::{approve_machine_routes, get_machine};
-use crate::components::call::use_server_call;
+use crate::components::call::{ServerCall, use_server_call};
 use crate::components::live::use_machine_events;
 use crate::components::machine_actions::{ActionStates, MachineActions};
 use crate::components::notice::{ErrorNotice, Loading};
@@ -20,8 +20,11 @@ pub fn MachinePage() -> impl IntoView {
     let id =
         Memo::new(move |_| params.with(|p| p.get_str("id").and_then(|s| s.parse::<u64>().ok())));
     let live = use_machine_events();
-    // The page is rebuilt on every refetch; open action panels survive it.
+    // The page is rebuilt on every refetch; open action panels and their answers survive it.
     ActionStates::provide();
+    // The routes card's approvals, held here for the same reason: an answer that arrives
+    // after a refetch redrew the card is shown on the new card.
+    let routes_call = use_server_call();
     let changed = RwSignal::new(0_u64);
     let machine = Resource::new(
         move || (id.get(), live.get(), changed.get()),
@@ -42,7 +45,7 @@ pub fn MachinePage() -> impl IntoView {
         <Transition fallback=Loading>
             {move || Suspend::new(async move {
                 match machine.await {
-                    Ok(detail) => view! { <MachineDetailView detail on_changed=refetch on_deleted=deleted /> }.into_any(),
+                    Ok(detail) => view! { <MachineDetailView detail routes_call on_changed=refetch on_deleted=deleted /> }.into_any(),
                     Err(error) => view! {
                         <h1>"Machine"</h1>
                         <ErrorNotice message=error.to_string() />
@@ -65,6 +68,7 @@ fn or_none(text: &str) -> String {
 #[component]
 fn MachineDetailView(
     detail: MachineDetail,
+    routes_call: ServerCall,
     on_changed: Callback<()>,
     on_deleted: Callback<()>,
 ) -> impl IntoView {
@@ -142,7 +146,7 @@ fn MachineDetailView(
                 <h2 id="machine-facts">"Machine"</h2>
                 <dl class="facts">{facts}</dl>
             </section>
-            <RoutesCard detail=detail.clone() on_changed />
+            <RoutesCard detail=detail.clone() call=routes_call on_changed />
             <section class="card" aria-labelledby="machine-netinfo">
                 <h2 id="machine-netinfo">"Network"</h2>
                 {net_info}
@@ -153,8 +157,7 @@ fn MachineDetailView(
 
 /// Approved, awaiting approval and exit node, each with its own approve / unapprove.
 #[component]
-fn RoutesCard(detail: MachineDetail, on_changed: Callback<()>) -> impl IntoView {
-    let call = use_server_call();
+fn RoutesCard(detail: MachineDetail, call: ServerCall, on_changed: Callback<()>) -> impl IntoView {
     let m = detail.summary;
     let id = m.id;
     let approved = m.approved_routes.clone();
