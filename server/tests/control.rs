@@ -112,6 +112,50 @@ async fn register_then_stream_a_full_map_then_deltas() {
     server.stop().await;
 }
 
+/// A stream's end: a client that goes away is offline for its peers, and a server that
+/// stops ends the streams still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_is_offline_and_stopping_ends_open_streams() {
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let key = server.key(alice, true, false, "1h").await;
+    let mut a = TestNode::connect(&server.url, "node-a").await;
+    a.register(Some(&key)).await;
+    let mut stream_a = a.stream().await;
+    stream_a.next_within(5 * SECOND).await.unwrap();
+
+    let mut b = TestNode::connect(&server.url, "node-b").await;
+    b.register(Some(&key)).await;
+    let b_id = server.node_id("node-b");
+    let online_of_b = |m: &Value| {
+        let patched = m["PeersChangedPatch"].as_array().into_iter().flatten();
+        let whole = m["PeersChanged"].as_array().into_iter().flatten();
+        patched
+            .filter(|c| c["NodeID"] == b_id)
+            .chain(whole.filter(|n| n["ID"] == b_id))
+            .find_map(|c| c["Online"].as_bool())
+    };
+    let mut stream_b = b.stream().await;
+    stream_b.next_within(5 * SECOND).await.unwrap();
+    stream_a
+        .until(5 * SECOND, |m| online_of_b(m) == Some(true))
+        .await;
+
+    drop(stream_b);
+    drop(b);
+    stream_a
+        .until(5 * SECOND, |m| online_of_b(m) == Some(false))
+        .await;
+
+    let stopping = tokio::spawn(server.stop());
+    let end = tokio::time::timeout(10 * SECOND, async {
+        while stream_a.next().await.is_some() {}
+    })
+    .await;
+    assert!(end.is_ok(), "the open stream ends when the server stops");
+    stopping.await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_keys_are_refused_when_used_expired_or_unknown() {
     let server = TestServer::start().await;
