@@ -20,6 +20,17 @@ fn ids(v: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// What a map message says of peer `id`'s `field`: in a patch, or in the whole node when
+/// the same epoch changed more of it.
+fn peer_field(m: &Value, id: u64, field: &str) -> Option<Value> {
+    let patched = m["PeersChangedPatch"].as_array().into_iter().flatten();
+    let whole = m["PeersChanged"].as_array().into_iter().flatten();
+    patched
+        .filter(|c| c["NodeID"] == id)
+        .chain(whole.filter(|n| n["ID"] == id))
+        .find_map(|c| c.get(field).cloned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_then_stream_a_full_map_then_deltas() {
     let server = TestServer::start().await;
@@ -85,14 +96,7 @@ async fn register_then_stream_a_full_map_then_deltas() {
     assert!(b_first["Peers"][0].get("Machine").is_none());
     assert_eq!(b_first["Node"]["Machine"], b.machine.public().to_string());
     assert_eq!(b.lite_update(&["192.0.2.1:41641"]).await, 200);
-    let endpoints_of_b = |m: &Value| {
-        let patched = m["PeersChangedPatch"].as_array().into_iter().flatten();
-        let whole = m["PeersChanged"].as_array().into_iter().flatten();
-        patched
-            .filter(|c| c["NodeID"] == b_id)
-            .chain(whole.filter(|n| n["ID"] == b_id))
-            .find_map(|c| c.get("Endpoints").cloned())
-    };
+    let endpoints_of_b = |m: &Value| peer_field(m, b_id, "Endpoints");
     let heard = stream_a
         .until(5 * SECOND, |m| endpoints_of_b(m).is_some())
         .await;
@@ -127,14 +131,7 @@ async fn a_client_that_goes_away_is_offline_and_stopping_ends_open_streams() {
     let mut b = TestNode::connect(&server.url, "node-b").await;
     b.register(Some(&key)).await;
     let b_id = server.node_id("node-b");
-    let online_of_b = |m: &Value| {
-        let patched = m["PeersChangedPatch"].as_array().into_iter().flatten();
-        let whole = m["PeersChanged"].as_array().into_iter().flatten();
-        patched
-            .filter(|c| c["NodeID"] == b_id)
-            .chain(whole.filter(|n| n["ID"] == b_id))
-            .find_map(|c| c["Online"].as_bool())
-    };
+    let online_of_b = |m: &Value| peer_field(m, b_id, "Online").and_then(|v| v.as_bool());
     let mut stream_b = b.stream().await;
     stream_b.next_within(5 * SECOND).await.unwrap();
     stream_a
