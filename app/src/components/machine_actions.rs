@@ -46,8 +46,9 @@ struct ActionState {
 }
 
 impl ActionState {
-    fn new(machine: &MachineSummary, menu_open: bool) -> Self {
-        let state = ActionState {
+    /// Closed, with empty fields: opening a panel fills them (`fill_from`).
+    fn new(menu_open: bool) -> Self {
+        ActionState {
             call: use_server_call(),
             menu_open: RwSignal::new(menu_open),
             panel: RwSignal::new(None),
@@ -55,9 +56,7 @@ impl ActionState {
             new_tags: RwSignal::new(String::new()),
             routes: RwSignal::new(BTreeSet::new()),
             exit: RwSignal::new(false),
-        };
-        state.fill_from(machine);
-        state
+        }
     }
 
     /// A panel opens with the machine's values as they are now.
@@ -95,17 +94,17 @@ impl ActionStates {
         });
     }
 
-    /// The machine's state, made on its first row.
-    fn state(&self, machine: &MachineSummary, menu_open: bool) -> ActionState {
-        if let Some(state) = self.states.with_value(|all| all.get(&machine.id).copied()) {
+    /// Machine `id`'s state, made on its first row.
+    fn state(&self, id: u64, menu_open: bool) -> ActionState {
+        if let Some(state) = self.states.with_value(|all| all.get(&id).copied()) {
             return state;
         }
         let state = match self.page.upgrade() {
-            Some(page) => page.with(|| ActionState::new(machine, menu_open)),
-            None => ActionState::new(machine, menu_open),
+            Some(page) => page.with(|| ActionState::new(menu_open)),
+            None => ActionState::new(menu_open),
         };
         self.states.update_value(|all| {
-            all.insert(machine.id, state);
+            all.insert(id, state);
         });
         state
     }
@@ -127,8 +126,8 @@ pub fn MachineActions(
     compact: bool,
 ) -> impl IntoView {
     let state = match use_context::<ActionStates>() {
-        Some(states) => states.state(&machine, !compact),
-        None => ActionState::new(&machine, !compact),
+        Some(states) => states.state(machine.id, !compact),
+        None => ActionState::new(!compact),
     };
     let ActionState {
         call,

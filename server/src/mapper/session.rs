@@ -787,38 +787,9 @@ mod tests {
 
     /// A tailnet of `n` nodes of one user, without a policy (everyone sees everyone).
     fn tailnet_of(n: NodeId, now: OffsetDateTime) -> State {
-        use crate::tailnet::model::{Node, RegisterMethod, User};
+        use crate::tailnet::model::{Node, User};
         use crate::tailnet::state::Loaded;
-        use oxiscale_tailcfg::{DiscoPublic, Hostinfo, MachinePublic, NodePublic};
-        let nodes = (1..=n)
-            .map(|id| {
-                let byte = |base: u8| [base + id as u8; 32];
-                Node {
-                    id,
-                    machine_key: MachinePublic::from_bytes(byte(0)),
-                    node_key: NodePublic::from_bytes(byte(64)),
-                    disco_key: DiscoPublic::from_bytes(byte(128)),
-                    hostname: format!("n{id}"),
-                    given_name: format!("n{id}"),
-                    user: Some(1),
-                    tags: vec![],
-                    ipv4: Some(std::net::Ipv4Addr::new(100, 64, 0, id as u8)),
-                    ipv6: None,
-                    hostinfo: Hostinfo::default(),
-                    endpoints: vec![format!("192.0.2.{id}:41641")],
-                    approved_routes: vec![],
-                    ephemeral: false,
-                    register_method: RegisterMethod::AuthKey,
-                    auth_key_id: None,
-                    expiry: None,
-                    created: now,
-                    last_seen: None,
-                    cap_version: 130,
-                    online: true,
-                    peer_json: Default::default(),
-                }
-            })
-            .collect();
+        let nodes = (1..=n).map(Node::sample).collect();
         let loaded = Loaded {
             users: vec![User {
                 id: 1,

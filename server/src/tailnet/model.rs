@@ -132,6 +132,44 @@ impl std::fmt::Debug for PeerJsonCache {
     }
 }
 
+#[cfg(test)]
+impl Node {
+    /// An online node of user 1 for unit tests: keys, name, IPv4 address and endpoint all
+    /// derived from `id`, so distinct for distinct ids.
+    pub fn sample(id: NodeId) -> Node {
+        let key = |kind: u8| {
+            let mut key = [kind; 32];
+            key[..8].copy_from_slice(&id.to_le_bytes());
+            key
+        };
+        Node {
+            id,
+            machine_key: MachinePublic::from_bytes(key(0)),
+            node_key: NodePublic::from_bytes(key(64)),
+            disco_key: DiscoPublic::from_bytes(key(128)),
+            hostname: format!("n{id}"),
+            given_name: format!("n{id}"),
+            user: Some(1),
+            tags: vec![],
+            // Within 100.64.0.0/10.
+            ipv4: Some(Ipv4Addr::from(0x6440_0000 | (id as u32 & 0x003f_ffff))),
+            ipv6: None,
+            hostinfo: Hostinfo::default(),
+            endpoints: vec![format!("192.0.2.{id}:41641")],
+            approved_routes: vec![],
+            ephemeral: false,
+            register_method: RegisterMethod::AuthKey,
+            auth_key_id: None,
+            expiry: None,
+            created: OffsetDateTime::UNIX_EPOCH,
+            last_seen: None,
+            cap_version: 130,
+            online: true,
+            peer_json: Default::default(),
+        }
+    }
+}
+
 impl Node {
     pub fn is_tagged(&self) -> bool {
         !self.tags.is_empty()

@@ -110,33 +110,9 @@ fn touch(stamps: &mut BTreeMap<NodeId, u64>, id: NodeId) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tailnet::model::RegisterMethod;
 
     fn node(id: NodeId) -> Arc<Node> {
-        Arc::new(Node {
-            id,
-            machine_key: Default::default(),
-            node_key: Default::default(),
-            disco_key: Default::default(),
-            hostname: format!("n{id}"),
-            given_name: format!("n{id}"),
-            user: Some(1),
-            tags: Vec::new(),
-            ipv4: None,
-            ipv6: None,
-            hostinfo: Default::default(),
-            endpoints: Vec::new(),
-            approved_routes: Vec::new(),
-            ephemeral: false,
-            register_method: RegisterMethod::AuthKey,
-            auth_key_id: None,
-            expiry: None,
-            created: time::OffsetDateTime::UNIX_EPOCH,
-            last_seen: None,
-            cap_version: 0,
-            online: false,
-            peer_json: Default::default(),
-        })
+        Arc::new(Node::sample(id))
     }
 
     fn stamp(t: &NodeTable, block: NodeId) -> Option<u64> {
