@@ -307,19 +307,22 @@ impl Bench {
                 let connect = connect_with_retry(&n, &ctx).await?;
                 let register = n.register(&ctx).await?;
                 let registered_at = Instant::now();
+                let registered_us = ctx.micros();
                 drop(permit);
                 n.open_stream(&ctx).await?;
-                Ok::<_, node::NodeError>((connect, register, registered_at))
+                Ok::<_, node::NodeError>((connect, register, registered_at, (n, registered_us)))
             });
         }
         let (mut connects, mut registers, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        let mut registered = Vec::new();
         let mut last_registered = t0;
         while let Some(r) = set.join_next().await {
             match r.expect("node task panicked") {
-                Ok((c, r, at)) => {
+                Ok((c, r, at, node)) => {
                     connects.push(c.as_micros() as u64);
                     registers.push(r.as_micros() as u64);
                     last_registered = last_registered.max(at);
+                    registered.push(node);
                 }
                 Err(e) => errors.push(e.to_string()),
             }
@@ -331,6 +334,15 @@ impl Bench {
         let rate = ok as f64 / register_span.as_secs_f64().max(1e-9);
         let reg = Summary::of_micros(&mut registers);
         let con = Summary::of_micros(&mut connects);
+        // What a node's user waits for: from its register answer to its first map.
+        let mut to_first_map: Vec<u64> = registered
+            .iter()
+            .filter_map(|(n, at)| {
+                let map_at = n.full_map_at.load(Ordering::Acquire);
+                (map_at > *at).then(|| map_at - at)
+            })
+            .collect();
+        let first_map = Summary::of_micros(&mut to_first_map);
         println!(
             "  registered {ok}/{} in {:.2}s = {rate:.0} registrations/s; all streams had full maps after {:.2}s{}",
             self.nodes.len(),
@@ -339,6 +351,7 @@ impl Bench {
             if all { "" } else { " (NOT ALL)" }
         );
         println!("  register latency: {reg}");
+        println!("  register answer → first full map: {first_map}");
         println!("  connect (TCP + /ts2021 + Noise + h2) latency: {con}");
         if !errors.is_empty() {
             println!("  {} failures, first: {}", errors.len(), errors[0]);
@@ -350,6 +363,7 @@ impl Bench {
             "register_seconds": register_span.as_secs_f64(), "registrations_per_second": rate,
             "all_full_maps_seconds": streams_span.as_secs_f64(), "all_full_maps": all,
             "register_latency": summary_json(&reg), "connect_latency": summary_json(&con),
+            "register_to_first_map": summary_json(&first_map),
             "window": win,
         })
     }
