@@ -1,6 +1,7 @@
 //! The Tailscale control protocol as served inside a Noise connection: an HTTP/2 server
 //! whose requests all come from one authenticated machine key.
 
+pub mod admission;
 pub mod poll;
 pub mod register;
 
@@ -22,6 +23,7 @@ use crate::mapper::MapConfig;
 use crate::mapper::chunks::PeerChunks;
 use crate::mapper::session::Sessions;
 use crate::tailnet::Tailnet;
+use admission::{Deferral, FullMapAdmission};
 
 /// Bodies larger than this are refused: anyone who completes a handshake can send them.
 pub const MAX_REQUEST_BODY: usize = 1 << 20;
@@ -46,8 +48,8 @@ impl Default for ControlSettings {
     }
 }
 
-/// Large first maps admitted into flight at once. At 10,000 nodes a full map is ~1.7 MB
-/// compressed, so this bounds a storm's maps in flight to ~100 MB while keeping both cores
+/// Large first maps admitted into flight at once. At 10,000 nodes a full map is ≈ 0.9 MB
+/// compressed, so this bounds a storm's maps in flight to ≈ 60 MB while keeping both cores
 /// and the clients busy.
 const FULL_MAPS_IN_FLIGHT: usize = 64;
 
@@ -61,9 +63,9 @@ pub struct ControlPlane {
     pub shutdown: watch::Receiver<bool>,
     /// Bounds how many large full maps are rendered at once (one per core).
     pub full_map_permits: tokio::sync::Semaphore,
-    /// Bounds how many large full maps are between snapshot and hand-over to HTTP/2 (the
-    /// bytes in flight of a reconnect storm).
-    pub full_maps_in_flight: tokio::sync::Semaphore,
+    /// When a large first map may start: after a burst of registrations, and at most
+    /// FULL_MAPS_IN_FLIGHT at once.
+    pub first_maps: FullMapAdmission,
     /// Pre-compressed peer chunks shared by every viewer's full map.
     pub peer_chunks: Arc<PeerChunks>,
 }
@@ -86,7 +88,7 @@ impl ControlPlane {
             full_map_permits: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
-            full_maps_in_flight: tokio::sync::Semaphore::new(FULL_MAPS_IN_FLIGHT),
+            first_maps: FullMapAdmission::new(FULL_MAPS_IN_FLIGHT, Deferral::DEFAULT),
             peer_chunks: Arc::default(),
         })
     }

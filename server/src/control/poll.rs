@@ -27,7 +27,7 @@ use crate::tailnet::model::NodeId;
 const STREAM_QUEUE: usize = 2;
 
 /// Maps with more peers than this are rendered on the blocking pool and admitted into
-/// flight by `ControlPlane::full_maps_in_flight`.
+/// flight by `ControlPlane::first_maps`.
 const INLINE_PEERS: usize = 64;
 
 /// Longest a slow reader keeps its full map's admission permit.
@@ -140,12 +140,14 @@ async fn stream_map(
     // reader, so that a few stuck clients cannot stall everyone's first map.
     let large = cp.tailnet.read(|s| s.node_count()) > INLINE_PEERS;
     let admission = if large {
-        Some(
-            cp.full_maps_in_flight
-                .acquire()
-                .await
-                .expect("the semaphore is never closed"),
-        )
+        // A first map may wait out a burst of registrations; a client that leaves or a
+        // server that stops meanwhile must not keep its place.
+        let mut shutdown = cp.shutdown.clone();
+        tokio::select! {
+            admitted = cp.first_maps.admit() => Some(admitted),
+            () = tx.closed() => return "client went away",
+            _ = shutdown.changed() => return "server shutting down",
+        }
     } else {
         None
     };

@@ -49,6 +49,8 @@ pub async fn handle(
     match outcome {
         Ok(RegisterOutcome::Authorized(id)) => {
             info!(machine = %machine.short(), node = id, "node registered");
+            // Only authorized registrations count: anyone can send register requests.
+            cp.first_maps.registration_seen();
             json(&authorized(cp, id))
         }
         Ok(RegisterOutcome::KeyExpired) => json(&RegisterResponse {
