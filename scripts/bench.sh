@@ -63,6 +63,8 @@ cleanup() {
   kill "$server_pid" 2>/dev/null || true
   wait "$server_pid" 2>/dev/null || true
   rm -rf "$data"
+  # The copy is the whole release binary with its debug info (≈ 370 MB): runs add up.
+  rm -f "$server_bin"
   [[ -n "$old_ports" ]] && sysctl -qw net.ipv4.ip_local_port_range="$old_ports" 2>/dev/null || true
   [[ -n "$old_somaxconn" ]] && sysctl -qw net.core.somaxconn="$old_somaxconn" 2>/dev/null || true
 }
