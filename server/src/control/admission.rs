@@ -31,9 +31,11 @@ pub struct Deferral {
 }
 
 impl Deferral {
+    /// At 50 a second a pause of 200 ms is ten mean gaps: within a burst it happens with
+    /// odds of e⁻¹⁰, so it marks the end of one.
     pub const DEFAULT: Deferral = Deferral {
         burst_per_second: 50.0,
-        quiet: Duration::from_millis(500),
+        quiet: Duration::from_millis(200),
         max_wait: Duration::from_secs(10),
     };
 }
