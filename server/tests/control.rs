@@ -519,6 +519,32 @@ async fn node_key_rotation_moves_the_node_and_tells_peers() {
     server.stop().await;
 }
 
+/// During a burst of registrations a large first map waits for the burst to end
+/// (server/src/control/admission.rs), so it carries every node that registered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_map_waits_out_a_burst_of_registrations() {
+    // More nodes than a map rendered inline (64), registered a few at a time: hundreds a
+    // second, well above the 50 a second that make a burst.
+    const BEFORE: usize = 100;
+    const AFTER: usize = 100;
+    let server = TestServer::start().await;
+    let alice = server.user("alice").await;
+    let key = server.key(alice, true, false, "1h").await;
+    let _before = server.register_nodes(&key, "before", BEFORE, 8).await;
+    let mut watcher = TestNode::connect(&server.url, "watcher").await;
+    watcher.register(Some(&key)).await;
+    let mut stream = watcher.stream().await;
+    let _after = server.register_nodes(&key, "after", AFTER, 8).await;
+
+    let first = stream.next_within(15 * SECOND).await.unwrap();
+    assert_eq!(
+        ids(&first["Peers"]).len(),
+        BEFORE + AFTER,
+        "the first map went out during the burst"
+    );
+    server.stop().await;
+}
+
 /// Full maps of a tailnet larger than one peer chunk (`mapper::chunks`, 128 ids) are
 /// assembled from shared pre-compressed frames: every viewer still gets exactly its peers,
 /// each once, and a peer's change reaches later full maps (the chunk is re-made).
@@ -529,20 +555,7 @@ async fn full_maps_from_shared_chunks_are_complete_and_current() {
     let server = TestServer::start_with(|c| c.policy.mode = PolicyMode::Database).await;
     let alice = server.user("alice").await;
     let key = server.key(alice, true, false, "1h").await;
-    let mut nodes = Vec::new();
-    for batch in 0..NODES / 50 {
-        let joins = (0..50).map(|i| {
-            let (url, key) = (server.url.clone(), key.clone());
-            tokio::spawn(async move {
-                let mut n = TestNode::connect(&url, &format!("n{}", batch * 50 + i)).await;
-                n.register(Some(&key)).await;
-                n
-            })
-        });
-        for j in futures_util::future::join_all(joins).await {
-            nodes.push(j.unwrap());
-        }
-    }
+    let mut nodes = server.register_nodes(&key, "n", NODES, 50).await;
 
     // A full map with `expected` peers, each once, not including the viewer.
     let full_map_of = |m: &Value, expected: usize| {

@@ -129,6 +129,32 @@ impl TestServer {
             .key
     }
 
+    /// Registers `count` nodes named `{prefix}{i}` with `key`, `at_once` at a time, and
+    /// returns them in order.
+    pub async fn register_nodes(
+        &self,
+        key: &str,
+        prefix: &str,
+        count: usize,
+        at_once: usize,
+    ) -> Vec<TestNode> {
+        let mut nodes = Vec::with_capacity(count);
+        for start in (0..count).step_by(at_once) {
+            let joins = (start..count.min(start + at_once)).map(|i| {
+                let (url, key, name) = (self.url.clone(), key.to_owned(), format!("{prefix}{i}"));
+                tokio::spawn(async move {
+                    let mut n = TestNode::connect(&url, &name).await;
+                    n.register(Some(&key)).await;
+                    n
+                })
+            });
+            for j in futures_util::future::join_all(joins).await {
+                nodes.push(j.expect("registering a node does not panic"));
+            }
+        }
+        nodes
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await.unwrap();
