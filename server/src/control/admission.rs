@@ -7,7 +7,8 @@
 //! message per stream per epoch on top of the first maps. Holding first maps back until
 //! the burst is over sends each node its peers once, in shared, pre-compressed chunks,
 //! and leaves the cores to the registrations meanwhile: a 10,000-node join on two cores
-//! registered ≈ 3× faster and had every first map out ≈ 10 s sooner (BENCHMARKS.md).
+//! registered 2.6–2.9× as fast and had every first map out 13–30 % sooner, while the
+//! median node waited 2–3 s longer for its own (BENCHMARKS.md).
 //!
 //! The hold applies only to a burst (registrations at `burst_per_second` or more, and the
 //! last one less than `quiet` ago) and never lasts longer than `max_wait`. A reconnect
