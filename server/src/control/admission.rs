@@ -60,7 +60,8 @@ impl FullMapAdmission {
         }
     }
 
-    /// A register request arrived.
+    /// A node was registered. The clock is read under the lock, so that the last
+    /// registration never moves back.
     pub fn registration_seen(&self) {
         self.rate().seen(Instant::now());
     }
@@ -92,8 +93,8 @@ impl FullMapAdmission {
     }
 }
 
-/// Registrations per second as a count decaying with a one-second time constant: N
-/// registrations spread evenly over a second leave it at ≈ N.
+/// Registrations per second, as a count that decays with a one-second time constant: a
+/// steady R a second holds it near R.
 #[derive(Debug, Default)]
 struct RegistrationRate {
     /// The rate just after the last registration.
@@ -171,34 +172,31 @@ mod tests {
         assert_eq!(admitted_after(&a).await, Duration::ZERO);
     }
 
+    /// Registrations from time 0, `count` of them `every` apart, and a first map asked for
+    /// at `asked_at`: how long that map waits.
+    async fn wait_in_burst(count: usize, every: Duration, asked_at: Duration) -> Duration {
+        let a = FullMapAdmission::new(8, TEST);
+        let map = async {
+            tokio::time::sleep(asked_at).await;
+            admitted_after(&a).await
+        };
+        let (waited, ()) = tokio::join!(map, registrations(&a, count, every));
+        waited
+    }
+
     #[tokio::test(start_paused = true)]
     async fn during_a_burst_maps_wait_until_it_has_been_quiet() {
-        let a = FullMapAdmission::new(8, TEST);
-        // 100 a second for a second, then nothing.
-        let burst = registrations(&a, 100, Duration::from_millis(10));
-        let (waited, ()) = tokio::join!(
-            async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                admitted_after(&a).await
-            },
-            burst
-        );
-        // Asked at 0.3 s; the last registration came at 0.99 s; quiet from 1.49 s.
+        // 100 a second for a second, then nothing. Asked at 0.3 s; the last registration
+        // came at 0.99 s; quiet from 1.49 s.
+        let waited =
+            wait_in_burst(100, Duration::from_millis(10), Duration::from_millis(300)).await;
         assert_eq!(waited, Duration::from_millis(1190));
     }
 
     #[tokio::test(start_paused = true)]
     async fn no_map_waits_longer_than_max_wait() {
-        let a = FullMapAdmission::new(8, TEST);
         // 100 a second for 20 s.
-        let burst = registrations(&a, 2000, Duration::from_millis(10));
-        let (waited, ()) = tokio::join!(
-            async {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                admitted_after(&a).await
-            },
-            burst
-        );
+        let waited = wait_in_burst(2000, Duration::from_millis(10), Duration::from_secs(1)).await;
         assert_eq!(waited, TEST.max_wait);
     }
 }
