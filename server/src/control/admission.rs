@@ -11,8 +11,9 @@
 //! median node waited 2–3 s longer for its own (BENCHMARKS.md).
 //!
 //! The hold applies only to a burst (registrations at `burst_per_second` or more, and the
-//! last one less than `quiet` ago) and never lasts longer than `max_wait`. A reconnect
-//! storm registers nobody and is never held; a node joining now and then is never held.
+//! last one less than `quiet` ago) and never lasts longer than `max_wait`. Streams that
+//! reconnect register nobody and are not held; clients that restart re-register and count
+//! towards a burst like new ones; a node joining now and then is never held.
 
 use std::sync::Mutex;
 use std::time::Duration;
