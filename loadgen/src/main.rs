@@ -66,7 +66,8 @@ struct Args {
     /// The server's pid, to sample its CPU time and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Comma-separated: join,steady,fanout,storm,churn (join always runs first). Or `hold`
+    /// Comma-separated: join,steady,fanout,storm,churn (join always runs first), and
+    /// `narrow` last (a policy change that narrows who sees whom; not by default). Or `hold`
     /// alone: one node named --hostname advertising --routes holds its map stream until
     /// killed and prints when its own map shows a route approved (see hold.rs).
     #[arg(long, default_value = "join,steady,fanout,storm,churn")]
@@ -417,7 +418,17 @@ impl Bench {
         about_hub: bool,
         change: F,
     ) -> Result<ProbeResult, E> {
-        let viewers = self.viewers(except, about_hub);
+        self.run_probe_to(target, self.viewers(except, about_hub), change)
+            .await
+    }
+
+    /// [`Self::run_probe`] for a set of viewers chosen by the caller.
+    async fn run_probe_to<E, F: std::future::Future<Output = Result<(), E>>>(
+        &self,
+        target: Target,
+        viewers: Vec<bool>,
+        change: F,
+    ) -> Result<ProbeResult, E> {
         let probe = Arc::new(Probe::new(target, &viewers, Instant::now()));
         self.ctx.probes.add(probe.clone());
         let outcome = change.await;
@@ -608,6 +619,50 @@ impl Bench {
             "policy change (a new packet filter for every node)",
             &results,
         )
+    }
+
+    /// A policy change that narrows who sees whom: from everyone-sees-everyone to the hub
+    /// policy, under which a node outside the hub (a spoke) sees only the hub. Every spoke's
+    /// stream must drop every other spoke; the probe waits for one of them to be dropped
+    /// everywhere. Runs last (checked in `run`): the policy stays narrowed.
+    async fn narrow(&self) -> Value {
+        println!("== narrow: everyone-sees-everyone becomes the hub policy");
+        let Some(api_key) = &self.args.api_key else {
+            println!("  skipped (no --api-key)");
+            return json!("skipped: no --api-key");
+        };
+        let Some(dropped) = self
+            .nodes
+            .iter()
+            .rev()
+            .find(|n| !in_hub(n) && n.id.load(Ordering::Relaxed) != 0)
+        else {
+            println!("  skipped: no connected node outside the hub");
+            return json!("skipped: no spoke");
+        };
+        let id = dropped.id.load(Ordering::Relaxed);
+        let spokes: Vec<bool> = self
+            .viewers(Some(dropped.index), true)
+            .into_iter()
+            .zip(&self.nodes)
+            .map(|(viewer, n)| viewer && !in_hub(n))
+            .collect();
+        let w = Window::open(self);
+        let hub = admin::hub_policy(None);
+        let set = admin::set_policy(&self.ctx.url, api_key, &hub);
+        let result = match self.run_probe_to(Target::Removed(id), spokes, set).await {
+            Ok(res) => self.report_kind(
+                "policy narrowed (each spoke drops the other spokes)",
+                &[res],
+            ),
+            Err(e) => {
+                println!("  policy change failed: {e}");
+                json!(format!("failed: {e}"))
+            }
+        };
+        let win = w.close(self);
+        print_window("narrow", &win);
+        json!({"change": result, "window": win})
     }
 
     async fn storm(&self) -> Value {
@@ -836,8 +891,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     for s in &scenarios {
-        if !["join", "steady", "fanout", "storm", "churn", "hold"].contains(&s.as_str()) {
+        if ![
+            "join", "steady", "fanout", "storm", "churn", "narrow", "hold",
+        ]
+        .contains(&s.as_str())
+        {
             bail!("unknown scenario {s:?}");
+        }
+    }
+    if let Some(at) = scenarios.iter().position(|s| s == "narrow") {
+        if at + 1 != scenarios.len() || args.policy != PolicyMode::None {
+            bail!(
+                "the narrow scenario leaves the hub policy in force: it runs last, with no --policy"
+            );
+        }
+        if args.nodes <= HUB_POLICY_NODES_ABOVE {
+            bail!(
+                "the narrow scenario needs --nodes above {HUB_POLICY_NODES_ABOVE}, so that there are spokes"
+            );
         }
     }
     let server_pub = oxiscale_noise::client::fetch_server_key(&args.url)
@@ -895,6 +966,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "fanout" => bench.fanout().await,
             "storm" => bench.storm().await,
             "churn" => bench.churn().await,
+            "narrow" => bench.narrow().await,
             _ => unreachable!("checked above"),
         };
     }
