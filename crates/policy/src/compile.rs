@@ -894,6 +894,23 @@ impl Compiled {
         }
     }
 
+    /// The ids of the nodes `a` has in its netmap, in index order: `can_see(a, ·)` for
+    /// every node at once, read off `a`'s row of the adjacency bitset. None for a node the
+    /// policy does not know.
+    pub fn seen_by(&self, a: NodeId) -> impl Iterator<Item = NodeId> + '_ {
+        let row: &[u64] = self.idx(a).map_or(&[], |i| self.adjacency[i].as_slice());
+        row.iter().enumerate().flat_map(move |(word, &bits)| {
+            let mut rest = bits;
+            std::iter::from_fn(move || {
+                (rest != 0).then(|| {
+                    let bit = rest.trailing_zeros() as usize;
+                    rest &= rest - 1;
+                    self.nodes[word * 64 + bit].node.id
+                })
+            })
+        })
+    }
+
     /// Whether the viewer may use `route` through a router, under rules `rules`.
     fn can_access_route(&self, viewer: &NodeInfo, self_rules: &[Rule], route: &IpNet) -> bool {
         self.rules.iter().chain(self_rules).any(|r| {

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 use super::MapConfig;
-use super::build::{peer_view, render_peer, self_caps, self_node, user_profiles, visible_views};
+use super::build::{peer_view, render_peer, self_caps, self_node, user_profiles};
 use super::epoch::{self, Epoch, SharedDelta};
 use crate::tailnet::access::PeerRoutes;
 use crate::tailnet::model::NodeId;
@@ -244,6 +244,11 @@ impl Sent {
         self.peers.ones().map(|i| i as NodeId)
     }
 
+    /// The peers sent with routes of their own.
+    fn routed(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.routes.keys().copied()
+    }
+
     pub fn len(&self) -> usize {
         self.peers.count_ones(..)
     }
@@ -357,15 +362,44 @@ pub fn build_delta(
     let mut changed: BTreeSet<NodeId> = pending.peers_changed;
 
     if pending.recompute {
-        let mut visible = FixedBitSet::with_capacity(sent.peers.len());
-        for view in visible_views(state, &me_node, now) {
-            let id = view.node.id;
-            visible.grow_and_insert(id as usize);
-            if !sent.sent_with(id, &view.routes) {
+        // From sets: a policy change that narrows who sees whom makes every stream recheck
+        // every node, and one look per (viewer, node) pair took ≈ 5 ms per stream at
+        // 10,000 nodes (BENCHMARKS.md, "A policy change that narrows who sees whom").
+        let visible = state.visible_ids(&me_node, now);
+        let dropped: Vec<NodeId> = sent
+            .ids()
+            .filter(|id| !visible.contains(*id as usize))
+            .collect();
+        for id in dropped {
+            sent.remove(id);
+            resp.peers_removed.push(id);
+        }
+        changed.extend(
+            visible
+                .ones()
+                .map(|i| i as NodeId)
+                .filter(|id| !sent.contains(*id)),
+        );
+        // Peers sent before and still visible change only if their routes do, as this
+        // viewer may use them: look at the routers, and at the peers last sent as routers.
+        let mut routed: Vec<NodeId> = state
+            .routers()
+            .iter()
+            .copied()
+            .chain(sent.routed())
+            .collect();
+        routed.sort_unstable();
+        routed.dedup();
+        for id in routed {
+            if !sent.contains(id) || !visible.contains(id as usize) {
+                continue;
+            }
+            if let Some(peer) = state.node(id)
+                && !sent.sent_with(id, &peer_view(state, &me_node, peer).routes)
+            {
                 changed.insert(id);
             }
         }
-        changed.extend(sent.ids().filter(|id| !visible.contains(*id as usize)));
     }
     if pending.recompute || pending.filters {
         let packet_filter = state.access().packet_filter(&me_node);
@@ -787,9 +821,15 @@ mod tests {
 
     /// A tailnet of `n` nodes of one user, without a policy (everyone sees everyone).
     fn tailnet_of(n: NodeId, now: OffsetDateTime) -> State {
-        use crate::tailnet::model::{Node, User};
+        tailnet_with(
+            (1..=n).map(crate::tailnet::model::Node::sample).collect(),
+            now,
+        )
+    }
+
+    fn tailnet_with(nodes: Vec<crate::tailnet::model::Node>, now: OffsetDateTime) -> State {
+        use crate::tailnet::model::User;
         use crate::tailnet::state::Loaded;
-        let nodes = (1..=n).map(Node::sample).collect();
         let loaded = Loaded {
             users: vec![User {
                 id: 1,
@@ -815,6 +855,54 @@ mod tests {
             crate::config::Allocation::Sequential,
         );
         State::new(settings, pool, loaded)
+    }
+
+    /// `State::visible_ids` is `State::is_visible` for every node at once: allow-all, then
+    /// a policy that splits the tailnet, with an expired node, a router and the viewer.
+    #[test]
+    fn visible_ids_agree_with_is_visible_node_by_node() {
+        use crate::tailnet::Effects;
+        use crate::tailnet::model::Node;
+        let now = OffsetDateTime::now_utc();
+        let mut nodes: Vec<Node> = (1..=40).map(Node::sample).collect();
+        nodes[3].expiry = Some(now - time::Duration::hours(1));
+        nodes[5].expiry = Some(now + time::Duration::hours(1));
+        let route: ipnet::IpNet = "10.0.0.0/24".parse().unwrap();
+        nodes[4].hostinfo.routable_ips = vec![route];
+        nodes[4].approved_routes = vec![route];
+        let mut state = tailnet_with(nodes, now);
+        let agree = |state: &State| {
+            for viewer in state.nodes() {
+                let by_node: Vec<usize> = state
+                    .nodes()
+                    .filter(|peer| state.is_visible(viewer, peer, now))
+                    .map(|peer| peer.id as usize)
+                    .collect();
+                let by_set: Vec<usize> = state.visible_ids(viewer, now).ones().collect();
+                assert_eq!(by_set, by_node, "viewer {}", viewer.id);
+            }
+        };
+        agree(&state);
+        // Nodes 1-3 are the hub, seen by all; 10 reaches 11; the rest see only the hub.
+        let policy = oxiscale_policy::Policy::parse(
+            r#"{"hosts": {"hub": "100.64.0.0/30"},
+                "acls": [{"action": "accept", "src": ["*"], "dst": ["hub:*"]},
+                         {"action": "accept", "src": ["100.64.0.10"], "dst": ["100.64.0.11:22"]}]}"#,
+        )
+        .unwrap();
+        state
+            .set_policy(&mut Effects::default(), Some(Arc::new(policy)))
+            .unwrap();
+        agree(&state);
+        assert_eq!(
+            state
+                .visible_ids(state.node(20).unwrap(), now)
+                .ones()
+                .collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "a spoke sees the hub only"
+        );
+        assert_eq!(state.routers(), &[5]);
     }
 
     /// A map message's JSON, without its `ControlTime`.

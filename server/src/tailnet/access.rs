@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use fixedbitset::FixedBitSet;
 use ipnet::IpNet;
 use oxiscale_policy::{Compiled, Policy};
 use oxiscale_tailcfg::{FilterRule, SshPolicy};
@@ -192,6 +193,22 @@ impl Access {
         match self {
             Access::AllowAll => true,
             Access::Policy(p) => p.compiled.can_see(viewer.id, peer.id),
+        }
+    }
+
+    /// The ids among `ids` that `viewer` can see: `can_see(viewer, ·)` for all of them at
+    /// once.
+    pub fn seen_by(&self, viewer: &Node, ids: &FixedBitSet) -> FixedBitSet {
+        match self {
+            Access::AllowAll => ids.clone(),
+            Access::Policy(p) => {
+                let mut seen = FixedBitSet::with_capacity(ids.len());
+                for id in p.compiled.seen_by(viewer.id) {
+                    seen.grow_and_insert(id as usize);
+                }
+                seen.intersect_with(ids);
+                seen
+            }
         }
     }
 

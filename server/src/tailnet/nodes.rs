@@ -8,8 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::ops::{Deref, Range};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use fixedbitset::FixedBitSet;
+use time::OffsetDateTime;
 
 use super::model::{Node, NodeId};
 
@@ -48,6 +51,37 @@ pub struct NodeTable {
     nodes: BTreeMap<NodeId, Arc<Node>>,
     /// Every block that holds a node, with the stamp of its current members.
     stamps: BTreeMap<NodeId, u64>,
+    /// The ids of `nodes`, as a set to intersect with.
+    ids: FixedBitSet,
+    /// Made on the first read after a change and shared by every reader of this version:
+    /// a map session asks for it per stream when a policy change makes each one recheck
+    /// its peers.
+    derived: OnceLock<Derived>,
+}
+
+/// What `NodeTable` knows about its nodes without looking at each one.
+#[derive(Debug, Default)]
+struct Derived {
+    /// Nodes with a key expiry, by expiry.
+    by_expiry: Vec<(OffsetDateTime, NodeId)>,
+    /// Nodes that serve approved routes.
+    routers: Vec<NodeId>,
+}
+
+impl Derived {
+    fn of(nodes: &BTreeMap<NodeId, Arc<Node>>) -> Derived {
+        let mut by_expiry: Vec<_> = nodes
+            .values()
+            .filter_map(|n| Some((n.expiry?, n.id)))
+            .collect();
+        by_expiry.sort_unstable();
+        let routers = nodes
+            .values()
+            .filter(|n| n.serves_routes())
+            .map(|n| n.id)
+            .collect();
+        Derived { by_expiry, routers }
+    }
 }
 
 impl Deref for NodeTable {
@@ -61,11 +95,15 @@ impl Deref for NodeTable {
 impl NodeTable {
     pub fn insert(&mut self, node: Arc<Node>) -> Option<Arc<Node>> {
         touch(&mut self.stamps, node.id);
+        self.ids.grow_and_insert(node.id as usize);
+        self.derived.take();
         self.nodes.insert(node.id, node)
     }
 
     pub fn remove(&mut self, id: NodeId) -> Option<Arc<Node>> {
         let removed = self.nodes.remove(&id)?;
+        self.ids.set(id as usize, false);
+        self.derived.take();
         let block = block_of(id);
         if self.nodes.range(block_ids(block)).next().is_some() {
             touch(&mut self.stamps, id);
@@ -79,6 +117,7 @@ impl NodeTable {
     pub fn get_mut(&mut self, id: NodeId) -> Option<&mut Arc<Node>> {
         let slot = self.nodes.get_mut(&id)?;
         touch(&mut self.stamps, id);
+        self.derived.take();
         Some(slot)
     }
 
@@ -87,7 +126,29 @@ impl NodeTable {
         for stamp in self.stamps.values_mut() {
             *stamp = fresh_stamp();
         }
+        self.derived.take();
         self.nodes.iter_mut()
+    }
+
+    /// The ids of every node.
+    pub fn ids(&self) -> &FixedBitSet {
+        &self.ids
+    }
+
+    /// The nodes whose key has expired at `now`.
+    pub fn expired_at(&self, now: OffsetDateTime) -> impl Iterator<Item = NodeId> + '_ {
+        let by_expiry = &self.derived().by_expiry;
+        let end = by_expiry.partition_point(|(expiry, _)| *expiry <= now);
+        by_expiry[..end].iter().map(|(_, id)| *id)
+    }
+
+    /// The nodes that serve approved routes.
+    pub fn routers(&self) -> &[NodeId] {
+        &self.derived().routers
+    }
+
+    fn derived(&self) -> &Derived {
+        self.derived.get_or_init(|| Derived::of(&self.nodes))
     }
 
     /// The blocks that hold nodes, in id order, each with the stamp of its members.
@@ -149,6 +210,38 @@ mod tests {
         for _ in t.iter_mut() {}
         assert!(!seen.contains(&stamp(&t, 1).unwrap()));
         assert_ne!(stamp(&t, 2), Some(sb));
+    }
+
+    #[test]
+    fn ids_expiries_and_routers_follow_every_change() {
+        let now = OffsetDateTime::now_utc();
+        let expired: fn(&NodeTable, OffsetDateTime) -> Vec<NodeId> =
+            |t, now| t.expired_at(now).collect();
+        let mut t = NodeTable::default();
+        for id in [1, 2, 3] {
+            t.insert(node(id));
+        }
+        assert_eq!(t.ids().ones().collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(expired(&t, now).is_empty() && t.routers().is_empty());
+
+        // Changed in place, after a read made the derived index.
+        Arc::make_mut(t.get_mut(2).unwrap()).expiry = Some(now - time::Duration::hours(1));
+        Arc::make_mut(t.get_mut(3).unwrap()).expiry = Some(now + time::Duration::hours(1));
+        let route: ipnet::IpNet = "10.0.0.0/24".parse().unwrap();
+        let router = Arc::make_mut(t.get_mut(1).unwrap());
+        router.hostinfo.routable_ips = vec![route];
+        router.approved_routes = vec![route];
+        assert_eq!(expired(&t, now), vec![2]);
+        assert_eq!(expired(&t, now + time::Duration::hours(2)), vec![2, 3]);
+        assert_eq!(t.routers(), &[1]);
+
+        for (_, n) in t.iter_mut() {
+            Arc::make_mut(n).expiry = None;
+        }
+        assert!(expired(&t, now + time::Duration::hours(2)).is_empty());
+        t.remove(1);
+        assert_eq!(t.ids().ones().collect::<Vec<_>>(), vec![2, 3]);
+        assert!(t.routers().is_empty());
     }
 
     #[test]

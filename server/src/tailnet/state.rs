@@ -11,6 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fixedbitset::FixedBitSet;
 use ipnet::IpNet;
 use oxiscale_policy::{Policy, PolicyError, TagRequester, Topology};
 use oxiscale_tailcfg::{
@@ -264,6 +265,25 @@ impl State {
     /// Whether `viewer` may have `peer` in its netmap.
     pub fn is_visible(&self, viewer: &Node, peer: &Node, now: OffsetDateTime) -> bool {
         peer.id != viewer.id && !peer.is_expired(now) && self.access.can_see(viewer, peer)
+    }
+
+    /// The ids of the peers `viewer` may see now: [`Self::is_visible`] for every node at
+    /// once, from sets rather than a look at each node.
+    pub fn visible_ids(&self, viewer: &Node, now: OffsetDateTime) -> FixedBitSet {
+        let mut visible = self.access.seen_by(viewer, self.nodes.ids());
+        let mut hide = |id: NodeId| {
+            if (id as usize) < visible.len() {
+                visible.set(id as usize, false);
+            }
+        };
+        hide(viewer.id);
+        self.nodes.expired_at(now).for_each(&mut hide);
+        visible
+    }
+
+    /// The nodes that serve approved routes.
+    pub fn routers(&self) -> &[NodeId] {
+        self.nodes.routers()
     }
 
     pub fn peer_routes(&self, viewer: &Node, peer: &Node) -> PeerRoutes {
