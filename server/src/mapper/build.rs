@@ -48,15 +48,6 @@ pub fn peer_view(state: &State, viewer: &Node, peer: &Arc<Node>) -> PeerView {
     }
 }
 
-/// The peers `viewer` may see now, as views.
-pub fn visible_views(state: &State, viewer: &Node, now: OffsetDateTime) -> Vec<PeerView> {
-    state
-        .nodes()
-        .filter(|peer| state.is_visible(viewer, peer, now))
-        .map(|peer| peer_view(state, viewer, peer))
-        .collect()
-}
-
 /// A peer's JSON for a map: the shared rendering, or one made for this viewer's routes.
 pub fn render_peer(base_domain: &str, view: &PeerView, now: OffsetDateTime) -> NodeJson {
     match &view.routes {
