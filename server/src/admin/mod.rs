@@ -89,11 +89,27 @@ pub struct PolicyBody {
     pub policy: String,
 }
 
-fn lifetime(text: Option<&str>, default: Duration) -> Result<Duration, AdminError> {
-    match text {
-        None | Some("") => Ok(default),
-        Some(t) => duration::parse(t).map_err(|e| AdminError::BadRequest(e.to_string())),
-    }
+/// `now` plus the lifetime `text` asks for (`default` when absent). A lifetime past the
+/// calendar's end is refused, not a panic.
+fn expiration_after(
+    now: OffsetDateTime,
+    text: Option<&str>,
+    default: Duration,
+) -> Result<OffsetDateTime, AdminError> {
+    let lifetime = match text {
+        None | Some("") => default,
+        Some(t) => duration::parse(t).map_err(|e| AdminError::BadRequest(e.to_string()))?,
+    };
+    time::Duration::try_from(lifetime)
+        .ok()
+        .and_then(|d| now.checked_add(d))
+        .filter(|t| t.year() <= 9999)
+        .ok_or_else(|| {
+            AdminError::BadRequest(format!(
+                "expiration {:?} is too far in the future",
+                text.unwrap_or_default()
+            ))
+        })
 }
 
 #[derive(Clone)]
@@ -217,7 +233,8 @@ impl Admin {
         req: CreatePreAuthKey,
     ) -> Result<PreAuthKeyView, AdminError> {
         let now = OffsetDateTime::now_utc();
-        let expiration = now + lifetime(req.expiration.as_deref(), DEFAULT_PREAUTH_EXPIRATION)?;
+        let expiration =
+            expiration_after(now, req.expiration.as_deref(), DEFAULT_PREAUTH_EXPIRATION)?;
         let (key, secret) = self
             .tailnet
             .mutate(move |s, fx| {
@@ -267,7 +284,8 @@ impl Admin {
 
     pub async fn create_api_key(&self, req: CreateApiKey) -> Result<ApiKeyView, AdminError> {
         let now = OffsetDateTime::now_utc();
-        let expiration = now + lifetime(req.expiration.as_deref(), DEFAULT_API_KEY_EXPIRATION)?;
+        let expiration =
+            expiration_after(now, req.expiration.as_deref(), DEFAULT_API_KEY_EXPIRATION)?;
         let (key, secret) = self
             .tailnet
             .mutate(move |s, fx| s.create_api_key(fx, expiration, now))
@@ -457,5 +475,27 @@ impl Admin {
             .mutate(move |s, fx| s.complete_login(fx, &req.auth_id, req.user, now))
             .await?;
         self.node(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiration_past_the_calendar_is_refused_not_a_panic() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        for text in ["10000y", "99999999999999999999y", "5000000d"] {
+            let err = expiration_after(now, Some(text), DEFAULT_API_KEY_EXPIRATION).unwrap_err();
+            assert!(matches!(err, AdminError::BadRequest(_)), "{text}: {err:?}");
+        }
+        assert_eq!(
+            expiration_after(now, Some("1h"), DEFAULT_API_KEY_EXPIRATION).unwrap(),
+            now + time::Duration::hours(1)
+        );
+        assert_eq!(
+            expiration_after(now, None, DEFAULT_API_KEY_EXPIRATION).unwrap(),
+            now + DEFAULT_API_KEY_EXPIRATION
+        );
     }
 }

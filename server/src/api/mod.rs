@@ -273,15 +273,30 @@ async fn delete_node(
     Ok(Json(a.delete_node(id).await?))
 }
 
+/// headscale's query form of a node expiry: `?expiry=<RFC 3339>` or `?disableExpiry=true`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ExpireQuery {
+    expiry: Option<String>,
+    disable_expiry: Option<bool>,
+}
+
 async fn expire_node(
     State(a): State<Admin>,
     UrlPath(id): UrlPath<u64>,
+    Query(query): Query<ExpireQuery>,
     body: Option<Json<ExpireNode>>,
 ) -> ApiResult<crate::admin::dto::NodeView> {
-    Ok(Json(
-        a.expire_node(id, body.map(|b| b.0).unwrap_or_default())
-            .await?,
-    ))
+    // What the query asks for wins over the body: headscale's clients send only the query,
+    // and reading neither once expired nodes that were meant never to expire.
+    let mut req = body.map(|b| b.0).unwrap_or_default();
+    if let Some(disable) = query.disable_expiry {
+        req.disable = disable;
+    }
+    if query.expiry.is_some() {
+        req.at = query.expiry;
+    }
+    Ok(Json(a.expire_node(id, req).await?))
 }
 
 async fn rename_node(

@@ -67,8 +67,9 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
             _ => return Err(err("unknown unit (use ns, us, ms, s, m, h, d, w or y)")),
         };
         rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(number * seconds_per_unit)
+        let term = Duration::try_from_secs_f64(number * seconds_per_unit)
             .map_err(|_| err("out of range"))?;
+        total = total.checked_add(term).ok_or_else(|| err("out of range"))?;
     }
     Ok(total)
 }
@@ -138,6 +139,23 @@ mod tests {
         assert!(parse("5 parsecs").is_err());
         assert!(parse("").is_err());
         assert!(parse("h").is_err());
+    }
+
+    #[test]
+    fn huge_durations_are_refused_not_a_panic() {
+        assert_eq!(
+            parse("1e400s").unwrap_err().reason,
+            "unknown unit (use ns, us, ms, s, m, h, d, w or y)"
+        );
+        let max = format!("{}s", u64::MAX);
+        assert_eq!(
+            parse(&format!("{max}{max}")).unwrap_err().reason,
+            "out of range"
+        );
+        assert_eq!(
+            parse("99999999999999999999999y").unwrap_err().reason,
+            "out of range"
+        );
     }
 
     #[test]

@@ -217,7 +217,7 @@ async fn stream_map(
                     Delta::Send(resp) => encode_message(&resp),
                     Delta::Shared(shared) => shared.frame(&config).await,
                     Delta::Nothing => continue,
-                    Delta::End => return "node deleted",
+                    Delta::End => return "node deleted or expired",
                 };
                 if tx.send(message).await.is_err() {
                     return "client went away";

@@ -334,6 +334,10 @@ impl Taken {
         config: &MapConfig,
         now: OffsetDateTime,
     ) -> Delta {
+        // An expired node is sent nothing more; its stream ends and a new one is refused.
+        if state.node(me).is_none_or(|n| n.is_expired(now)) {
+            return Delta::End;
+        }
         if let Taken::Epochs(run) = &self
             && let Some(shared) = SharedDelta::of_run(run, me)
             && epoch::shared_delta(state, &shared, me, sent, now)

@@ -888,14 +888,18 @@ impl State {
         Ok(id)
     }
 
+    /// The key expiry of a newly (re-)authorized user-owned node. The server's lifetime
+    /// decides; a client may ask for an earlier expiry, never for a later one.
     fn default_expiry(
         &self,
         requested: Option<OffsetDateTime>,
         now: OffsetDateTime,
     ) -> Option<OffsetDateTime> {
-        match requested {
-            Some(t) if t > now => Some(t),
-            _ => self.settings.node_expiry.map(|d| now + d),
+        let configured = self.settings.node_expiry.map(|d| now + d);
+        match (requested.filter(|t| *t > now), configured) {
+            (Some(asked), Some(limit)) => Some(asked.min(limit)),
+            (Some(asked), None) => Some(asked),
+            (None, configured) => configured,
         }
     }
 
@@ -942,6 +946,13 @@ impl State {
         if node.machine_key != machine {
             return Err(TailnetError::Invalid(
                 "node key is registered to another machine".into(),
+            ));
+        }
+        // An expired or logged-out node gets nothing (no peers, no filter) until it logs in
+        // again, and what it says about itself is not taken either.
+        if node.is_expired(now) {
+            return Err(TailnetError::Invalid(
+                "node key expired: log in again".into(),
             ));
         }
         let id = node.id;

@@ -1,0 +1,106 @@
+//! The admin REST API (`/api/v1/…`) over HTTP, as headscale's clients call it.
+
+mod common;
+
+use common::{TestNode, TestServer};
+use oxiscale::admin::CreateApiKey;
+use serde_json::Value;
+
+async fn api_key(server: &TestServer) -> String {
+    server
+        .running()
+        .admin
+        .create_api_key(CreateApiKey::default())
+        .await
+        .unwrap()
+        .key
+        .unwrap()
+}
+
+async fn post(server: &TestServer, key: &str, path: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", server.url))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_expiry_follows_headscales_query_parameters() {
+    let server = TestServer::start().await;
+    let key = api_key(&server).await;
+    let alice = server.user("alice").await;
+    let auth = server.key(alice, true, false, "1h").await;
+    let mut a = TestNode::connect(&server.url, "a").await;
+    a.register(Some(&auth)).await;
+    let id = server.node_id("a");
+    let expired = |server: &TestServer| {
+        let nodes = server.running().admin.list_nodes(None);
+        let n = nodes.iter().find(|n| n.id == id).unwrap();
+        (n.expired, n.expiry.clone())
+    };
+
+    // `disableExpiry=true` means "never expires": it once expired the node at once.
+    let (status, body) = post(
+        &server,
+        &key,
+        &format!("/api/v1/node/{id}/expire?disableExpiry=true"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(expired(&server), (false, None));
+
+    // A future `expiry` is kept as a future expiry.
+    let (status, body) = post(
+        &server,
+        &key,
+        &format!("/api/v1/node/{id}/expire?expiry=2099-01-01T00:00:00Z"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        expired(&server),
+        (false, Some("2099-01-01T00:00:00Z".to_owned()))
+    );
+
+    // A bad time is refused and changes nothing.
+    let (status, _) = post(
+        &server,
+        &key,
+        &format!("/api/v1/node/{id}/expire?expiry=tomorrow"),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        expired(&server),
+        (false, Some("2099-01-01T00:00:00Z".to_owned()))
+    );
+
+    // No parameters: expire now.
+    let (status, _) = post(&server, &key, &format!("/api/v1/node/{id}/expire")).await;
+    assert_eq!(status, 200);
+    assert!(expired(&server).0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiration_past_the_calendar_is_a_clear_error() {
+    let server = TestServer::start().await;
+    let key = api_key(&server).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/apikey", server.url))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({ "expiration": "10000y" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("too far in the future"), "{text}");
+    // The server still answers.
+    assert_eq!(server.running().admin.list_api_keys().len(), 1);
+    server.stop().await;
+}
