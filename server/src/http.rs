@@ -15,6 +15,7 @@ use tracing::{debug, info};
 
 use crate::admin::Admin;
 use crate::control::ControlPlane;
+use crate::identity::Oidc;
 
 #[derive(Clone)]
 pub struct Edge {
@@ -23,6 +24,8 @@ pub struct Edge {
     pub derp: Option<Arc<DerpServer>>,
     pub admin: Admin,
     pub server_url: String,
+    /// Device sign-in through the OpenID Connect provider, when one is configured.
+    pub oidc: Option<Arc<Oidc>>,
 }
 
 pub fn router(edge: Edge) -> Router {
@@ -34,8 +37,11 @@ pub fn router(edge: Edge) -> Router {
         .route(
             "/robots.txt",
             get(|| async { "User-agent: *\nDisallow: /\n" }),
-        )
-        .route("/register/{auth_id}", get(register_page));
+        );
+    // Without a provider, a login link says how an administrator approves the machine.
+    if edge.oidc.is_none() {
+        r = r.route("/register/{auth_id}", get(register_page));
+    }
     if edge.derp.is_some() {
         r = r
             .route("/derp", any(derp))
@@ -43,8 +49,17 @@ pub fn router(edge: Edge) -> Router {
             .route("/derp/latency-check", any(derp_probe))
             .route("/generate_204", any(generate_204));
     }
-    r.with_state(edge.clone())
-        .merge(crate::api::authenticated_routes(edge.admin))
+    let mut router = r
+        .with_state(edge.clone())
+        .merge(crate::api::authenticated_routes(edge.admin));
+    if let Some(oidc) = edge.oidc {
+        router = router.merge(crate::identity::routes::routes(
+            oidc,
+            edge.control.tailnet.clone(),
+            &edge.server_url,
+        ));
+    }
+    router
 }
 
 async fn key(State(edge): State<Edge>) -> Json<oxiscale_noise::KeyResponse> {

@@ -19,6 +19,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod http;
+pub mod identity;
 pub mod keys;
 pub mod lifecycle;
 pub mod mapper;

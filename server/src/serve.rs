@@ -166,6 +166,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         None => None,
     };
 
+    let oidc = discover_oidc(&config).await?;
+
     let dns = crate::admin::dns::DnsService::new(&config, control.clone(), dns);
     let admin = Admin::new(tailnet.clone(), dns).with_policy(policy.clone());
     let noise = Arc::new(oxiscale_noise::ServerConfig {
@@ -179,6 +181,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         derp,
         admin: admin.clone(),
         server_url: config.server_url.clone(),
+        oidc,
     };
     let (console, console_fallback) = crate::console::routes(&config, admin.clone());
     crate::console::auth::announce_setup_link(store.pool(), &config.server_url).await;
@@ -236,6 +239,23 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         http,
         socket,
     })
+}
+
+/// The OpenID Connect provider, discovered before any client can connect. An issuer that
+/// cannot be discovered stops the server, naming it, unless
+/// `oidc.only_start_if_oidc_is_available` is off: then logins wait for an administrator.
+async fn discover_oidc(config: &Config) -> anyhow::Result<Option<Arc<crate::identity::Oidc>>> {
+    if !config.oidc.enabled() {
+        return Ok(None);
+    }
+    match crate::identity::Oidc::discover(&config.oidc, &config.server_url).await {
+        Ok(oidc) => Ok(Some(Arc::new(oidc))),
+        Err(e) if !config.oidc.only_start_if_oidc_is_available => {
+            warn!(error = %e, "OpenID Connect is not available; machines without a key wait for an administrator (oidc.only_start_if_oidc_is_available is off)");
+            Ok(None)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("OpenID Connect (oidc.*)")),
+    }
 }
 
 /// Re-fetches `derp.urls` every `derp.update_frequency`; a changed map reaches every

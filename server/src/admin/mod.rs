@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use crate::config::duration;
 use crate::policy::{PolicyManager, PolicyStoreError, PolicyView};
 use crate::tailnet::model::{KeyId, NodeId, UserId};
-use crate::tailnet::state::PreAuthKeySpec;
+use crate::tailnet::state::{KeyExpiry, PreAuthKeySpec};
 use crate::tailnet::{Tailnet, TailnetError};
 use dto::{ApiKeyView, NodeView, PreAuthKeyView, RoutesView, UserView};
 
@@ -472,7 +472,9 @@ impl Admin {
         let now = OffsetDateTime::now_utc();
         let id = self
             .tailnet
-            .mutate(move |s, fx| s.complete_login(fx, &req.auth_id, req.user, now))
+            .mutate(move |s, fx| {
+                s.complete_login(fx, &req.auth_id, req.user, KeyExpiry::Default, now)
+            })
             .await?;
         self.node(id)
     }

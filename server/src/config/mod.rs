@@ -6,6 +6,7 @@
 //! headscale has but oxiscale does not act on yet are accepted and logged as ignored.
 
 pub mod duration;
+pub mod oidc;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 
 pub use duration::HumanDuration;
+pub use oidc::OidcConfig;
 
 /// Environment variables with the prefix that are not configuration keys.
 const NON_CONFIG_ENV: &[&str] = &["OXISCALE_CONFIG"];
@@ -67,6 +69,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     /// The web console (oxiscale's own keys).
     pub console: ConsoleConfig,
+    /// Sign-in through an OpenID Connect provider (devices and, later, the console).
+    pub oidc: OidcConfig,
     // headscale keys accepted for compatibility and not acted on yet (see `ignored_keys`).
     pub metrics_listen_addr: Option<String>,
     pub grpc_listen_addr: Option<String>,
@@ -270,6 +274,7 @@ impl Default for Config {
             log: LogConfig::default(),
             policy: PolicyConfig::default(),
             console: ConsoleConfig::default(),
+            oidc: OidcConfig::default(),
             metrics_listen_addr: None,
             grpc_listen_addr: None,
             grpc_allow_insecure: None,
@@ -493,6 +498,7 @@ impl Config {
                 message: "must be greater than zero".into(),
             });
         }
+        self.oidc.validate()?;
         u32::from_str_radix(&self.unix_socket_permission, 8).map_err(|_| ConfigError::Invalid {
             key: "unix_socket_permission",
             message: format!(

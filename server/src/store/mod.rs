@@ -16,7 +16,7 @@ use sqlx::{Row, SqlitePool};
 use time::OffsetDateTime;
 
 use crate::tailnet::effects::DbOp;
-use crate::tailnet::model::{ApiKey, Node, PreAuthKey, RegisterMethod, User};
+use crate::tailnet::model::{ApiKey, Node, PreAuthKey, ProviderIdentity, RegisterMethod, User};
 use crate::tailnet::state::Loaded;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -147,21 +147,30 @@ impl Store {
 
     /// Reads the whole tailnet.
     pub async fn load(&self) -> Result<Loaded, StoreError> {
-        let users =
-            sqlx::query("SELECT id, name, display_name, email, created_at FROM users ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .map(|r| {
-                    Ok(User {
-                        id: r.get::<i64, _>("id") as u64,
-                        name: r.get("name"),
-                        display_name: r.get("display_name"),
-                        email: r.get("email"),
-                        created: from_ts("users", r.get("created_at"))?,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
+        let users = sqlx::query(
+            "SELECT id, name, display_name, email, created_at, provider_issuer, provider_subject,
+                    picture_url, provider_groups FROM users ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let issuer: Option<String> = r.get("provider_issuer");
+            let subject: Option<String> = r.get("provider_subject");
+            Ok(User {
+                id: r.get::<i64, _>("id") as u64,
+                name: r.get("name"),
+                display_name: r.get("display_name"),
+                email: r.get("email"),
+                created: from_ts("users", r.get("created_at"))?,
+                provider: issuer
+                    .zip(subject)
+                    .map(|(issuer, subject)| ProviderIdentity { issuer, subject }),
+                picture_url: r.get("picture_url"),
+                provider_groups: parse_json("users", r.get::<&str, _>("provider_groups"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
         let nodes = sqlx::query("SELECT * FROM nodes ORDER BY id")
             .fetch_all(&self.pool)
             .await?
@@ -230,15 +239,23 @@ impl Store {
             match op {
                 DbOp::PutUser(u) => {
                     sqlx::query(
-                        "INSERT INTO users (id, name, display_name, email, created_at) VALUES ($1, $2, $3, $4, $5)
+                        "INSERT INTO users (id, name, display_name, email, created_at, provider_issuer,
+                                            provider_subject, picture_url, provider_groups)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                          ON CONFLICT(id) DO UPDATE SET name = excluded.name, display_name = excluded.display_name,
-                         email = excluded.email",
+                         email = excluded.email, provider_issuer = excluded.provider_issuer,
+                         provider_subject = excluded.provider_subject, picture_url = excluded.picture_url,
+                         provider_groups = excluded.provider_groups",
                     )
                     .bind(u.id as i64)
                     .bind(&u.name)
                     .bind(&u.display_name)
                     .bind(&u.email)
                     .bind(ts(u.created))
+                    .bind(u.provider.as_ref().map(|p| p.issuer.as_str()))
+                    .bind(u.provider.as_ref().map(|p| p.subject.as_str()))
+                    .bind(&u.picture_url)
+                    .bind(json(&u.provider_groups))
                     .execute(&mut *tx)
                     .await?;
                 }

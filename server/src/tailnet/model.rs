@@ -18,6 +18,19 @@ pub struct User {
     pub display_name: String,
     pub email: String,
     pub created: OffsetDateTime,
+    /// Who the person is at their identity provider, when they sign in through one: the
+    /// key that finds them again (emails change, names collide).
+    pub provider: Option<ProviderIdentity>,
+    pub picture_url: String,
+    /// The groups the provider asserted at the person's last sign-in.
+    pub provider_groups: Vec<String>,
+}
+
+/// A person at an OpenID Connect provider: (issuer, subject) is unique and never reused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProviderIdentity {
+    pub issuer: String,
+    pub subject: String,
 }
 
 impl User {

@@ -28,6 +28,9 @@ use super::names::{is_valid_label, sanitize_hostname, unique_label};
 use super::nodes::NodeTable;
 use super::secret::{self, SecretKind};
 
+mod identity;
+pub use identity::ProviderProfile;
+
 /// How long an interactive login may stay pending.
 pub const PENDING_LOGIN_TTL: Duration = Duration::from_secs(15 * 60);
 
@@ -97,6 +100,17 @@ pub struct PendingLogin {
     pub requested_expiry: Option<OffsetDateTime>,
     pub created: OffsetDateTime,
     pub done: watch::Sender<Option<Result<NodeId, String>>>,
+}
+
+/// The key expiry a completed login gives its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyExpiry {
+    /// `node.expiry`, or an earlier one the client asked for.
+    #[default]
+    Default,
+    Never,
+    /// Decided by whoever vouched (the identity provider's token, `oidc.expiry`).
+    At(OffsetDateTime),
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -342,6 +356,9 @@ impl State {
             display_name: display_name.to_owned(),
             email: email.to_owned(),
             created: now,
+            provider: None,
+            picture_url: String::new(),
+            provider_groups: Vec::new(),
         };
         fx.write(DbOp::PutSequence("user", self.seq.user + 1));
         fx.write(DbOp::PutUser(user.clone()));
@@ -705,6 +722,7 @@ impl State {
             hostinfo,
             ephemeral: key.ephemeral || req.ephemeral,
             requested_expiry: req.expiry,
+            key_expiry: KeyExpiry::Default,
             method: RegisterMethod::AuthKey,
             auth_key_id: Some(key.id),
         };
@@ -733,12 +751,14 @@ impl State {
         self.pending.get(auth_id)
     }
 
-    /// An administrator vouches for a pending login: the machine joins as `user`'s node.
+    /// An administrator or the identity provider vouches for a pending login: the machine
+    /// joins as `user`'s node (or re-authenticates the node it already has).
     pub fn complete_login(
         &mut self,
         fx: &mut Effects,
         auth_id: &str,
         user: UserId,
+        key_expiry: KeyExpiry,
         now: OffsetDateTime,
     ) -> Result<NodeId, TailnetError> {
         if !self.users.contains_key(&user) {
@@ -771,6 +791,7 @@ impl State {
             hostinfo: pending.hostinfo.clone(),
             ephemeral: pending.ephemeral,
             requested_expiry: pending.requested_expiry,
+            key_expiry,
             method: RegisterMethod::Interactive,
             auth_key_id: None,
         };
@@ -808,10 +829,11 @@ impl State {
         owner: Owner,
         now: OffsetDateTime,
     ) -> Result<NodeId, TailnetError> {
-        let expiry = if owner.tags.is_empty() {
-            self.default_expiry(r.requested_expiry, now)
-        } else {
-            None
+        let expiry = match r.key_expiry {
+            _ if !owner.tags.is_empty() => None,
+            KeyExpiry::Default => self.default_expiry(r.requested_expiry, now),
+            KeyExpiry::Never => None,
+            KeyExpiry::At(t) => Some(t),
         };
         let reuse = self
             .node_by_key(&r.node_key)
@@ -1681,6 +1703,7 @@ struct Registration {
     hostinfo: Hostinfo,
     ephemeral: bool,
     requested_expiry: Option<OffsetDateTime>,
+    key_expiry: KeyExpiry,
     method: RegisterMethod,
     auth_key_id: Option<KeyId>,
 }
