@@ -44,6 +44,7 @@ fn topology() -> Topology {
             id: i,
             name: format!("user{i}"),
             email: format!("user{i}@example.com"),
+            idp_groups: vec![],
         })
         .collect();
     let nodes = (1..=NODES)

@@ -178,6 +178,15 @@ impl Resolver<'_> {
                 }
                 self.add_user_nodes(&mut s, &ids);
             }
+            Alias::IdpGroup(g) => {
+                let ids: Vec<UserId> = self
+                    .users
+                    .iter()
+                    .filter(|u| u.idp_groups.iter().any(|x| x == g))
+                    .map(|u| u.id)
+                    .collect();
+                self.add_user_nodes(&mut s, &ids);
+            }
             Alias::Tag(t) => {
                 for n in self.nodes {
                     if n.node.tags.iter().any(|x| x == t) {
@@ -1102,6 +1111,7 @@ mod tests {
             id,
             name: name.into(),
             email: email.into(),
+            idp_groups: vec![],
         };
         let node =
             |id, name: &str, user: Option<u64>, tags: &[&str], v4: &str, routes: &[&str]| Node {
@@ -1148,6 +1158,41 @@ mod tests {
         ],
         "autoApprovers": {"routes": {"10.0.0.0/16": ["tag:router"]}, "exitNode": ["tag:server"]},
     }"#;
+
+    #[test]
+    fn idp_groups_name_the_people_their_provider_put_in_them() {
+        let mut t = topo();
+        t.users[1].idp_groups = vec!["engineering".into(), "/corp/ops".into()];
+        let compile = |t: &Topology, src: &str| {
+            let text = format!(
+                r#"{{"tagOwners": {{"tag:server": []}},
+                    "acls": [{{"action": "accept", "src": ["{src}"], "dst": ["tag:server:22"]}}]}}"#
+            );
+            Policy::parse(&text).unwrap().compile(t).unwrap()
+        };
+        for src in ["idpgroup:engineering", "idpgroup:/corp/ops"] {
+            let c = compile(&t, src);
+            assert!(c.can_see(4, 3), "{src}: bob's laptop reaches the server");
+            assert!(!c.can_see(4, 1), "{src}: alice is not in the group");
+        }
+        assert!(!compile(&t, "idpgroup:sales").can_see(4, 3));
+        // A `group:` of the same name is another thing, and must be defined.
+        assert!(
+            Policy::parse(
+                r#"{"acls": [{"action": "accept", "src": ["group:engineering"], "dst": ["*:*"]}]}"#
+            )
+            .is_err()
+        );
+        // Leaving the group at the provider (and signing in again) takes access away.
+        t.users[1].idp_groups.clear();
+        assert!(!compile(&t, "idpgroup:engineering").can_see(4, 3));
+        assert!(
+            Policy::parse(
+                r#"{"acls": [{"action": "accept", "src": ["idpgroup:"], "dst": ["*:*"]}]}"#
+            )
+            .is_err()
+        );
+    }
 
     #[test]
     fn same_peers_compares_who_sees_whom_not_ports() {

@@ -62,6 +62,8 @@ pub struct User {
     pub name: String,
     /// May be empty.
     pub email: String,
+    /// The groups the person's identity provider asserted (`idpgroup:<name>`).
+    pub idp_groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]

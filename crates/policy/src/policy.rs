@@ -41,11 +41,17 @@ pub enum Alias {
     /// `user:*@domain`: every user whose email is in that domain.
     UserDomain(String),
     Group(String),
+    /// `idpgroup:<name>`: the people whose identity provider put them in group `<name>` at
+    /// their last sign-in. A prefix of its own, so it can never mean a `group:` entry.
+    IdpGroup(String),
     Tag(String),
     Host(String),
     Prefix(IpNet),
     AutoGroup(AutoGroup),
 }
+
+/// The alias prefix of identity-provider groups.
+pub const IDP_GROUP_PREFIX: &str = "idpgroup:";
 
 #[derive(Debug, Clone)]
 pub struct AliasPorts {
@@ -200,6 +206,14 @@ pub fn parse_alias(raw: &str, hosts: &BTreeMap<String, IpNet>) -> Result<Alias, 
     }
     if s.starts_with("group:") {
         return Ok(Alias::Group(s.to_string()));
+    }
+    if let Some(name) = s.strip_prefix(IDP_GROUP_PREFIX) {
+        if name.is_empty() {
+            return Err(format!(
+                "{s:?}: name the identity provider's group after {IDP_GROUP_PREFIX}"
+            ));
+        }
+        return Ok(Alias::IdpGroup(name.to_string()));
     }
     if s.starts_with("tag:") {
         if !is_valid_tag(s) {
@@ -1012,6 +1026,7 @@ fn check_self_sources<'a>(
                 | Alias::User(_)
                 | Alias::UserDomain(_)
                 | Alias::Group(_)
+                | Alias::IdpGroup(_)
                 | Alias::AutoGroup(AutoGroup::Member)
         )
     });

@@ -48,6 +48,17 @@ pub fn topology_from_json(v: &Value) -> Result<Topology, PolicyError> {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
+            // Optional: the groups the person's identity provider asserted.
+            idp_groups: u
+                .get("idp_groups")
+                .and_then(Value::as_array)
+                .map(|groups| {
+                    groups
+                        .iter()
+                        .filter_map(|g| g.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
         });
     }
     let nodes = field(v, "nodes", "topology")?

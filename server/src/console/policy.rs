@@ -276,12 +276,12 @@ mod tests {
                 User {
                     id: 1,
                     name: "alice".into(),
-                    email: String::new(),
+                    ..Default::default()
                 },
                 User {
                     id: 2,
                     name: "bob".into(),
-                    email: String::new(),
+                    ..Default::default()
                 },
             ],
             nodes: vec![

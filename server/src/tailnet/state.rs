@@ -1323,6 +1323,7 @@ impl State {
                     id: u.id,
                     name: u.name.clone(),
                     email: u.email.clone(),
+                    idp_groups: u.provider_groups.clone(),
                 })
                 .collect(),
             nodes: self
@@ -1501,7 +1502,7 @@ impl State {
     fn policy_fingerprint(&self) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for u in self.users.values() {
-            (u.id, &u.name, &u.email).hash(&mut h);
+            (u.id, &u.name, &u.email, &u.provider_groups).hash(&mut h);
         }
         for n in self.nodes.values() {
             (n.id, policy_inputs_hash(n)).hash(&mut h);
