@@ -360,6 +360,11 @@ CLIENT_ENV = {
 }
 
 
+# tsnet (1.90, tsnet.go printAuthURLLoop) logs this through caddy-tailscale's UserLogf (caddy's
+# "tailscale" logger, level INFO) every 5 s while the node waits for an interactive login.
+AUTH_URL_LOG = re.compile(r"To start this tsnet server, restart with TS_AUTHKEY set, or go to: (\S+)")
+
+
 @dataclass
 class CaddyNode:
     """A `caddy run` process hosting one tsnet node named `name` (hostname = name).
@@ -370,7 +375,7 @@ class CaddyNode:
     """
 
     name: str
-    authkey: str
+    authkey: str | None  # None: no auth_key line; the node logs in interactively (auth_url())
     control_url: str
     workdir: Path
     ephemeral: bool = False
@@ -393,10 +398,11 @@ class CaddyNode:
 
     def caddyfile(self) -> str:
         node_opts = [
-            f"\t\t\tauth_key {self.authkey}",
             f"\t\t\tstate_dir {self.state_dir}",
             f"\t\t\thostname {self.name}",
         ]
+        if self.authkey:
+            node_opts.insert(0, f"\t\t\tauth_key {self.authkey}")
         if self.ephemeral:
             node_opts.append("\t\t\tephemeral true")
         parts = [
@@ -446,6 +452,10 @@ class CaddyNode:
         env["HOME"] = str(self.workdir)
         env["XDG_CONFIG_HOME"] = str(self.workdir / "xdg-config")
         env["XDG_DATA_HOME"] = str(self.workdir / "xdg-data")
+        if not self.authkey:
+            # caddy-tailscale and tsnet would fall back to these and skip the interactive login.
+            for var in ("TS_AUTHKEY", "TS_AUTH_KEY", f"TS_AUTHKEY_{self.name.upper()}"):
+                env.pop(var, None)
         if self.always_derp:
             env["TS_DEBUG_ALWAYS_USE_DERP"] = "1"
         env.update(self.extra_env)
@@ -479,6 +489,11 @@ class CaddyNode:
             return strip_ansi(self.log_path.read_text("utf-8", "replace"))
         except FileNotFoundError:
             return ""
+
+    def auth_url(self) -> str | None:
+        """The newest AuthURL tsnet logged (a node without an auth key; None before any)."""
+        urls = AUTH_URL_LOG.findall(self.log_text())
+        return urls[-1] if urls else None
 
     def wait_log(self, pattern: str, timeout: float, flags: int = 0) -> re.Match:
         rx = re.compile(pattern, flags)

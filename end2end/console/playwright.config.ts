@@ -18,9 +18,18 @@ process.env.OXISCALE_E2E_BIN ??= path.resolve(
   process.env.CARGO_TARGET_DIR ?? "target",
   "debug/oxiscale",
 );
+// The OpenID provider the device-login tests sign in at (end2end/oidc/provider.mjs, a real
+// oidc-provider process). Its issuer, client and secret are fixed; scripts/test passes the
+// same values to the server it builds OXISCALE_E2E_SERVER_CMD for. The workers read the
+// issuer from the environment (tests/oidc-device-login.spec.ts calls its test hooks).
+const oidcIssuer = (process.env.OXISCALE_E2E_OIDC_ISSUER = "http://127.0.0.1:18490");
+const oidcServerEnv =
+  `OXISCALE_OIDC_ISSUER=${oidcIssuer} OXISCALE_OIDC_CLIENT_ID=oxiscale ` +
+  `OXISCALE_OIDC_CLIENT_SECRET=oxiscale-e2e-secret OXISCALE_OIDC_PKCE_ENABLED=true ` +
+  `OXISCALE_OIDC_ALLOWED_DOMAINS='[example.com]'`;
 const serverCommand =
   process.env.OXISCALE_E2E_SERVER_CMD ??
-  `env OXISCALE_DATA_DIR=${process.env.OXISCALE_E2E_DATA_DIR} OXISCALE_LISTEN_ADDR=127.0.0.1:${port} OXISCALE_SERVER_URL=http://127.0.0.1:${port} OXISCALE_DERP_SERVER_STUN_LISTEN_ADDR=127.0.0.1:0 OXISCALE_POLICY_MODE=database ${process.env.OXISCALE_E2E_BIN} serve`;
+  `env OXISCALE_DATA_DIR=${process.env.OXISCALE_E2E_DATA_DIR} OXISCALE_LISTEN_ADDR=127.0.0.1:${port} OXISCALE_SERVER_URL=http://127.0.0.1:${port} OXISCALE_DERP_SERVER_STUN_LISTEN_ADDR=127.0.0.1:0 OXISCALE_POLICY_MODE=database ${oidcServerEnv} ${process.env.OXISCALE_E2E_BIN} serve`;
 
 export default defineConfig({
   testDir: "./tests",
@@ -51,15 +60,35 @@ export default defineConfig({
     // Chromium with a phone-sized viewport and touch; the layout must not need sideways scrolling.
     { name: "phone", use: { ...devices["Pixel 7"] } },
   ],
-  webServer: {
-    command: serverCommand,
-    // Run from the repository root so relative paths (target/site) resolve.
-    cwd: "../..",
-    url: baseURL,
-    // A cold `cargo run` compiles the server half first.
-    timeout: 15 * 60_000,
-    reuseExistingServer: !process.env.CI,
-    stdout: "pipe",
-    stderr: "pipe",
-  },
+  // Playwright 1.65 starts these in order, each awaited until its URL answers, and stops them
+  // in reverse (lib/runner/index.js: one "plugin setup" task per entry, run one after another
+  // by TaskRunner; teardowns unshifted). So the provider is up before the server, which
+  // discovers it at start (oidc.only_start_if_oidc_is_available), and outlives it.
+  webServer: [
+    {
+      command: "node ../oidc/provider.mjs",
+      url: `${oidcIssuer}/.well-known/openid-configuration`,
+      env: {
+        OIDC_PORT: new URL(oidcIssuer).port,
+        // The server's callback; the provider refuses any other redirect URI.
+        OIDC_REDIRECT_URIS: `${(process.env.OXISCALE_E2E_SERVER_URL ?? baseURL).replace(/\/$/, "")}/oidc/callback`,
+      },
+      timeout: 30_000,
+      reuseExistingServer: !process.env.CI,
+      stdout: "ignore",
+      // Its refusals (wrong verifier, replayed code) are logged here, one line each.
+      stderr: "pipe",
+    },
+    {
+      command: serverCommand,
+      // Run from the repository root so relative paths (target/site) resolve.
+      cwd: "../..",
+      url: baseURL,
+      // A cold `cargo run` compiles the server half first.
+      timeout: 15 * 60_000,
+      reuseExistingServer: !process.env.CI,
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  ],
 });

@@ -101,14 +101,16 @@ const nodeScript = path.resolve(__dirname, "../../clients/node.py");
 /** A real tsnet node (end2end/clients/node.py) joining with `authkey`; `stop()` ends its
  * whole process group, then removes its state. Each of `proxyTo` (a peer's MagicDNS name or
  * tailnet IP) gets a local reverse proxy to http://PEER:80 through the tailnet;
- * `proxyURL(peer)` waits for node.py to print its address. */
-export function startNode(authkey: string, hostname: string, proxyTo: string[] = []) {
+ * `proxyURL(peer)` waits for node.py to print its address. With `authkey` null the node logs
+ * in interactively, like `tailscale up` without a key: `authURL()` waits for the AuthURL. */
+export function startNode(authkey: string | null, hostname: string, proxyTo: string[] = []) {
   const state = mkdtempSync(path.join(tmpdir(), "oxnode-"));
   const proc = spawn(
     "python3",
     [
       nodeScript,
-      ...["--server", serverURL, "--authkey", authkey, "--hostname", hostname, "--state", state],
+      ...["--server", serverURL, ...(authkey === null ? ["--interactive"] : ["--authkey", authkey])],
+      ...["--hostname", hostname, "--state", state],
       ...proxyTo.flatMap((peer) => ["--proxy-to", peer]),
     ],
     { detached: true, stdio: ["ignore", "pipe", "pipe"] },
@@ -119,6 +121,10 @@ export function startNode(authkey: string, hostname: string, proxyTo: string[] =
     async proxyURL(peer: string): Promise<string> {
       const line = await out.waitFor(new RegExp(`^node: proxy to ${peer.replace(/\./g, "\\.")} at (\\S+)$`, "m"), 30_000);
       return line[1];
+    },
+    /** The first AuthURL the node printed (tsnet logs one a few seconds after start). */
+    async authURL(timeout = 60_000): Promise<string> {
+      return (await out.waitFor(/^node: auth url (\S+)$/m, timeout))[1];
     },
     stop() {
       stopGroup(proc);
