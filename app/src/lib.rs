@@ -41,7 +41,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     let stylesheet = format!("/{}/{}.css", options.site_pkg_dir, options.output_name);
     // Per request: the CSRF token the browser half sends with every server function call,
     // and who is signed in. The app reads both back from here when it hydrates.
-    let (csrf, user) = api::session_meta();
+    let api::SessionMeta { csrf, user, sso } = api::session_meta();
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -53,6 +53,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
                 {csrf.map(|token| view! { <meta name=api::CSRF_META content=token /> })}
                 {user.map(|name| view! { <meta name=api::USER_META content=name /> })}
+                {sso.map(|label| view! { <meta name=api::SSO_META content=label /> })}
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
                 <MetaTags />

@@ -269,6 +269,8 @@ mod tests {
                     admin_id: 1,
                     name: "admin".into(),
                     method: crate::api::AuthMethod::Local,
+                    role: crate::api::Role::Owner,
+                    user_id: None,
                 });
                 req
             },

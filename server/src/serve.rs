@@ -107,6 +107,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         base_domain: dns.base_domain.trim_matches('.').to_owned(),
         magic_dns: dns.magic_dns,
         node_expiry: (!config.node.expiry.is_zero()).then_some(config.node.expiry.0),
+        approval_required: config.node.approval_required,
     };
     let pool = AddressPool::new(
         config.prefixes.v4,
@@ -181,9 +182,9 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         derp,
         admin: admin.clone(),
         server_url: config.server_url.clone(),
-        oidc,
+        oidc: oidc.clone(),
     };
-    let (console, console_fallback) = crate::console::routes(&config, admin.clone());
+    let (console, console_fallback) = crate::console::routes(&config, admin.clone(), oidc);
     crate::console::auth::announce_setup_link(store.pool(), &config.server_url).await;
     let router = crate::http::router(edge)
         .merge(console)

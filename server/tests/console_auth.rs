@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use app::api::Role;
 use common::TestServer;
 use oxiscale::console::auth::{Accounts, SESSION_COOKIE};
 use reqwest::{Client, Method, Response, StatusCode, header};
@@ -180,6 +181,29 @@ impl Console {
         req.send().await.expect("request answered").status()
     }
 
+    /// A server function call with its arguments (`json`: a JSON body; else an empty form,
+    /// the encoding of functions without arguments). Answers the status and the body.
+    async fn call_with(
+        &self,
+        path: &str,
+        session: &Session,
+        json: Option<&str>,
+    ) -> (StatusCode, String) {
+        let req = self
+            .request(Method::POST, path, Some(session))
+            .header("x-csrf-token", &session.csrf);
+        let req = match json {
+            Some(body) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_owned()),
+            None => req
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(""),
+        };
+        let resp = req.send().await.expect("request answered");
+        (resp.status(), resp.text().await.unwrap_or_default())
+    }
+
     /// `GET /login`: a fresh pre-sign-in session and its token.
     async fn presession(&self) -> Session {
         let resp = self.get("/login", None).await;
@@ -196,9 +220,19 @@ impl Console {
 
     /// Posts the login form with `csrf` as its `_csrf` field (none when `None`).
     async fn post_login(&self, pre: &Session, csrf: Option<&str>) -> Response {
+        self.post_login_as(pre, csrf, ADMIN, PASSWORD).await
+    }
+
+    async fn post_login_as(
+        &self,
+        pre: &Session,
+        csrf: Option<&str>,
+        name: &str,
+        password: &str,
+    ) -> Response {
         let mut form = vec![
-            ("username", ADMIN),
-            ("password", PASSWORD),
+            ("username", name),
+            ("password", password),
             ("next", "/users"),
         ];
         if let Some(t) = csrf {
@@ -213,8 +247,14 @@ impl Console {
 
     /// Signs in: returns the signed-in session (new cookie, new token from a page's meta).
     async fn sign_in(&self) -> Session {
+        self.sign_in_as(ADMIN, PASSWORD).await
+    }
+
+    async fn sign_in_as(&self, name: &str, password: &str) -> Session {
         let pre = self.presession().await;
-        let resp = self.post_login(&pre, Some(&pre.csrf)).await;
+        let resp = self
+            .post_login_as(&pre, Some(&pre.csrf), name, password)
+            .await;
         assert_eq!(resp.status(), StatusCode::SEE_OTHER, "login answers 303");
         assert_eq!(
             resp.headers()[header::LOCATION],
@@ -351,7 +391,7 @@ async fn every_console_endpoint_needs_a_session_and_every_change_the_csrf_token(
 
     // Login form without / with a wrong CSRF field, or from another site: refused.
     Accounts::new(server.running().tailnet.store().pool().clone())
-        .create(ADMIN, PASSWORD)
+        .create(ADMIN, PASSWORD, Role::Owner)
         .await
         .expect("admin created");
     for (what, token) in [("no", None), ("a wrong", Some("0".repeat(pre.csrf.len())))] {
@@ -499,6 +539,197 @@ async fn every_console_endpoint_needs_a_session_and_every_change_the_csrf_token(
         "checked {} server functions x 9 refusals + 2 accepted calls, {} pages, /console/events, login and logout",
         fns.len(),
         pages.len()
+    );
+    server.stop().await;
+}
+
+/// Who may call each server function: every console function is in this table, with
+/// arguments that reach its body (ids that do not exist, names that are invalid, the DNS
+/// settings in force), so an allowed call changes nothing and a refused one is refused by
+/// its role and nothing else.
+const READERS: &[Role] = &[
+    Role::Owner,
+    Role::Admin,
+    Role::NetworkAdmin,
+    Role::ItAdmin,
+    Role::Auditor,
+];
+const MACHINE_ADMINS: &[Role] = &[Role::Owner, Role::Admin, Role::ItAdmin];
+const NETWORK_ADMINS: &[Role] = &[Role::Owner, Role::Admin, Role::NetworkAdmin];
+const KEY_ADMINS: &[Role] = &[Role::Owner, Role::Admin];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_server_function_checks_the_console_role() {
+    let server = TestServer::start().await;
+    let console = Console::new(&server.url);
+    let accounts = Accounts::new(server.running().tailnet.store().pool().clone());
+    let none = "999999";
+    let table: Vec<(&str, Option<String>, &[Role])> = vec![
+        ("/console/fn/config", None, READERS),
+        (
+            "/console/fn/machines",
+            Some(r#"{"query":""}"#.into()),
+            READERS,
+        ),
+        (
+            "/console/fn/machine",
+            Some(format!(r#"{{"id":{none}}}"#)),
+            READERS,
+        ),
+        (
+            "/console/fn/machine/rename",
+            Some(format!(r#"{{"id":{none},"name":"x"}}"#)),
+            MACHINE_ADMINS,
+        ),
+        (
+            "/console/fn/machine/tags",
+            Some(format!(r#"{{"id":{none},"tags":""}}"#)),
+            MACHINE_ADMINS,
+        ),
+        (
+            "/console/fn/machine/routes",
+            Some(format!(r#"{{"id":{none},"routes":[]}}"#)),
+            MACHINE_ADMINS,
+        ),
+        (
+            "/console/fn/machine/expire",
+            Some(format!(r#"{{"id":{none}}}"#)),
+            MACHINE_ADMINS,
+        ),
+        (
+            "/console/fn/machine/no-expiry",
+            Some(format!(r#"{{"id":{none}}}"#)),
+            MACHINE_ADMINS,
+        ),
+        (
+            "/console/fn/machine/delete",
+            Some(format!(r#"{{"id":{none}}}"#)),
+            MACHINE_ADMINS,
+        ),
+        ("/console/fn/users", Some("{}".into()), READERS),
+        (
+            "/console/fn/user/create",
+            Some(r#"{"name":"!","display_name":"","email":""}"#.into()),
+            MACHINE_ADMINS,
+        ),
+        (
+            "/console/fn/user/rename",
+            Some(format!(r#"{{"id":{none},"name":"x"}}"#)),
+            MACHINE_ADMINS,
+        ),
+        (
+            "/console/fn/user/delete",
+            Some(format!(r#"{{"id":{none}}}"#)),
+            MACHINE_ADMINS,
+        ),
+        ("/console/fn/keys", Some("{}".into()), READERS),
+        (
+            "/console/fn/preauth-key/create",
+            Some(format!(
+                r#"{{"key":{{"user":{none},"tags":"","reusable":false,"ephemeral":false,"expiration":""}}}}"#
+            )),
+            MACHINE_ADMINS,
+        ),
+        (
+            "/console/fn/preauth-key/expire",
+            Some(format!(r#"{{"id":{none}}}"#)),
+            MACHINE_ADMINS,
+        ),
+        (
+            "/console/fn/api-key/create",
+            Some(r#"{"expiration":"not a duration"}"#.into()),
+            KEY_ADMINS,
+        ),
+        (
+            "/console/fn/api-key/expire",
+            Some(format!(r#"{{"id":{none}}}"#)),
+            KEY_ADMINS,
+        ),
+        ("/console/fn/dns/get", None, READERS),
+        (
+            "/console/fn/dns/set",
+            Some("dns in force".into()),
+            NETWORK_ADMINS,
+        ),
+        ("/console/fn/policy/get", None, READERS),
+        (
+            "/console/fn/policy/set",
+            Some(r#"{"text":"{ not a policy"}"#.into()),
+            NETWORK_ADMINS,
+        ),
+        ("/console/fn/policy/subjects", None, READERS),
+        (
+            "/console/fn/policy/preview",
+            Some(r#"{"text":"{}","subject":"nobody"}"#.into()),
+            READERS,
+        ),
+    ];
+    let listed: Vec<String> = table.iter().map(|(p, ..)| p.to_string()).collect();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    assert_eq!(
+        listed_sorted,
+        server_fns(),
+        "every server function has a row"
+    );
+
+    let dns_in_force = {
+        let owner = "table-owner";
+        accounts.create(owner, PASSWORD, Role::Owner).await.unwrap();
+        let session = console.sign_in_as(owner, PASSWORD).await;
+        let (status, body) = console
+            .call_with("/console/fn/dns/get", &session, None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        format!(r#"{{"settings":{body}}}"#)
+    };
+    let mut rows = Vec::new();
+    for role in READERS.iter().copied() {
+        let name = format!("table-{}", role.as_str());
+        if role != Role::Owner {
+            accounts.create(&name, PASSWORD, role).await.unwrap();
+        }
+        let session = console.sign_in_as(&name, PASSWORD).await;
+        for (path, body, allowed) in &table {
+            let body = match body.as_deref() {
+                Some("dns in force") => Some(dns_in_force.as_str()),
+                other => other,
+            };
+            let (status, text) = console.call_with(path, &session, body).await;
+            let refused_by_role = text.contains("does not allow");
+            assert_eq!(
+                refused_by_role,
+                !allowed.contains(&role),
+                "{path} as {}: {status} {text}",
+                role.as_str()
+            );
+            assert!(
+                !text.contains("Transport") && status != StatusCode::FORBIDDEN,
+                "{path} as {}: the call did not reach the function: {status} {text}",
+                role.as_str()
+            );
+            rows.push((path.to_string(), role, !refused_by_role));
+        }
+    }
+    eprintln!("role table (allowed = y):");
+    for (path, ..) in &table {
+        let cells: Vec<String> = READERS
+            .iter()
+            .map(|r| {
+                let ok = rows
+                    .iter()
+                    .any(|(p, role, ok)| p == path && role == r && *ok);
+                format!("{}={}", r.as_str(), if ok { "y" } else { "-" })
+            })
+            .collect();
+        eprintln!("  {path:34} {}", cells.join(" "));
+    }
+    // Members are people from the identity provider; no local account can be one.
+    assert!(
+        accounts
+            .create("table-member", PASSWORD, Role::Member)
+            .await
+            .is_err()
     );
     server.stop().await;
 }

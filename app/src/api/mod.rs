@@ -15,7 +15,10 @@ use crate::dto::{ConsoleConfig, ConsoleError};
 
 pub mod dns;
 pub mod policy;
+pub mod roles;
 pub mod tailnet;
+
+pub use roles::{Permission, Role, Scope};
 
 /// URL prefix of every console server function. Kept out of `/api`, which belongs to the
 /// server's own HTTP API.
@@ -29,21 +32,59 @@ pub const CSRF_FIELD: &str = "_csrf";
 pub const CSRF_META: &str = "csrf-token";
 /// `<meta name=…>` holding the signed-in administrator's name.
 pub const USER_META: &str = "console-user";
+/// `<meta name=…>` holding the identity provider's sign-in label (sign-in page only).
+pub const SSO_META: &str = "console-sso";
 
 /// How the administrator proved who they are. OpenID Connect adds a variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthMethod {
     /// A local account: name and password stored (hashed) in the server's database.
     Local,
+    /// A person signed in through the OpenID Connect provider.
+    Oidc,
 }
 
 /// The signed-in administrator. The server's auth middleware puts it in the request
 /// extensions of every authenticated console request; read it with [`current_admin`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsoleIdentity {
+    /// The local account's id, or the tailnet user's id for a provider sign-in.
     pub admin_id: u64,
     pub name: String,
     pub method: AuthMethod,
+    pub role: Role,
+    /// The tailnet user this person is (provider sign-ins): whose machines are "own".
+    pub user_id: Option<u64>,
+}
+
+impl ConsoleIdentity {
+    /// Whose things this person may act on for `p`: everyone's if the role allows it,
+    /// their own if they are a person with machines, else refused.
+    pub fn scope(&self, p: Permission) -> Result<Scope, ConsoleError> {
+        if self.role.allows(p) {
+            return Ok(Scope::All);
+        }
+        match self.user_id {
+            Some(me) if self.role == Role::Member => Ok(Scope::OwnOf(me)),
+            _ => Err(self.refusal()),
+        }
+    }
+
+    /// Refuses unless the role allows `p` for everyone's things.
+    pub fn require(&self, p: Permission) -> Result<(), ConsoleError> {
+        if self.role.allows(p) {
+            Ok(())
+        } else {
+            Err(self.refusal())
+        }
+    }
+
+    fn refusal(&self) -> ConsoleError {
+        ConsoleError::Refused(format!(
+            "your console role ({}) does not allow this",
+            self.role.label()
+        ))
+    }
 }
 
 /// The session's CSRF token, placed in the request extensions next to the identity (also for
@@ -64,19 +105,34 @@ fn request_extension<T: Clone + Send + Sync + 'static>() -> Option<T> {
     use_context::<http::request::Parts>().and_then(|parts| parts.extensions.get::<T>().cloned())
 }
 
-/// The per-request facts the document head carries for the browser half: the CSRF token and
-/// the signed-in name. Rendered into `<meta>` by the shell on the server.
-pub fn session_meta() -> (Option<String>, Option<String>) {
+/// Offered on the sign-in page when an identity provider is configured: the label of its
+/// "Sign in with …" link. The server's auth middleware puts it in the request extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoOffer(pub String);
+
+/// The per-request facts the document head carries for the browser half. Rendered into
+/// `<meta>` by the shell on the server.
+#[derive(Debug, Clone, Default)]
+pub struct SessionMeta {
+    pub csrf: Option<String>,
+    /// The signed-in person's name.
+    pub user: Option<String>,
+    /// The identity provider's sign-in label, on the sign-in page.
+    pub sso: Option<String>,
+}
+
+pub fn session_meta() -> SessionMeta {
     #[cfg(feature = "ssr")]
     {
-        (
-            request_extension::<CsrfToken>().map(|t| t.0),
-            request_extension::<ConsoleIdentity>().map(|i| i.name),
-        )
+        SessionMeta {
+            csrf: request_extension::<CsrfToken>().map(|t| t.0),
+            user: request_extension::<ConsoleIdentity>().map(|i| i.name),
+            sso: request_extension::<SsoOffer>().map(|o| o.0),
+        }
     }
     #[cfg(not(feature = "ssr"))]
     {
-        (None, None)
+        SessionMeta::default()
     }
 }
 
@@ -117,7 +173,7 @@ pub fn csrf_token() -> Option<String> {
     }
     #[cfg(not(feature = "hydrate"))]
     {
-        session_meta().0
+        session_meta().csrf
     }
 }
 
@@ -129,7 +185,20 @@ pub fn signed_in_name() -> Option<String> {
     }
     #[cfg(not(feature = "hydrate"))]
     {
-        session_meta().1
+        session_meta().user
+    }
+}
+
+/// The "Sign in with …" label when an identity provider is configured, the same way as
+/// [`csrf_token`].
+pub fn sso_label() -> Option<String> {
+    #[cfg(feature = "hydrate")]
+    {
+        meta_content(SSO_META)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        session_meta().sso
     }
 }
 
@@ -188,7 +257,7 @@ where
 /// The server's public settings the console shows (join command and the like).
 #[server(prefix = "/console/fn", endpoint = "config", client = ConsoleClient)]
 pub async fn get_console_config() -> Result<ConsoleConfig, ConsoleError> {
-    let backend = crate::backend::use_backend()?;
+    let (backend, _) = crate::backend::use_backend(Permission::SignedIn)?;
     Ok(ConsoleConfig {
         server_url: backend.server_url(),
     })

@@ -5,6 +5,10 @@ use leptos::prelude::*;
 use leptos::server_fn::codec::Json;
 
 use crate::api::ConsoleClient;
+#[cfg(feature = "ssr")]
+use crate::api::{Permission, Scope};
+#[cfg(feature = "ssr")]
+use crate::backend::{use_backend, use_backend_for_all};
 use crate::dto::ConsoleError;
 use crate::dto::tailnet::{
     CreatedSecret, KeysOverview, MachineDetail, MachineList, MachineSummary, NewPreAuthKey, UserRow,
@@ -13,25 +17,45 @@ use crate::dto::tailnet::{
 /// One page of the machine list; `query` is the page's URL query string.
 #[server(prefix = "/console/fn", endpoint = "machines", input = Json, client = ConsoleClient)]
 pub async fn list_machines(query: String) -> Result<MachineList, ConsoleError> {
-    let backend = crate::backend::use_backend()?;
-    Ok(crate::dto::tailnet::MachineQuery::parse(&query).apply(backend.machines()?))
+    let (backend, scope) = use_backend(Permission::ReadTailnet)?;
+    let mut machines = backend.machines()?;
+    machines.retain(|m| scope.covers(m.owner_id));
+    Ok(crate::dto::tailnet::MachineQuery::parse(&query).apply(machines))
 }
 
 #[server(prefix = "/console/fn", endpoint = "machine", input = Json, client = ConsoleClient)]
 pub async fn get_machine(id: u64) -> Result<MachineDetail, ConsoleError> {
-    crate::backend::use_backend()?.machine(id)
+    let (backend, scope) = use_backend(Permission::ReadTailnet)?;
+    own_machine(&*backend, scope, id)
+}
+
+/// The machine, if it is in `scope`; someone else's machine is "not found" to a member, so
+/// ids reveal nothing.
+#[cfg(feature = "ssr")]
+fn own_machine(
+    backend: &dyn crate::backend::ConsoleBackend,
+    scope: Scope,
+    id: u64,
+) -> Result<MachineDetail, ConsoleError> {
+    let machine = backend.machine(id)?;
+    if scope.covers(machine.summary.owner_id) {
+        Ok(machine)
+    } else {
+        Err(ConsoleError::NotFound(format!("machine {id}")))
+    }
 }
 
 #[server(prefix = "/console/fn", endpoint = "machine/rename", input = Json, client = ConsoleClient)]
 pub async fn rename_machine(id: u64, name: String) -> Result<MachineSummary, ConsoleError> {
-    let backend = crate::backend::use_backend()?;
+    let (backend, scope) = use_backend(Permission::WriteMachines)?;
+    own_machine(&*backend, scope, id)?;
     backend.rename_machine(id, name.trim().to_owned()).await
 }
 
 /// `tags`: comma- or space-separated; empty removes every tag.
 #[server(prefix = "/console/fn", endpoint = "machine/tags", input = Json, client = ConsoleClient)]
 pub async fn set_machine_tags(id: u64, tags: String) -> Result<MachineSummary, ConsoleError> {
-    let backend = crate::backend::use_backend()?;
+    let backend = use_backend_for_all(Permission::WriteMachines)?;
     backend
         .set_machine_tags(id, crate::dto::split_list(&tags))
         .await
@@ -43,30 +67,36 @@ pub async fn approve_machine_routes(
     id: u64,
     routes: Vec<String>,
 ) -> Result<MachineSummary, ConsoleError> {
-    let backend = crate::backend::use_backend()?;
+    let backend = use_backend_for_all(Permission::WriteMachines)?;
     backend.approve_routes(id, routes).await
 }
 
 #[server(prefix = "/console/fn", endpoint = "machine/expire", input = Json, client = ConsoleClient)]
 pub async fn expire_machine(id: u64) -> Result<MachineSummary, ConsoleError> {
-    crate::backend::use_backend()?.expire_machine(id).await
+    let (backend, scope) = use_backend(Permission::WriteMachines)?;
+    own_machine(&*backend, scope, id)?;
+    backend.expire_machine(id).await
 }
 
 #[server(prefix = "/console/fn", endpoint = "machine/no-expiry", input = Json, client = ConsoleClient)]
 pub async fn disable_machine_expiry(id: u64) -> Result<MachineSummary, ConsoleError> {
-    crate::backend::use_backend()?
+    use_backend_for_all(Permission::WriteMachines)?
         .disable_machine_expiry(id)
         .await
 }
 
 #[server(prefix = "/console/fn", endpoint = "machine/delete", input = Json, client = ConsoleClient)]
 pub async fn delete_machine(id: u64) -> Result<(), ConsoleError> {
-    crate::backend::use_backend()?.delete_machine(id).await
+    let (backend, scope) = use_backend(Permission::WriteMachines)?;
+    own_machine(&*backend, scope, id)?;
+    backend.delete_machine(id).await
 }
 
 #[server(prefix = "/console/fn", endpoint = "users", input = Json, client = ConsoleClient)]
 pub async fn list_users() -> Result<Vec<UserRow>, ConsoleError> {
-    let mut users = crate::backend::use_backend()?.users()?;
+    let (backend, scope) = use_backend(Permission::ReadTailnet)?;
+    let mut users = backend.users()?;
+    users.retain(|u| scope.covers(Some(u.id)));
     users.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(users)
 }
@@ -77,7 +107,7 @@ pub async fn create_user(
     display_name: String,
     email: String,
 ) -> Result<UserRow, ConsoleError> {
-    let backend = crate::backend::use_backend()?;
+    let backend = use_backend_for_all(Permission::WriteUsers)?;
     backend
         .create_user(
             name.trim().to_owned(),
@@ -89,25 +119,33 @@ pub async fn create_user(
 
 #[server(prefix = "/console/fn", endpoint = "user/rename", input = Json, client = ConsoleClient)]
 pub async fn rename_user(id: u64, name: String) -> Result<UserRow, ConsoleError> {
-    let backend = crate::backend::use_backend()?;
+    let backend = use_backend_for_all(Permission::WriteUsers)?;
     backend.rename_user(id, name.trim().to_owned()).await
 }
 
 #[server(prefix = "/console/fn", endpoint = "user/delete", input = Json, client = ConsoleClient)]
 pub async fn delete_user(id: u64) -> Result<(), ConsoleError> {
-    crate::backend::use_backend()?.delete_user(id).await
+    use_backend_for_all(Permission::WriteUsers)?
+        .delete_user(id)
+        .await
 }
 
 #[server(prefix = "/console/fn", endpoint = "keys", input = Json, client = ConsoleClient)]
 pub async fn list_keys() -> Result<KeysOverview, ConsoleError> {
-    let backend = crate::backend::use_backend()?;
+    let (backend, scope) = use_backend(Permission::ReadTailnet)?;
     let mut preauth = backend.preauth_keys()?;
+    preauth.retain(|k| scope.covers(k.user_id));
     preauth.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
-    let mut api = backend.api_keys()?;
+    let mut api = if scope == Scope::All {
+        backend.api_keys()?
+    } else {
+        Vec::new()
+    };
     api.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
     let mut users: Vec<(u64, String)> = backend
         .users()?
         .into_iter()
+        .filter(|u| scope.covers(Some(u.id)))
         .map(|u| (u.id, u.name))
         .collect();
     users.sort_by(|a, b| a.1.cmp(&b.1));
@@ -125,21 +163,40 @@ pub async fn create_preauth_key(key: NewPreAuthKey) -> Result<CreatedSecret, Con
             "choose a user, or give the key at least one tag".into(),
         ));
     }
-    crate::backend::use_backend()?.create_preauth_key(key).await
+    let (backend, scope) = use_backend(Permission::WriteKeys)?;
+    // A member makes keys for themselves only, without tags (tags are an admin's to give).
+    if let Scope::OwnOf(me) = scope
+        && (key.user != Some(me) || !crate::dto::split_list(&key.tags).is_empty())
+    {
+        return Err(ConsoleError::Refused(
+            "members create pre-auth keys for themselves, without tags".into(),
+        ));
+    }
+    backend.create_preauth_key(key).await
 }
 
 #[server(prefix = "/console/fn", endpoint = "preauth-key/expire", input = Json, client = ConsoleClient)]
 pub async fn expire_preauth_key(id: u64) -> Result<(), ConsoleError> {
-    crate::backend::use_backend()?.expire_preauth_key(id).await
+    let (backend, scope) = use_backend(Permission::WriteKeys)?;
+    let theirs = backend
+        .preauth_keys()?
+        .iter()
+        .any(|k| k.id == id && scope.covers(k.user_id));
+    if !theirs {
+        return Err(ConsoleError::NotFound(format!("pre-auth key {id}")));
+    }
+    backend.expire_preauth_key(id).await
 }
 
 #[server(prefix = "/console/fn", endpoint = "api-key/create", input = Json, client = ConsoleClient)]
 pub async fn create_api_key(expiration: String) -> Result<CreatedSecret, ConsoleError> {
-    let backend = crate::backend::use_backend()?;
+    let backend = use_backend_for_all(Permission::ManageApiKeys)?;
     backend.create_api_key(expiration.trim().to_owned()).await
 }
 
 #[server(prefix = "/console/fn", endpoint = "api-key/expire", input = Json, client = ConsoleClient)]
 pub async fn expire_api_key(id: u64) -> Result<(), ConsoleError> {
-    crate::backend::use_backend()?.expire_api_key(id).await
+    use_backend_for_all(Permission::ManageApiKeys)?
+        .expire_api_key(id)
+        .await
 }

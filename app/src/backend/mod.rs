@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use leptos::prelude::use_context;
 
+use crate::api::{Permission, Scope};
 use crate::dto::ConsoleError;
 
 mod dns;
@@ -36,10 +37,22 @@ pub trait ConsoleBackend:
 }
 
 /// The backend provided by `console_router`, for use inside server functions and renders,
-/// and only for a signed-in administrator. The server's auth middleware already refuses
-/// signed-out requests; checking again here, the one door to the tailnet's data, means a
-/// route wired without that middleware still serves nothing.
-pub fn use_backend() -> Result<Arc<dyn ConsoleBackend>, ConsoleError> {
-    crate::api::current_admin()?;
+/// and only for a signed-in person whose role allows `permission` (for everyone's things,
+/// or, for a member, for their own: the returned [`Scope`] says which). The server's auth
+/// middleware already refuses signed-out requests; checking again here, the one door to the
+/// tailnet's data, means a route wired without that middleware still serves nothing.
+pub fn use_backend(
+    permission: Permission,
+) -> Result<(Arc<dyn ConsoleBackend>, Scope), ConsoleError> {
+    let scope = crate::api::current_admin()?.scope(permission)?;
+    let backend = use_context::<Arc<dyn ConsoleBackend>>().ok_or(ConsoleError::BackendMissing)?;
+    Ok((backend, scope))
+}
+
+/// [`use_backend`] for actions only a role grants (never "their own").
+pub fn use_backend_for_all(
+    permission: Permission,
+) -> Result<Arc<dyn ConsoleBackend>, ConsoleError> {
+    crate::api::current_admin()?.require(permission)?;
     use_context::<Arc<dyn ConsoleBackend>>().ok_or(ConsoleError::BackendMissing)
 }

@@ -26,6 +26,8 @@ pub struct MachineSummary {
     pub fqdn: String,
     /// The owner's name; `None` for a tagged machine.
     pub user: Option<String>,
+    /// The owner's id (what a member's "own machines" are checked against).
+    pub owner_id: Option<u64>,
     pub tags: Vec<String>,
     pub addresses: Vec<String>,
     pub os: String,
@@ -414,6 +416,7 @@ pub struct PreAuthKeyRow {
     /// A masked form that identifies the key, e.g. `oxskey-auth-abcd-***`.
     pub masked: String,
     pub user: Option<String>,
+    pub user_id: Option<u64>,
     pub tags: Vec<String>,
     pub reusable: bool,
     pub ephemeral: bool,
@@ -494,6 +497,7 @@ mod tests {
             hostname: name.into(),
             fqdn: format!("{name}.ts.net"),
             user: Some("alice".into()),
+            owner_id: Some(1),
             tags: vec![],
             addresses: vec![format!("100.64.0.{id}"), format!("fd7a:115c:a1e0::{id}")],
             os: "linux".into(),

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
-use crate::api::{CSRF_FIELD, csrf_token};
+use crate::api::{CSRF_FIELD, csrf_token, sso_label};
 
 /// The message for an `error` code the server's login handler redirects with.
 fn login_error(code: &str) -> &'static str {
@@ -26,6 +26,16 @@ pub fn LoginPage() -> impl IntoView {
     let error = move || query.with(|q| q.get("error").map(|c| login_error(&c)));
     let next = move || query.with(|q| q.get("next").unwrap_or_default());
     let token = csrf_token().unwrap_or_default();
+    let sso = sso_label();
+    let sso_href = move || {
+        let next = next();
+        if next.is_empty() {
+            "/login/oidc".to_owned()
+        } else {
+            let next: String = js_safe_encode(&next);
+            format!("/login/oidc?next={next}")
+        }
+    };
 
     view! {
         <Title text="Sign in" />
@@ -42,6 +52,15 @@ pub fn LoginPage() -> impl IntoView {
                         }
                     })
             }}
+            {sso
+                .map(|label| {
+                    view! {
+                        <a class="button auth-card__sso" href=sso_href id="login-sso">
+                            {label}
+                        </a>
+                        <p class="auth-card__or">"or with a local administrator account"</p>
+                    }
+                })}
             <form class="auth-form" method="post" action="/login">
                 <input type="hidden" name=CSRF_FIELD value=token />
                 <input type="hidden" name="next" value=next />
@@ -70,4 +89,18 @@ pub fn LoginPage() -> impl IntoView {
             </form>
         </div>
     }
+}
+
+/// Percent-encodes a `next` path for a query string (what `encodeURIComponent` leaves alone
+/// stays as is), identically on the server and in the browser so hydration matches.
+fn js_safe_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

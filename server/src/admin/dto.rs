@@ -31,9 +31,18 @@ impl UserView {
             display_name: u.display_name.clone(),
             email: u.email.clone(),
             created_at: rfc3339(u.created),
-            provider: String::new(),
-            provider_id: String::new(),
-            profile_pic_url: String::new(),
+            // headscale's shape: "oidc" and `<issuer>/<subject>` for provider sign-ins.
+            provider: if u.provider.is_some() {
+                "oidc".into()
+            } else {
+                String::new()
+            },
+            provider_id: u
+                .provider
+                .as_ref()
+                .map(|p| format!("{}/{}", p.issuer.trim_end_matches('/'), p.subject))
+                .unwrap_or_default(),
+            profile_pic_url: u.picture_url.clone(),
         }
     }
 }

@@ -387,7 +387,9 @@ impl IntoResponse for AccountError {
         let status = match &self {
             AccountError::InvalidName(_)
             | AccountError::WeakPassword
-            | AccountError::BadSetupToken => StatusCode::BAD_REQUEST,
+            | AccountError::BadSetupToken
+            | AccountError::UnknownRole(_)
+            | AccountError::MemberAccount => StatusCode::BAD_REQUEST,
             AccountError::Exists(_) | AccountError::SetupDone => StatusCode::CONFLICT,
             AccountError::NotFound(_) => StatusCode::NOT_FOUND,
             AccountError::Hash(_) | AccountError::Sql(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -411,6 +413,9 @@ fn console_accounts(a: &Admin) -> Accounts {
 struct CreateConsoleAdmin {
     name: String,
     password: String,
+    /// `owner` when absent.
+    #[serde(default)]
+    role: Option<String>,
 }
 
 async fn list_console_admins(
@@ -423,8 +428,14 @@ async fn create_console_admin(
     State(a): State<Admin>,
     Json(req): Json<CreateConsoleAdmin>,
 ) -> Result<Json<AdminAccount>, AccountError> {
+    let role = match req.role.as_deref() {
+        None | Some("") => app::api::Role::Owner,
+        Some(r) => {
+            app::api::Role::parse(r).ok_or_else(|| AccountError::UnknownRole(r.to_owned()))?
+        }
+    };
     let account = console_accounts(&a)
-        .create(&req.name, &req.password)
+        .create(&req.name, &req.password, role)
         .await?;
     info!(admin = %account.name, "console administrator created");
     Ok(Json(account))

@@ -89,6 +89,9 @@ pub enum AdminsCommand {
         /// Read the password from standard input (one line; the final newline is dropped).
         #[arg(long = "password-stdin")]
         password_stdin: bool,
+        /// owner (default), admin, network_admin, it_admin or auditor.
+        #[arg(long, default_value = "owner")]
+        role: String,
     },
     /// List console administrators.
     #[command(visible_aliases = ["ls", "show"])]
@@ -760,6 +763,7 @@ async fn admin_command(
             AdminsCommand::Create {
                 name,
                 password_stdin,
+                role,
             } => {
                 if !password_stdin {
                     anyhow::bail!(
@@ -771,7 +775,7 @@ async fn admin_command(
                 let v = client
                     .post(
                         "/api/v1/console/admin",
-                        json!({ "name": name, "password": password }),
+                        json!({ "name": name, "password": password, "role": role }),
                     )
                     .await?;
                 out.value(&v, |v| {
@@ -788,6 +792,7 @@ async fn admin_command(
                     &[
                         ("ID", "id"),
                         ("Name", "name"),
+                        ("Role", "role"),
                         ("Created", "created_at"),
                         ("Last sign-in", "last_login"),
                     ],

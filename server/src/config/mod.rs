@@ -239,6 +239,8 @@ pub struct ConsoleConfig {
     /// The built browser half (`scripts/build-site.sh` output); found next to the binary
     /// or in `target/site` when unset.
     pub site_root: Option<PathBuf>,
+    /// Console roles of people who sign in through the identity provider.
+    pub roles: oidc::ConsoleRolesConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -499,6 +501,7 @@ impl Config {
             });
         }
         self.oidc.validate()?;
+        self.console.roles.validate()?;
         u32::from_str_radix(&self.unix_socket_permission, 8).map_err(|_| ConfigError::Invalid {
             key: "unix_socket_permission",
             message: format!(

@@ -88,6 +88,66 @@ impl Default for PkceConfig {
     }
 }
 
+/// `console.roles`: which console role a person who signs in through the provider gets,
+/// from the groups the provider puts them in. The highest role any of their groups maps to
+/// wins; everyone else gets `default`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleRolesConfig {
+    pub owner: Vec<String>,
+    pub admin: Vec<String>,
+    pub network_admin: Vec<String>,
+    pub it_admin: Vec<String>,
+    pub auditor: Vec<String>,
+    /// `member` (their own machines and keys), another role, or `none` (no console access).
+    pub default: String,
+}
+
+impl Default for ConsoleRolesConfig {
+    fn default() -> Self {
+        ConsoleRolesConfig {
+            owner: Vec::new(),
+            admin: Vec::new(),
+            network_admin: Vec::new(),
+            it_admin: Vec::new(),
+            auditor: Vec::new(),
+            default: "member".into(),
+        }
+    }
+}
+
+impl ConsoleRolesConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.default != "none" && app::api::Role::parse(&self.default).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "console.roles.default",
+                message: format!(
+                    "{:?} is not a role: member, auditor, it_admin, network_admin, admin, owner or none",
+                    self.default
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The console role of a person in `groups`; `None`: no console access.
+    pub fn role_for(&self, groups: &[String]) -> Option<app::api::Role> {
+        use app::api::Role;
+        let in_any = |mapped: &[String]| groups.iter().any(|g| mapped.contains(g));
+        [
+            (Role::Owner, &self.owner),
+            (Role::Admin, &self.admin),
+            (Role::NetworkAdmin, &self.network_admin),
+            (Role::ItAdmin, &self.it_admin),
+            (Role::Auditor, &self.auditor),
+        ]
+        .into_iter()
+        .find(|(_, mapped)| in_any(mapped))
+        .map(|(role, _)| role)
+        .or_else(|| Role::parse(&self.default))
+    }
+}
+
 fn redacted<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
     match value {
         Some(_) => s.serialize_some("<set>"),
@@ -245,5 +305,30 @@ mod tests {
         assert_eq!(c.pkce.method, PkceMethod::S256);
         assert_eq!(c.expiry.unwrap().0.as_secs(), 180 * 86_400);
         assert!(!c.email_verified_required);
+    }
+
+    #[test]
+    fn the_highest_mapped_role_wins_and_the_rest_get_the_default() {
+        use app::api::Role;
+        let roles = ConsoleRolesConfig {
+            admin: vec!["ops".into()],
+            auditor: vec!["audit".into(), "ops".into()],
+            ..ConsoleRolesConfig::default()
+        };
+        let g = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(roles.role_for(&g(&["audit", "ops"])), Some(Role::Admin));
+        assert_eq!(roles.role_for(&g(&["audit"])), Some(Role::Auditor));
+        assert_eq!(roles.role_for(&g(&["sales"])), Some(Role::Member));
+        let closed = ConsoleRolesConfig {
+            default: "none".into(),
+            ..roles
+        };
+        assert_eq!(closed.role_for(&g(&["sales"])), None);
+        assert!(closed.validate().is_ok());
+        let bad = ConsoleRolesConfig {
+            default: "root".into(),
+            ..ConsoleRolesConfig::default()
+        };
+        assert!(bad.validate().is_err());
     }
 }

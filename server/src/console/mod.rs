@@ -73,7 +73,11 @@ pub fn site_root(config: &Config) -> PathBuf {
 
 /// The console's routes and its fallback (the console's own 404 page), to merge into the
 /// main router.
-pub fn routes(config: &Config, admin: Admin) -> (Router, Router) {
+pub fn routes(
+    config: &Config,
+    admin: Admin,
+    oidc: Option<Arc<crate::identity::Oidc>>,
+) -> (Router, Router) {
     let root = site_root(config);
     if root
         .join("pkg")
@@ -98,6 +102,12 @@ pub fn routes(config: &Config, admin: Admin) -> (Router, Router) {
         )
         .with_state(feed);
     let pool = admin.tailnet().store().pool().clone();
+    let sso = oidc.map(|oidc| auth::ConsoleSso {
+        oidc,
+        tailnet: admin.tailnet().clone(),
+        roles: config.console.roles.clone(),
+        secure: config.server_url.starts_with("https://"),
+    });
     let backend: Arc<dyn ConsoleBackend> = Arc::new(Backend {
         server_url: config.server_url.clone(),
         admin,
@@ -105,5 +115,5 @@ pub fn routes(config: &Config, admin: Admin) -> (Router, Router) {
     let console = app::ssr::console_router(options.clone(), backend.clone()).merge(events);
     let fallback = app::ssr::console_fallback(options, backend);
     // Last, so that every console route added above is behind sign-in and CSRF checks.
-    auth::protect(console, fallback, &config.server_url, pool)
+    auth::protect(console, fallback, &config.server_url, pool, sso)
 }

@@ -16,6 +16,7 @@ fn summary(n: NodeView) -> MachineSummary {
         name: n.given_name,
         hostname: n.name,
         fqdn: n.fqdn,
+        owner_id: n.user.as_ref().map(|u| u.id),
         user: n.user.map(|u| u.name),
         tags: n.tags,
         addresses: n.ip_addresses,
@@ -62,6 +63,7 @@ fn preauth_row(k: PreAuthKeyView) -> PreAuthKeyRow {
     PreAuthKeyRow {
         id: k.id,
         masked: k.key,
+        user_id: k.user.as_ref().map(|u| u.id),
         user: k.user.map(|u| u.name),
         tags: k.acl_tags,
         reusable: k.reusable,

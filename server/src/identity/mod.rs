@@ -34,6 +34,8 @@ use restrictions::{Refusal, Restrictions};
 const SIGN_IN_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// Sign-ins in flight at once; anyone can start one.
 const SIGN_INS_IN_FLIGHT: usize = 10_000;
+/// A verified console sign-in must be picked up by the console this soon.
+const HANDOVER_LIFETIME: Duration = Duration::from_secs(60);
 /// The provider's token and user-info endpoints must answer within this.
 const PROVIDER_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -51,6 +53,8 @@ type Client = CoreClient<
 pub enum Purpose {
     /// A machine's pending login (`/register/{auth_id}`).
     Device { auth_id: String },
+    /// Console sign-in; `next` is where to go afterwards (checked before use).
+    Console { next: String },
 }
 
 /// A sign-in sent to the provider, waiting for the browser to come back.
@@ -121,6 +125,8 @@ pub struct Oidc {
     config: OidcConfig,
     restrictions: Restrictions,
     in_flight: ShortLived<InFlight>,
+    /// Verified console sign-ins on their way from the callback to the console's session.
+    handovers: ShortLived<SignedIn>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +184,7 @@ impl Oidc {
             config: config.clone(),
             restrictions: Restrictions::from_config(config),
             in_flight: ShortLived::new(SIGN_IN_LIFETIME, SIGN_INS_IN_FLIGHT),
+            handovers: ShortLived::new(HANDOVER_LIFETIME, SIGN_INS_IN_FLIGHT),
         })
     }
 
@@ -187,6 +194,20 @@ impl Oidc {
 
     pub fn config(&self) -> &OidcConfig {
         &self.config
+    }
+
+    /// Keeps a verified console sign-in for the console to pick up with the returned token
+    /// (which travels in a cookie, never in a URL).
+    pub fn hand_over(&self, signed: SignedIn) -> Result<String, Full> {
+        let token = pending::random_token();
+        self.handovers
+            .insert(token.clone(), signed, Instant::now())?;
+        Ok(token)
+    }
+
+    /// The sign-in handed over under `token`, once.
+    pub fn take_handover(&self, token: &str) -> Option<SignedIn> {
+        self.handovers.take(token, Instant::now())
     }
 
     /// Starts a sign-in: the provider URL to send the browser to, and the state that the

@@ -25,9 +25,13 @@ use crate::tailnet::Tailnet;
 use crate::tailnet::state::{KeyExpiry, ProviderProfile};
 
 /// Cookie that carries the `state` of a sign-in started in this browser.
-const STATE_COOKIE: &str = "oxiscale_oidc_state";
+pub const STATE_COOKIE: &str = "oxiscale_oidc_state";
 /// Cookie that carries the token of the confirmation shown to this browser.
 const CONFIRM_COOKIE: &str = "oxiscale_oidc_confirm";
+/// Cookie that carries a verified console sign-in to [`HANDOVER_PATH`].
+pub const HANDOVER_COOKIE: &str = "oxiscale_oidc_handover";
+/// The console's route that turns a verified sign-in into a session.
+pub const HANDOVER_PATH: &str = "/login/oidc/finish";
 /// How long a person may look at the confirmation page.
 const CONFIRM_LIFETIME: Duration = Duration::from_secs(10 * 60);
 const CONFIRMS_IN_FLIGHT: usize = 10_000;
@@ -63,7 +67,7 @@ pub fn routes(oidc: Arc<Oidc>, tailnet: Arc<Tailnet>, server_url: &str) -> Route
         .with_state(web)
 }
 
-fn cookie(name: &str, value: &str, path: &str, max_age: Duration, secure: bool) -> HeaderValue {
+pub fn cookie(name: &str, value: &str, path: &str, max_age: Duration, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path={path}; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
@@ -72,7 +76,7 @@ fn cookie(name: &str, value: &str, path: &str, max_age: Duration, secure: bool) 
     .expect("tokens and paths are header-safe")
 }
 
-fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -163,7 +167,10 @@ async fn callback(
             return pages::failed(status, &e.to_string());
         }
     };
-    let Purpose::Device { auth_id } = signed.purpose.clone();
+    let auth_id = match signed.purpose.clone() {
+        Purpose::Device { auth_id } => auth_id,
+        Purpose::Console { .. } => return hand_to_console(&web, signed),
+    };
     let machine = web.tailnet.read(|s| {
         s.pending_login(&auth_id).map(|p| MachineSummary {
             hostname: p.hostinfo.hostname.clone(),
@@ -215,6 +222,32 @@ async fn callback(
         cookie(STATE_COOKIE, "", "/oidc", Duration::ZERO, web.secure),
     );
     response
+}
+
+/// A console sign-in: the console's own route (inside its session layer) picks it up.
+fn hand_to_console(web: &Web, signed: SignedIn) -> Response {
+    match web.oidc.hand_over(signed) {
+        Ok(token) => {
+            let mut response = Redirect::to(HANDOVER_PATH).into_response();
+            let headers = response.headers_mut();
+            headers.append(
+                header::SET_COOKIE,
+                cookie(
+                    HANDOVER_COOKIE,
+                    &token,
+                    HANDOVER_PATH,
+                    Duration::from_secs(60),
+                    web.secure,
+                ),
+            );
+            headers.append(
+                header::SET_COOKIE,
+                cookie(STATE_COOKIE, "", "/oidc", Duration::ZERO, web.secure),
+            );
+            response
+        }
+        Err(busy) => pages::failed(StatusCode::SERVICE_UNAVAILABLE, &busy.to_string()),
+    }
 }
 
 fn person_label(p: &ProviderProfile) -> String {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use app::api::Role;
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -35,6 +36,12 @@ pub enum AccountError {
     BadSetupToken,
     #[error("an administrator already exists; the setup link is no longer accepted")]
     SetupDone,
+    #[error("unknown role {0:?}: owner, admin, network_admin, it_admin or auditor")]
+    UnknownRole(String),
+    #[error(
+        "a local account cannot be a member: members are people who sign in through the identity provider and own machines"
+    )]
+    MemberAccount,
     #[error("hashing the password failed: {0}")]
     Hash(String),
     #[error("database error: {0}")]
@@ -46,6 +53,8 @@ pub enum AccountError {
 pub struct AdminAccount {
     pub id: u64,
     pub name: String,
+    /// What the account may do in the console (owner unless created otherwise).
+    pub role: Role,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -129,6 +138,8 @@ fn account_from_row(r: &sqlx::sqlite::SqliteRow) -> AdminAccount {
     AdminAccount {
         id: r.get::<i64, _>("id") as u64,
         name: r.get("name"),
+        // A role this build does not know (written by a newer one) grants the least.
+        role: Role::parse(r.get::<&str, _>("role")).unwrap_or(Role::Auditor),
         created_at: ts(r.get("created_at")),
         last_login: r.get::<Option<i64>, _>("last_login").map(ts),
     }
@@ -148,7 +159,7 @@ impl Accounts {
 
     pub async fn list(&self) -> Result<Vec<AdminAccount>, AccountError> {
         let rows = sqlx::query(
-            "SELECT id, name, created_at, last_login FROM console_admins ORDER BY name",
+            "SELECT id, name, role, created_at, last_login FROM console_admins ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -157,20 +168,29 @@ impl Accounts {
 
     /// The account with this id, if it still exists (sessions are checked against it).
     pub async fn by_id(&self, id: u64) -> Result<Option<AdminAccount>, AccountError> {
-        let row =
-            sqlx::query("SELECT id, name, created_at, last_login FROM console_admins WHERE id = ?")
-                .bind(id as i64)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT id, name, role, created_at, last_login FROM console_admins WHERE id = ?",
+        )
+        .bind(id as i64)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row.as_ref().map(account_from_row))
     }
 
-    pub async fn create(&self, name: &str, password: &str) -> Result<AdminAccount, AccountError> {
+    pub async fn create(
+        &self,
+        name: &str,
+        password: &str,
+        role: Role,
+    ) -> Result<AdminAccount, AccountError> {
         validate_name(name)?;
         validate_password(password)?;
+        if role == Role::Member {
+            return Err(AccountError::MemberAccount);
+        }
         let hash = hash_blocking(password.to_owned()).await?;
         let mut tx = self.pool.begin().await?;
-        let account = insert_admin(&mut tx, name, &hash).await?;
+        let account = insert_admin(&mut tx, name, &hash, role).await?;
         tx.commit().await?;
         Ok(account)
     }
@@ -193,7 +213,7 @@ impl Accounts {
         password: &str,
     ) -> Result<Option<AdminAccount>, AccountError> {
         let row = sqlx::query(
-            "SELECT id, name, created_at, last_login, password_hash FROM console_admins WHERE name = ?",
+            "SELECT id, name, role, created_at, last_login, password_hash FROM console_admins WHERE name = ?",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -283,7 +303,8 @@ impl Accounts {
         if consumed == 0 {
             return Err(AccountError::BadSetupToken);
         }
-        let account = insert_admin(&mut tx, name, &hash).await?;
+        // The first administrator, from the setup link, owns the server.
+        let account = insert_admin(&mut tx, name, &hash, Role::Owner).await?;
         sqlx::query("DELETE FROM console_setup_tokens")
             .execute(&mut *tx)
             .await?;
@@ -302,13 +323,15 @@ async fn insert_admin(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     name: &str,
     hash: &str,
+    role: Role,
 ) -> Result<AdminAccount, AccountError> {
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let inserted = sqlx::query(
-        "INSERT INTO console_admins (name, password_hash, created_at) VALUES (?, ?, ?)",
+        "INSERT INTO console_admins (name, password_hash, role, created_at) VALUES (?, ?, ?, ?)",
     )
     .bind(name)
     .bind(hash)
+    .bind(role.as_str())
     .bind(now)
     .execute(&mut **tx)
     .await;
@@ -316,6 +339,7 @@ async fn insert_admin(
         Ok(done) => Ok(AdminAccount {
             id: done.last_insert_rowid() as u64,
             name: name.to_owned(),
+            role,
             created_at: OffsetDateTime::from_unix_timestamp(now)
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH),
             last_login: None,

@@ -23,6 +23,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod accounts;
+pub mod sso;
 mod throttle;
 
 use std::net::{IpAddr, SocketAddr};
@@ -37,7 +38,7 @@ use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use sqlx::SqlitePool;
 use subtle::ConstantTimeEq;
@@ -48,6 +49,7 @@ use tower_sessions_sqlx_store::SqliteStore;
 use tracing::{info, warn};
 
 pub use accounts::{AccountError, Accounts, AdminAccount};
+pub use sso::ConsoleSso;
 use throttle::Throttle;
 
 /// Name of the session cookie.
@@ -55,7 +57,7 @@ pub const SESSION_COOKIE: &str = "oxiscale_session";
 /// A session unused this long is gone.
 pub const SESSION_INACTIVITY: Duration = Duration::from_secs(12 * 3600);
 /// Where a signed-in administrator lands by default.
-const HOME: &str = "/machines";
+pub(crate) const HOME: &str = "/machines";
 /// Largest form body the guard reads to find the `_csrf` field.
 const MAX_FORM_BYTES: usize = 2 << 20;
 /// Session keys.
@@ -74,6 +76,8 @@ pub struct ConsoleAuth {
     /// argon2 is deliberately expensive: at most this many run at once, so a flood of
     /// sign-in attempts queues instead of starving the coordination server of CPU.
     hashing: tokio::sync::Semaphore,
+    /// Sign-in through the identity provider, when one is configured.
+    sso: Option<ConsoleSso>,
 }
 
 impl ConsoleAuth {
@@ -111,6 +115,7 @@ pub fn protect(
     fallback: Router,
     server_url: &str,
     pool: SqlitePool,
+    sso: Option<ConsoleSso>,
 ) -> (Router, Router) {
     let store = SqliteStore::new(pool.clone())
         .with_table_name("console_sessions")
@@ -134,11 +139,17 @@ pub fn protect(
         throttle: Throttle::default(),
         origin: origin_of(server_url),
         hashing: tokio::sync::Semaphore::new(2),
+        sso,
     });
     let console = console
         .route("/login", post(login).with_state(auth.clone()))
         .route("/setup", post(setup).with_state(auth.clone()))
         .route("/logout", post(logout).with_state(auth.clone()))
+        .route("/login/oidc", get(sso::start).with_state(auth.clone()))
+        .route(
+            crate::identity::routes::HANDOVER_PATH,
+            get(sso::finish).with_state(auth.clone()),
+        )
         .layer(middleware::from_fn_with_state(auth.clone(), guard))
         .layer(sessions.clone());
     let fallback = fallback
@@ -180,7 +191,7 @@ enum Kind {
 
 fn classify(path: &str, in_fallback: bool) -> Kind {
     match path {
-        "/login" | "/setup" => Kind::SignIn,
+        "/login" | "/setup" | "/login/oidc" | "/login/oidc/finish" => Kind::SignIn,
         "/logout" => Kind::Logout,
         "/favicon.svg" => Kind::Asset,
         _ if path.starts_with("/pkg/") => Kind::Asset,
@@ -248,7 +259,7 @@ fn not_found() -> Response {
         .into_response()
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Response {
     warn!(error = %e, "console session store failed");
     (StatusCode::INTERNAL_SERVER_ERROR, "session store error").into_response()
 }
@@ -286,15 +297,25 @@ async fn identity(
     else {
         return Ok(None);
     };
-    let exists = match identity.method {
+    // The account's role now, not at sign-in: a demotion takes effect at the next request.
+    let current = match identity.method {
         AuthMethod::Local => auth
             .accounts
             .by_id(identity.admin_id)
             .await
             .map_err(internal)?
-            .is_some(),
+            .map(|account| ConsoleIdentity {
+                role: account.role,
+                ..identity.clone()
+            }),
+        AuthMethod::Oidc => auth.sso.as_ref().and_then(|sso| {
+            let user = identity.user_id?;
+            sso.tailnet
+                .read(|s| s.user(user).is_some())
+                .then(|| identity.clone())
+        }),
     };
-    if exists {
+    if let Some(identity) = current {
         Ok(Some(identity))
     } else {
         info!(admin = %identity.name, "console session of a deleted administrator ended");
@@ -419,6 +440,11 @@ async fn check(auth: Arc<ConsoleAuth>, kind: Kind, req: Request, next: Next) -> 
             }
         }
     }
+    if kind == Kind::SignIn
+        && let Some(sso) = &auth.sso
+    {
+        req.extensions_mut().insert(app::api::SsoOffer(sso.label()));
+    }
     // Pages and forms need the token; a signed-out 404 does not start a session.
     if kind != Kind::NotFound || identity.is_some() {
         match csrf_token(&session).await {
@@ -453,22 +479,22 @@ fn client_addr(req: &Request) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
+/// The identity of a local account.
+fn local_identity(account: &AdminAccount) -> ConsoleIdentity {
+    ConsoleIdentity {
+        admin_id: account.id,
+        name: account.name.clone(),
+        method: AuthMethod::Local,
+        role: account.role,
+        user_id: None,
+    }
+}
+
 /// Starts a signed-in session: a new session id (no fixation), a new CSRF token.
-async fn sign_in(
-    session: &Session,
-    account: &AdminAccount,
-    method: AuthMethod,
-) -> Result<(), Response> {
+pub(crate) async fn sign_in(session: &Session, identity: ConsoleIdentity) -> Result<(), Response> {
     session.cycle_id().await.map_err(internal)?;
     session
-        .insert(
-            IDENTITY_KEY,
-            ConsoleIdentity {
-                admin_id: account.id,
-                name: account.name.clone(),
-                method,
-            },
-        )
+        .insert(IDENTITY_KEY, identity)
         .await
         .map_err(internal)?;
     session
@@ -482,7 +508,7 @@ async fn sign_in(
     Ok(())
 }
 
-fn session_of(req: &Request) -> Result<Session, Response> {
+pub(crate) fn session_of(req: &Request) -> Result<Session, Response> {
     req.extensions()
         .get::<Session>()
         .cloned()
@@ -541,10 +567,10 @@ async fn login(State(auth): State<Arc<ConsoleAuth>>, req: Request) -> Response {
         Err(e) => return internal(e),
     };
     auth.throttle.succeeded(name, addr);
-    if let Err(r) = sign_in(&session, &account, AuthMethod::Local).await {
+    if let Err(r) = sign_in(&session, local_identity(&account)).await {
         return r;
     }
-    info!(admin = %account.name, ?addr, "console sign-in");
+    info!(admin = %account.name, role = account.role.as_str(), ?addr, "console sign-in");
     Redirect::to(safe_next(&form.next).unwrap_or(HOME)).into_response()
 }
 
@@ -595,7 +621,7 @@ async fn setup(State(auth): State<Arc<ConsoleAuth>>, req: Request) -> Response {
         Err(e) => return internal(e),
     };
     info!(admin = %account.name, "first console administrator created with the setup link");
-    if let Err(r) = sign_in(&session, &account, AuthMethod::Local).await {
+    if let Err(r) = sign_in(&session, local_identity(&account)).await {
         return r;
     }
     Redirect::to(HOME).into_response()
