@@ -1,5 +1,6 @@
-//! Keeps the embedded DERP relay in step with the tailnet: only known, unexpired node keys
-//! are admitted, and a node that is deleted, expires or changes its key is disconnected.
+//! Keeps the embedded DERP relay in step with the tailnet: only known, approved, unexpired
+//! node keys are admitted, and a node that is deleted, expires or changes its key is
+//! disconnected.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -52,13 +53,13 @@ impl ChangeListener for RelayGate {
             match change {
                 Change::NodeUpserted(id) => {
                     let current =
-                        tailnet.read(|s| s.node(*id).map(|n| (n.node_key, n.is_expired(now))));
+                        tailnet.read(|s| s.node(*id).map(|n| (n.node_key, n.is_admitted(now))));
                     match current {
-                        Some((key, expired)) => {
+                        Some((key, admitted)) => {
                             if let Some(old) = keys.insert(*id, key).filter(|old| *old != key) {
                                 self.derp.disconnect(&old);
                             }
-                            if expired {
+                            if !admitted {
                                 self.derp.disconnect(&key);
                             }
                         }

@@ -13,6 +13,11 @@ impl Output {
         Output { format }
     }
 
+    /// Whether results are printed for people (tables and sentences).
+    pub fn is_human(&self) -> bool {
+        self.format == Format::Human
+    }
+
     /// Prints a single result; `human` renders it for people.
     pub fn value(&self, v: &Value, human: impl FnOnce(&Value) -> String) {
         match self.format {

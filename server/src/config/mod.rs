@@ -207,6 +207,9 @@ pub struct SqliteConfig {
 pub struct NodeConfig {
     /// Default key expiry of user-owned nodes; `0` = never.
     pub expiry: HumanDuration,
+    /// A newly registered node is held (nobody's peer, seeing none) until an administrator
+    /// approves it. Nodes registered before it was turned on stay approved.
+    pub approval_required: bool,
     pub ephemeral: EphemeralConfig,
     pub routes: Option<Value>,
 }
@@ -714,6 +717,28 @@ mod tests {
         assert_eq!(c.sqlite_path(), PathBuf::from("./data/db.sqlite"));
         assert_eq!(c.node.ephemeral.inactivity_timeout.0.as_secs(), 120);
         assert!(c.derp.server.enabled);
+        assert!(
+            !c.node.approval_required,
+            "device approval is off by default"
+        );
+    }
+
+    #[test]
+    fn device_approval_is_a_file_key_and_an_environment_variable() {
+        let c = load_yaml("node:\n  approval_required: true\n", &[]).unwrap();
+        assert!(c.node.approval_required);
+        let c = load_yaml("", &[("OXISCALE_NODE_APPROVAL_REQUIRED", "true")]).unwrap();
+        assert!(c.node.approval_required);
+        let c = load_yaml(
+            "node:\n  approval_required: true\n",
+            &[("OXISCALE_NODE_APPROVAL_REQUIRED", "false")],
+        )
+        .unwrap();
+        assert!(!c.node.approval_required, "the environment wins");
+        let err = load_yaml("node:\n  approval_required: maybe\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("maybe"), "{err}");
     }
 
     #[test]

@@ -103,7 +103,9 @@ fn authorized(cp: &ControlPlane, id: NodeId) -> RegisterResponse {
         RegisterResponse {
             user,
             login,
-            machine_authorized: true,
+            // Registered, but held for an administrator (`node.approval_required`): the
+            // client goes on to poll its map, which says so too (its own `Node`).
+            machine_authorized: s.node(id).is_some_and(|n| n.approved),
             ..Default::default()
         }
     })

@@ -138,7 +138,9 @@ fn wire_node(
         primary_routes,
         last_seen: if node.online { None } else { node.last_seen },
         online: Some(node.online),
-        machine_authorized: true,
+        // A node waiting for approval learns it from its own `Node` (the client's
+        // "NeedsMachineAuth" state); it is nobody's peer until then.
+        machine_authorized: node.approved,
         cap_map: BTreeMap::new(),
         expired: node.is_expired(now),
     }
@@ -212,12 +214,15 @@ impl FullMapSnapshot {
         let mut visible: Vec<&Arc<Node>> = Vec::new();
         // When every node sees every other (no policy, or one that allows all to all), a
         // chunk other than the viewer's own is shared whole unless one of its members
-        // routes or has expired: its summary says so without touching the members (a join
-        // or a storm takes N snapshots of N nodes).
+        // routes, has expired or waits for approval: its summary says so without touching
+        // the members (a join or a storm takes N snapshots of N nodes).
         let everyone_sees_everyone = state.access().everyone_sees_everyone();
         let own_chunk = block_of(me.id);
+        // A node waiting for approval sees no one: its map holds only itself, which keeps
+        // its client connected until it is approved.
+        let blocks = state.node_blocks().filter(|_| me.approved);
         // A chunk is one of the tailnet's blocks of node ids; walk them in id order.
-        for (chunk, stamp) in state.node_blocks() {
+        for (chunk, stamp) in blocks {
             let members = || state.nodes_in_block(chunk);
             if everyone_sees_everyone && chunk != own_chunk {
                 let whole = chunks.get(chunk, stamp, members);
@@ -261,8 +266,8 @@ impl FullMapSnapshot {
             peers: segments,
             peer_count,
             profiles,
-            packet_filter: state.access().packet_filter(me),
-            ssh_policy: state.access().ssh_policy(me),
+            packet_filter: state.packet_filter(me),
+            ssh_policy: state.ssh_policy(me),
             base_domain: state.settings.base_domain.clone(),
         }
     }

@@ -33,6 +33,8 @@ pub struct Chunk {
     owners: Vec<Option<UserId>>,
     /// Whether any member serves a route (and so is shown per viewer).
     any_routes: bool,
+    /// Whether any member waits for approval (and so is nobody's peer).
+    any_unapproved: bool,
     /// The earliest key expiry among the members.
     earliest_expiry: Option<OffsetDateTime>,
     frame: OnceLock<Bytes>,
@@ -50,6 +52,7 @@ impl Chunk {
             ids: members.iter().map(|m| m.id).collect(),
             owners,
             any_routes: members.iter().any(|m| m.serves_routes()),
+            any_unapproved: members.iter().any(|m| !m.approved),
             earliest_expiry: members.iter().filter_map(|m| m.expiry).min(),
             members,
             frame: OnceLock::new(),
@@ -66,9 +69,9 @@ impl Chunk {
     }
 
     /// Whether every member is shown with the shared rendering to any viewer that may see
-    /// it: none routes and none has expired at `now`.
+    /// it: none routes, none waits for approval and none has expired at `now`.
     pub fn shown_alike(&self, now: OffsetDateTime) -> bool {
-        !self.any_routes && self.earliest_expiry.is_none_or(|e| e > now)
+        !self.any_routes && !self.any_unapproved && self.earliest_expiry.is_none_or(|e| e > now)
     }
 
     /// The zstd frame of the members' shared JSON, each followed by a comma, or with

@@ -227,10 +227,9 @@ pub fn shared_delta(
         if !sent.has_self_caps(&self_caps(state, me_node)) {
             return false;
         }
-        let access = state.access();
         let mine = SharedFilters {
-            packet_filter: access.packet_filter(me_node),
-            ssh_policy: access.ssh_policy(me_node),
+            packet_filter: state.packet_filter(me_node),
+            ssh_policy: state.ssh_policy(me_node),
         };
         let digest = filters_digest(&mine.packet_filter, &mine.ssh_policy);
         if let Err(mine) = shared.filters.set(mine)

@@ -406,8 +406,8 @@ pub fn build_delta(
         }
     }
     if pending.recompute || pending.filters {
-        let packet_filter = state.access().packet_filter(&me_node);
-        let ssh_policy = state.access().ssh_policy(&me_node);
+        let packet_filter = state.packet_filter(&me_node);
+        let ssh_policy = state.ssh_policy(&me_node);
         let digest = filters_digest(&packet_filter, &ssh_policy);
         if !sent.has_filters(digest) {
             sent.set_filters(digest);
@@ -855,6 +855,7 @@ mod tests {
             base_domain: "tail.test".into(),
             magic_dns: true,
             node_expiry: None,
+            approval_required: false,
         };
         let pool = crate::tailnet::addresses::AddressPool::new(
             Some("100.64.0.0/10".parse().unwrap()),
@@ -865,7 +866,8 @@ mod tests {
     }
 
     /// `State::visible_ids` is `State::is_visible` for every node at once: allow-all, then
-    /// a policy that splits the tailnet, with an expired node, a router and the viewer.
+    /// a policy that splits the tailnet, with an expired node, a router, nodes waiting for
+    /// approval (one of them a hub) and the viewer.
     #[test]
     fn visible_ids_agree_with_is_visible_node_by_node() {
         use crate::tailnet::Effects;
@@ -874,6 +876,8 @@ mod tests {
         let mut nodes: Vec<Node> = (1..=40).map(Node::sample).collect();
         nodes[3].expiry = Some(now - time::Duration::hours(1));
         nodes[5].expiry = Some(now + time::Duration::hours(1));
+        nodes[2].approved = false;
+        nodes[30].approved = false;
         let route: ipnet::IpNet = "10.0.0.0/24".parse().unwrap();
         nodes[4].hostinfo.routable_ips = vec![route];
         nodes[4].approved_routes = vec![route];
@@ -906,10 +910,53 @@ mod tests {
                 .visible_ids(state.node(20).unwrap(), now)
                 .ones()
                 .collect::<Vec<_>>(),
-            vec![1, 2, 3],
-            "a spoke sees the hub only"
+            vec![1, 2],
+            "a spoke sees the hub only, without its node waiting for approval"
         );
+        assert!(state.visible_ids(state.node(31).unwrap(), now).is_clear());
         assert_eq!(state.routers(), &[5]);
+    }
+
+    /// A full map never shows a node waiting for approval, not even in a chunk shared
+    /// whole (where a chunk with an expired member is not shared either), and the waiting
+    /// node's own map holds only itself, told it is not authorized yet, without a filter.
+    #[test]
+    fn a_full_map_leaves_out_nodes_waiting_for_approval() {
+        use crate::mapper::build::FullMapSnapshot;
+        use crate::mapper::chunks::PeerChunks;
+        use crate::tailnet::model::Node;
+        use crate::tailnet::nodes::{block_ids, block_of};
+        let now = OffsetDateTime::now_utc();
+        // The viewer, 1, and a whole other block: the one a viewer is sent shared.
+        let other = block_ids(block_of(1) + 1);
+        let held = other.end - 1;
+        let mut nodes: Vec<Node> = std::iter::once(1)
+            .chain(other.clone())
+            .map(Node::sample)
+            .collect();
+        nodes.last_mut().unwrap().approved = false;
+        let state = tailnet_with(nodes, now);
+        let chunks = PeerChunks::default();
+
+        let viewer = state.node(1).unwrap().clone();
+        let map = FullMapSnapshot::take(&state, &chunks, &viewer, now);
+        let sent = map.sent();
+        assert!(!sent.contains(held), "the held node is nobody's peer");
+        assert!(
+            other
+                .clone()
+                .filter(|id| *id != held)
+                .all(|id| sent.contains(id))
+        );
+        assert_eq!(map.peer_count(), other.count() - 1);
+        assert!(map.me.machine_authorized && !map.packet_filter.is_empty());
+
+        let waiting = state.node(held).unwrap().clone();
+        let map = FullMapSnapshot::take(&state, &chunks, &waiting, now);
+        assert_eq!(map.peer_count(), 0);
+        assert!(map.sent().is_empty());
+        assert!(map.packet_filter.is_empty(), "drops everything");
+        assert!(!map.me.machine_authorized, "the client waits for approval");
     }
 
     /// A map message's JSON, without its `ControlTime`.

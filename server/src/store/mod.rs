@@ -394,15 +394,15 @@ async fn put_node(
     sqlx::query(
         "INSERT INTO nodes (id, machine_key, node_key, disco_key, hostname, given_name, user_id, tags, ipv4, ipv6,
             hostinfo, endpoints, approved_routes, ephemeral, register_method, auth_key_id, expiry, created_at,
-            last_seen, cap_version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+            last_seen, cap_version, approved)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
          ON CONFLICT(id) DO UPDATE SET machine_key = excluded.machine_key, node_key = excluded.node_key,
             disco_key = excluded.disco_key, hostname = excluded.hostname, given_name = excluded.given_name,
             user_id = excluded.user_id, tags = excluded.tags, ipv4 = excluded.ipv4, ipv6 = excluded.ipv6,
             hostinfo = excluded.hostinfo, endpoints = excluded.endpoints, approved_routes = excluded.approved_routes,
             ephemeral = excluded.ephemeral, register_method = excluded.register_method,
             auth_key_id = excluded.auth_key_id, expiry = excluded.expiry, last_seen = excluded.last_seen,
-            cap_version = excluded.cap_version",
+            cap_version = excluded.cap_version, approved = excluded.approved",
     )
     .bind(n.id as i64)
     .bind(n.machine_key.to_string())
@@ -424,6 +424,7 @@ async fn put_node(
     .bind(ts(n.created))
     .bind(n.last_seen.map(ts))
     .bind(n.cap_version as i64)
+    .bind(n.approved)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -458,6 +459,7 @@ fn node_from_row(r: &SqliteRow) -> Result<Node, StoreError> {
             .get::<Option<i64>, _>("expiry")
             .map(|v| from_ts(T, v))
             .transpose()?,
+        approved: r.get("approved"),
         created: from_ts(T, r.get("created_at"))?,
         last_seen: r
             .get::<Option<i64>, _>("last_seen")
@@ -467,4 +469,125 @@ fn node_from_row(r: &SqliteRow) -> Result<Node, StoreError> {
         online: false,
         peer_json: Default::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db() -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("oxiscale-store-test-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("db.sqlite");
+        (dir, db)
+    }
+
+    fn user() -> User {
+        User {
+            id: 1,
+            name: "alice".into(),
+            display_name: String::new(),
+            email: String::new(),
+            created: OffsetDateTime::UNIX_EPOCH,
+            provider: None,
+            picture_url: String::new(),
+            provider_groups: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_nodes_approval_is_stored_and_read_back() {
+        let (dir, db) = temp_db();
+        let store = Store::open_sqlite(&db, true).await.unwrap();
+        let held = Node {
+            approved: false,
+            ..Node::sample(1)
+        };
+        store
+            .commit(&[
+                DbOp::PutUser(user()),
+                DbOp::PutNode(Arc::new(held.clone())),
+                DbOp::PutNode(Arc::new(Node::sample(2))),
+            ])
+            .await
+            .unwrap();
+        let approved = |loaded: &Loaded| -> Vec<(u64, bool)> {
+            loaded.nodes.iter().map(|n| (n.id, n.approved)).collect()
+        };
+        assert_eq!(
+            approved(&store.load().await.unwrap()),
+            vec![(1, false), (2, true)]
+        );
+
+        // Approval is an update of the row.
+        let now_approved = Node {
+            approved: true,
+            ..held
+        };
+        store
+            .commit(&[DbOp::PutNode(Arc::new(now_approved))])
+            .await
+            .unwrap();
+        assert_eq!(
+            approved(&store.load().await.unwrap()),
+            vec![(1, true), (2, true)]
+        );
+        store.close().await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A database written before device approval existed: its nodes are in the tailnet
+    /// already, so the migration leaves them approved.
+    #[tokio::test]
+    async fn nodes_from_before_the_approval_migration_stay_approved() {
+        let (dir, db) = temp_db();
+        // The schema as it was before 0004, from copies of the earlier migrations.
+        let earlier = dir.join("earlier-migrations");
+        std::fs::create_dir_all(&earlier).unwrap();
+        let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
+        for entry in std::fs::read_dir(&all).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.as_str() < "0004" {
+                std::fs::copy(&path, earlier.join(name)).unwrap();
+            }
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        sqlx::migrate::Migrator::new(earlier.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO users (id, name, created_at) VALUES (1, 'alice', 0)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO nodes (id, machine_key, node_key, disco_key, hostname, given_name, user_id,
+                                register_method, created_at)
+             VALUES (1, $1, $2, $3, 'old', 'old', 1, 'authkey', 0)",
+        )
+        .bind(Node::sample(1).machine_key.to_string())
+        .bind(Node::sample(1).node_key.to_string())
+        .bind(Node::sample(1).disco_key.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+
+        let store = Store::open_sqlite(&db, true).await.unwrap();
+        let loaded = store.load().await.unwrap();
+        assert_eq!(loaded.nodes.len(), 1);
+        assert!(
+            loaded.nodes[0].approved,
+            "an existing node stays in the tailnet"
+        );
+        store.close().await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

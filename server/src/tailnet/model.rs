@@ -92,6 +92,9 @@ pub struct Node {
     pub auth_key_id: Option<KeyId>,
     /// When the node key expires; `None` = never.
     pub expiry: Option<OffsetDateTime>,
+    /// An administrator let it into the tailnet (`node.approval_required`). Until then it
+    /// is nobody's peer and sees no peer, as if expired, but keeps its map stream.
+    pub approved: bool,
     pub created: OffsetDateTime,
     pub last_seen: Option<OffsetDateTime>,
     /// Capability version of the client's last request.
@@ -174,6 +177,7 @@ impl Node {
             register_method: RegisterMethod::AuthKey,
             auth_key_id: None,
             expiry: None,
+            approved: true,
             created: OffsetDateTime::UNIX_EPOCH,
             last_seen: None,
             cap_version: 130,
@@ -190,6 +194,12 @@ impl Node {
 
     pub fn is_expired(&self, now: OffsetDateTime) -> bool {
         self.expiry.is_some_and(|e| e <= now)
+    }
+
+    /// Whether the node may take part in the tailnet now: approved and not expired. A node
+    /// that may not is nobody's peer and has none.
+    pub fn is_admitted(&self, now: OffsetDateTime) -> bool {
+        self.approved && !self.is_expired(now)
     }
 
     pub fn stable_id(&self) -> String {

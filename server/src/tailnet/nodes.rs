@@ -66,6 +66,8 @@ struct Derived {
     by_expiry: Vec<(OffsetDateTime, NodeId)>,
     /// Nodes that serve approved routes.
     routers: Vec<NodeId>,
+    /// Nodes an administrator has yet to approve (`Node::approved`): few or none.
+    unapproved: Vec<NodeId>,
 }
 
 impl Derived {
@@ -80,7 +82,16 @@ impl Derived {
             .filter(|n| n.serves_routes())
             .map(|n| n.id)
             .collect();
-        Derived { by_expiry, routers }
+        let unapproved = nodes
+            .values()
+            .filter(|n| !n.approved)
+            .map(|n| n.id)
+            .collect();
+        Derived {
+            by_expiry,
+            routers,
+            unapproved,
+        }
     }
 }
 
@@ -145,6 +156,11 @@ impl NodeTable {
     /// The nodes that serve approved routes.
     pub fn routers(&self) -> &[NodeId] {
         &self.derived().routers
+    }
+
+    /// The nodes waiting for an administrator's approval, in id order.
+    pub fn unapproved(&self) -> &[NodeId] {
+        &self.derived().unapproved
     }
 
     fn derived(&self) -> &Derived {
@@ -213,7 +229,7 @@ mod tests {
     }
 
     #[test]
-    fn ids_expiries_and_routers_follow_every_change() {
+    fn ids_expiries_routers_and_approvals_follow_every_change() {
         let now = OffsetDateTime::now_utc();
         let expired: fn(&NodeTable, OffsetDateTime) -> Vec<NodeId> =
             |t, now| t.expired_at(now).collect();
@@ -223,6 +239,7 @@ mod tests {
         }
         assert_eq!(t.ids().ones().collect::<Vec<_>>(), vec![1, 2, 3]);
         assert!(expired(&t, now).is_empty() && t.routers().is_empty());
+        assert!(t.unapproved().is_empty());
 
         // Changed in place, after a read made the derived index.
         Arc::make_mut(t.get_mut(2).unwrap()).expiry = Some(now - time::Duration::hours(1));
@@ -234,14 +251,23 @@ mod tests {
         assert_eq!(expired(&t, now), vec![2]);
         assert_eq!(expired(&t, now + time::Duration::hours(2)), vec![2, 3]);
         assert_eq!(t.routers(), &[1]);
+        Arc::make_mut(t.get_mut(3).unwrap()).approved = false;
+        t.insert(Arc::new(Node {
+            approved: false,
+            ..Node::sample(4)
+        }));
+        assert_eq!(t.unapproved(), &[3, 4]);
 
         for (_, n) in t.iter_mut() {
             Arc::make_mut(n).expiry = None;
         }
         assert!(expired(&t, now + time::Duration::hours(2)).is_empty());
+        Arc::make_mut(t.get_mut(3).unwrap()).approved = true;
+        assert_eq!(t.unapproved(), &[4]);
         t.remove(1);
+        t.remove(4);
         assert_eq!(t.ids().ones().collect::<Vec<_>>(), vec![2, 3]);
-        assert!(t.routers().is_empty());
+        assert!(t.routers().is_empty() && t.unapproved().is_empty());
     }
 
     #[test]

@@ -15,7 +15,8 @@ use fixedbitset::FixedBitSet;
 use ipnet::IpNet;
 use oxiscale_policy::{Policy, PolicyError, TagRequester, Topology};
 use oxiscale_tailcfg::{
-    Hostinfo, MachinePublic, MapRequest, NodePublic, PeerChange, RegisterRequest,
+    FilterRule, Hostinfo, MachinePublic, MapRequest, NodePublic, PeerChange, RegisterRequest,
+    SshPolicy,
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -73,6 +74,9 @@ pub struct Settings {
     pub magic_dns: bool,
     /// Default key lifetime of user-owned nodes; `None` = never expire.
     pub node_expiry: Option<Duration>,
+    /// `node.approval_required`: a new node waits for an administrator (see
+    /// [`State::approve_node`]).
+    pub approval_required: bool,
 }
 
 /// The answer to a registration, before it is rendered for the wire.
@@ -276,14 +280,21 @@ impl State {
         self.api_keys.values()
     }
 
-    /// Whether `viewer` may have `peer` in its netmap.
+    /// Whether `viewer` may have `peer` in its netmap. A node not yet approved is nobody's
+    /// peer and has none; an expired node is nobody's peer (and is sent nothing at all).
     pub fn is_visible(&self, viewer: &Node, peer: &Node, now: OffsetDateTime) -> bool {
-        peer.id != viewer.id && !peer.is_expired(now) && self.access.can_see(viewer, peer)
+        peer.id != viewer.id
+            && viewer.approved
+            && peer.is_admitted(now)
+            && self.access.can_see(viewer, peer)
     }
 
     /// The ids of the peers `viewer` may see now: [`Self::is_visible`] for every node at
     /// once, from sets rather than a look at each node.
     pub fn visible_ids(&self, viewer: &Node, now: OffsetDateTime) -> FixedBitSet {
+        if !viewer.approved {
+            return FixedBitSet::new();
+        }
         let mut visible = self.access.seen_by(viewer, self.nodes.ids());
         let mut hide = |id: NodeId| {
             if (id as usize) < visible.len() {
@@ -292,7 +303,28 @@ impl State {
         };
         hide(viewer.id);
         self.nodes.expired_at(now).for_each(&mut hide);
+        self.nodes.unapproved().iter().copied().for_each(&mut hide);
         visible
+    }
+
+    /// The packet filter `node` is sent: none at all (drop everything) until it is approved.
+    pub fn packet_filter(&self, node: &Node) -> Vec<FilterRule> {
+        if node.approved {
+            self.access.packet_filter(node)
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The SSH policy `node` is sent: an empty one until it is approved (`None`, as under
+    /// allow-all, means "unchanged" on the wire).
+    pub fn ssh_policy(&self, node: &Node) -> Option<SshPolicy> {
+        let policy = self.access.ssh_policy(node);
+        if node.approved {
+            policy
+        } else {
+            policy.map(|_| Default::default())
+        }
     }
 
     /// The nodes that serve approved routes.
@@ -313,9 +345,10 @@ impl State {
             .collect()
     }
 
-    /// Whether a DERP client with this key may use the embedded relay.
+    /// Whether a DERP client with this key may use the embedded relay: a known node that
+    /// is approved and not expired.
     pub fn admits_to_relay(&self, key: &NodePublic, now: OffsetDateTime) -> bool {
-        self.node_by_key(key).is_some_and(|n| !n.is_expired(now))
+        self.node_by_key(key).is_some_and(|n| n.is_admitted(now))
     }
 
     /// The FQDN (with trailing dot) of a node.
@@ -894,6 +927,13 @@ impl State {
             register_method: r.method,
             auth_key_id: r.auth_key_id,
             expiry,
+            // With `node.approval_required` every new node waits for an administrator,
+            // however it registered: tagged nodes from a tagged pre-auth key too (a tagged
+            // key is typically reusable and handed to automation, so a leaked one is what
+            // approval is there to catch), and nodes of an interactive or identity-provider
+            // login. A node that re-authenticates is not new (the branch above): it keeps
+            // its flag.
+            approved: !self.settings.approval_required,
             created: now,
             last_seen: Some(now),
             cap_version: 0,
@@ -1030,6 +1070,9 @@ impl State {
         });
         if full || routes_changed {
             fx.announce(Change::NodeUpserted(id));
+        } else if !self.nodes[&id].approved {
+            // Nobody sees it yet, and a node ignores patches about itself: the approval
+            // sends it whole, endpoints included.
         } else if patch
             != (PeerChange {
                 node_id: id,
@@ -1098,6 +1141,35 @@ impl State {
         fx.announce(Change::NodeUpserted(id));
         if was_expired {
             fx.announce(Change::Visibility);
+        }
+        Ok(self.nodes[&id].clone())
+    }
+
+    /// An administrator lets a node held by `node.approval_required` into the tailnet: it
+    /// becomes the peer of the nodes that may see it and sees its own. Approving an
+    /// approved node changes nothing.
+    ///
+    /// `NodeUpserted` is all the streams need: the node's own stream takes it as a change
+    /// of itself and rechecks every peer (it had none); every other stream checks whether
+    /// it may see the node, which it may now. No one else's peers, filters or routes depend
+    /// on the node's approval (the policy always compiled it in), so, unlike a change of
+    /// tags, no stream has to diff its whole peer set, and the others can share one
+    /// encoding of the delta. A node that serves routes may take some over: the election
+    /// is rerun, as for any change of who serves routes.
+    pub fn approve_node(
+        &mut self,
+        fx: &mut Effects,
+        id: NodeId,
+    ) -> Result<Arc<Node>, TailnetError> {
+        let node = self.nodes.get(&id).ok_or_else(|| not_found("node", id))?;
+        if node.approved {
+            return Ok(node.clone());
+        }
+        let serves_routes = node.serves_routes();
+        self.update_node(fx, id, |n| n.approved = true);
+        fx.announce(Change::NodeUpserted(id));
+        if serves_routes {
+            self.routes_changed(fx);
         }
         Ok(self.nodes[&id].clone())
     }
@@ -1651,7 +1723,8 @@ impl State {
     /// stays online (no flapping back), else the lowest-id online server, else the lowest id.
     fn elect_primaries(&mut self) {
         let mut servers: BTreeMap<IpNet, Vec<&Node>> = BTreeMap::new();
-        for n in self.nodes.values() {
+        // A node waiting for approval is nobody's peer: it cannot serve anyone a route.
+        for n in self.nodes.values().filter(|n| n.approved) {
             for r in n.served_routes() {
                 if !is_exit_route(&r) {
                     servers.entry(r).or_default().push(n);
@@ -1746,4 +1819,234 @@ fn normalize_tags(tags: Vec<String>) -> Result<Vec<String>, TailnetError> {
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod approval_tests {
+    use super::*;
+    use crate::config::Allocation;
+    use oxiscale_tailcfg::RegisterAuth;
+
+    fn state(approval_required: bool) -> State {
+        let settings = Settings {
+            server_url: "http://127.0.0.1:8080".into(),
+            base_domain: "tail.test".into(),
+            magic_dns: true,
+            node_expiry: None,
+            approval_required,
+        };
+        let pool = AddressPool::new(
+            Some("100.64.0.0/10".parse().unwrap()),
+            Some("fd7a:115c:a1e0::/48".parse().unwrap()),
+            Allocation::Sequential,
+        );
+        State::new(settings, pool, Loaded::default())
+    }
+
+    /// A reusable pre-auth key of a new user "alice" (or carrying `tags`).
+    fn auth_key(s: &mut State, tags: &[&str]) -> String {
+        let now = OffsetDateTime::now_utc();
+        let mut fx = Effects::default();
+        let user = match s.user_by_name("alice") {
+            Some(u) => u.id,
+            None => s.create_user(&mut fx, "alice", "", "", now).unwrap().id,
+        };
+        let spec = PreAuthKeySpec {
+            user: tags.is_empty().then_some(user),
+            reusable: true,
+            ephemeral: false,
+            expiration: now + time::Duration::hours(1),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        };
+        s.create_preauth_key(&mut fx, spec, now).unwrap().1
+    }
+
+    fn request(node_key: u8, name: &str, auth_key: &str) -> RegisterRequest {
+        RegisterRequest {
+            version: 130,
+            node_key: NodePublic::from_bytes([node_key; 32]),
+            auth: Some(RegisterAuth {
+                auth_key: auth_key.into(),
+            }),
+            hostinfo: Some(Hostinfo {
+                hostname: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Registers machine `machine` with node key `node_key`; returns the node's id.
+    fn register(s: &mut State, machine: u8, node_key: u8, auth_key: &str) -> NodeId {
+        let mut fx = Effects::default();
+        let req = request(node_key, &format!("m{machine}"), auth_key);
+        let machine = MachinePublic::from_bytes([machine; 32]);
+        match s
+            .register(&mut fx, machine, &req, OffsetDateTime::now_utc())
+            .unwrap()
+        {
+            RegisterOutcome::Authorized(id) => id,
+            other => panic!("registration refused: {other:?}"),
+        }
+    }
+
+    fn approve(s: &mut State, id: NodeId) -> Effects {
+        let mut fx = Effects::default();
+        s.approve_node(&mut fx, id).unwrap();
+        fx
+    }
+
+    fn sees(s: &State, viewer: NodeId, peer: NodeId) -> bool {
+        let now = OffsetDateTime::now_utc();
+        let (v, p) = (s.node(viewer).unwrap(), s.node(peer).unwrap());
+        let one = s.is_visible(v, p, now);
+        let by_set = s.visible_ids(v, now).contains(peer as usize);
+        assert_eq!(one, by_set, "is_visible and visible_ids agree");
+        one
+    }
+
+    #[test]
+    fn a_held_node_is_nobodys_peer_and_sees_none_until_approved() {
+        let mut s = state(true);
+        let key = auth_key(&mut s, &[]);
+        let a = register(&mut s, 1, 1, &key);
+        assert!(!s.node(a).unwrap().approved, "a new node waits");
+        approve(&mut s, a);
+        let b = register(&mut s, 2, 2, &key);
+        let now = OffsetDateTime::now_utc();
+        let b_key = s.node(b).unwrap().node_key;
+        let a_key = s.node(a).unwrap().node_key;
+
+        assert!(!s.node(b).unwrap().approved);
+        assert!(!sees(&s, a, b), "a held node is nobody's peer");
+        assert!(!sees(&s, b, a), "a held node sees no one");
+        assert!(s.visible_ids(s.node(b).unwrap(), now).is_clear());
+        assert!(s.packet_filter(s.node(b).unwrap()).is_empty(), "drops all");
+        assert!(!s.packet_filter(s.node(a).unwrap()).is_empty());
+        assert!(!s.admits_to_relay(&b_key, now), "DERP refuses it");
+        assert!(s.admits_to_relay(&a_key, now));
+
+        let fx = approve(&mut s, b);
+        assert!(s.node(b).unwrap().approved);
+        assert!(sees(&s, a, b) && sees(&s, b, a));
+        assert!(!s.packet_filter(s.node(b).unwrap()).is_empty());
+        assert!(s.admits_to_relay(&b_key, now));
+        // Written, and announced as a change of the node: its own stream rechecks its
+        // peers, the others check whether they may see it.
+        assert!(
+            fx.ops
+                .iter()
+                .any(|op| matches!(op, DbOp::PutNode(n) if n.id == b && n.approved)),
+            "{:?}",
+            fx.ops
+        );
+        assert_eq!(fx.changes, vec![Change::NodeUpserted(b)]);
+
+        // Again: nothing to do.
+        let again = approve(&mut s, b);
+        assert!(again.ops.is_empty() && again.changes.is_empty());
+        let mut fx = Effects::default();
+        assert!(matches!(
+            s.approve_node(&mut fx, 999),
+            Err(TailnetError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn without_the_setting_nodes_are_approved_at_once() {
+        let mut s = state(false);
+        let key = auth_key(&mut s, &[]);
+        let a = register(&mut s, 1, 1, &key);
+        let b = register(&mut s, 2, 2, &key);
+        assert!(s.node(a).unwrap().approved && s.node(b).unwrap().approved);
+        assert!(sees(&s, a, b) && sees(&s, b, a));
+    }
+
+    #[test]
+    fn a_node_that_logs_in_again_keeps_its_flag_and_tagged_nodes_are_held_too() {
+        let mut s = state(true);
+        let key = auth_key(&mut s, &[]);
+        let held = register(&mut s, 1, 1, &key);
+        let approved = register(&mut s, 2, 2, &key);
+        approve(&mut s, approved);
+        // The same machine and owner with a new node key (a re-login): the same node.
+        assert_eq!(register(&mut s, 1, 11, &key), held);
+        assert_eq!(register(&mut s, 2, 12, &key), approved);
+        assert!(
+            !s.node(held).unwrap().approved,
+            "re-authenticating is not approval"
+        );
+        assert!(
+            s.node(approved).unwrap().approved,
+            "nor does it take approval away"
+        );
+
+        // A tagged key vouches for the tags, not for the device.
+        let mut fx = Effects::default();
+        let policy = Policy::parse(
+            r#"{"tagOwners": {"tag:server": ["alice@"]},
+                "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
+        )
+        .unwrap();
+        s.set_policy(&mut fx, Some(Arc::new(policy))).unwrap();
+        let tagged_key = auth_key(&mut s, &["tag:server"]);
+        let server = register(&mut s, 3, 3, &tagged_key);
+        assert!(s.node(server).unwrap().is_tagged());
+        assert!(!s.node(server).unwrap().approved);
+        assert!(!sees(&s, approved, server) && !sees(&s, server, approved));
+    }
+
+    #[test]
+    fn what_a_held_node_says_about_itself_is_kept_but_not_announced() {
+        let mut s = state(true);
+        let key = auth_key(&mut s, &[]);
+        let a = register(&mut s, 1, 1, &key);
+        let machine = MachinePublic::from_bytes([1; 32]);
+        let req = MapRequest {
+            node_key: s.node(a).unwrap().node_key,
+            endpoints: vec!["192.0.2.1:41641".into()],
+            ..Default::default()
+        };
+        let mut fx = Effects::default();
+        let now = OffsetDateTime::now_utc();
+        s.apply_map_request(&mut fx, machine, &req, now).unwrap();
+        assert_eq!(s.node(a).unwrap().endpoints, req.endpoints);
+        assert!(fx.changes.is_empty(), "no one may see it: {:?}", fx.changes);
+
+        approve(&mut s, a);
+        let req = MapRequest {
+            endpoints: vec!["192.0.2.2:41641".into()],
+            ..req
+        };
+        let mut fx = Effects::default();
+        s.apply_map_request(&mut fx, machine, &req, now).unwrap();
+        assert!(matches!(fx.changes[..], [Change::NodePatched(_)]));
+    }
+
+    #[test]
+    fn a_held_router_serves_no_one_until_approved() {
+        let mut s = state(true);
+        let key = auth_key(&mut s, &[]);
+        let router = register(&mut s, 1, 1, &key);
+        let route: IpNet = "10.1.0.0/24".parse().unwrap();
+        let machine = MachinePublic::from_bytes([1; 32]);
+        let req = MapRequest {
+            node_key: s.node(router).unwrap().node_key,
+            hostinfo: Some(Hostinfo {
+                hostname: "m1".into(),
+                routable_ips: vec![route],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let now = OffsetDateTime::now_utc();
+        let mut fx = Effects::default();
+        s.apply_map_request(&mut fx, machine, &req, now).unwrap();
+        s.approve_routes(&mut fx, router, vec![route]).unwrap();
+        assert!(s.primary_routes_of(router).is_empty(), "held: not elected");
+
+        let fx = approve(&mut s, router);
+        assert_eq!(s.primary_routes_of(router), vec![route]);
+        assert!(fx.changes.contains(&Change::Visibility), "{:?}", fx.changes);
+    }
 }

@@ -146,6 +146,7 @@ mod tests {
             base_domain: "tail.test".into(),
             magic_dns: true,
             node_expiry: None,
+            approval_required: false,
         };
         let pool = AddressPool::new(
             Some("100.64.0.0/10".parse().unwrap()),
