@@ -26,6 +26,7 @@ use pages::acls::AclsPage;
 use pages::dns::DnsPage;
 use pages::keys::KeysPage;
 use pages::login::LoginPage;
+use pages::logs::LogsPage;
 use pages::machine::MachinePage;
 use pages::machines::MachinesPage;
 use pages::not_found::NotFound;
@@ -84,6 +85,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/keys") view=KeysPage />
                     <Route path=path!("/acls") view=AclsPage />
                     <Route path=path!("/dns") view=DnsPage />
+                    <Route path=path!("/logs") view=LogsPage />
                     <Route path=path!("/login") view=LoginPage />
                     <Route path=path!("/setup") view=SetupPage />
                 </Routes>

@@ -107,6 +107,7 @@ async fn error_status(request: Request, next: Next) -> Response {
 fn status_of(error: &ConsoleError) -> StatusCode {
     match error {
         ConsoleError::Refused(_) => StatusCode::BAD_REQUEST,
+        ConsoleError::NotAllowed(_) => StatusCode::FORBIDDEN,
         ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
         ConsoleError::SignedOut => StatusCode::UNAUTHORIZED,
         // On the server, these say the request's arguments could not be read: the caller's
@@ -247,6 +248,16 @@ mod tests {
 
         fn set_dns_settings(&self, settings: DnsSettings) -> BackendFuture<'_, DnsSettings> {
             Box::pin(async move { Ok(settings) })
+        }
+    }
+
+    impl crate::backend::AuditBackend for FixedBackend {
+        fn audit_log(
+            &self,
+            _query: crate::dto::audit::AuditQuery,
+            _limit: u32,
+        ) -> BackendFuture<'_, Vec<crate::dto::audit::AuditRow>> {
+            Box::pin(async { Ok(Vec::new()) })
         }
     }
 

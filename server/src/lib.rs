@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod console;

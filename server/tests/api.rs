@@ -104,3 +104,45 @@ async fn an_expiration_past_the_calendar_is_a_clear_error() {
     assert_eq!(server.running().admin.list_api_keys().len(), 1);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_node_is_approved_over_rest() {
+    let server = TestServer::start_with(|c| c.node.approval_required = true).await;
+    let key = api_key(&server).await;
+    let alice = server.user("alice").await;
+    let auth = server.key(alice, true, false, "1h").await;
+    let mut a = TestNode::connect(&server.url, "a").await;
+    a.register(Some(&auth)).await;
+    let id = server.node_id("a");
+    let path = format!("/api/v1/node/{id}/approve");
+
+    // The node list says it waits.
+    let list = reqwest::Client::new()
+        .get(format!("{}/api/v1/node", server.url))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["approved"], false, "{list}");
+
+    // An API key is needed.
+    let (status, _) = post(&server, "oxs-not-a-key", &path).await;
+    assert_eq!(status, 401);
+    assert!(!server.running().admin.node(id).unwrap().approved);
+
+    let (status, body) = post(&server, &key, &path).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["id"], id);
+    assert_eq!(body["approved"], true, "{body}");
+    assert!(server.running().admin.node(id).unwrap().approved);
+    // Again: the same answer, nothing changes.
+    let (status, body) = post(&server, &key, &path).await;
+    assert_eq!((status, &body["approved"]), (200, &Value::Bool(true)));
+
+    let (status, body) = post(&server, &key, "/api/v1/node/999/approve").await;
+    assert_eq!(status, 404, "{body}");
+    server.stop().await;
+}

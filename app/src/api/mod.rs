@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dto::{ConsoleConfig, ConsoleError};
 
+pub mod audit;
 pub mod dns;
 pub mod policy;
 pub mod roles;
@@ -80,7 +81,7 @@ impl ConsoleIdentity {
     }
 
     fn refusal(&self) -> ConsoleError {
-        ConsoleError::Refused(format!(
+        ConsoleError::NotAllowed(format!(
             "your console role ({}) does not allow this",
             self.role.label()
         ))

@@ -168,7 +168,7 @@ pub async fn create_preauth_key(key: NewPreAuthKey) -> Result<CreatedSecret, Con
     if let Scope::OwnOf(me) = scope
         && (key.user != Some(me) || !crate::dto::split_list(&key.tags).is_empty())
     {
-        return Err(ConsoleError::Refused(
+        return Err(ConsoleError::NotAllowed(
             "members create pre-auth keys for themselves, without tags".into(),
         ));
     }

@@ -17,10 +17,12 @@ use leptos::prelude::use_context;
 use crate::api::{Permission, Scope};
 use crate::dto::ConsoleError;
 
+mod audit;
 mod dns;
 mod policy;
 mod tailnet;
 
+pub use audit::AuditBackend;
 pub use dns::DnsBackend;
 pub use policy::PolicyBackend;
 pub use tailnet::TailnetBackend;
@@ -30,7 +32,7 @@ pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ConsoleErr
 
 /// Everything the console asks of the server.
 pub trait ConsoleBackend:
-    TailnetBackend + PolicyBackend + DnsBackend + Send + Sync + 'static
+    TailnetBackend + PolicyBackend + DnsBackend + AuditBackend + Send + Sync + 'static
 {
     /// The public URL of this server, as clients must pass it to `--login-server`.
     fn server_url(&self) -> String;

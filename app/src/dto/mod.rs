@@ -5,6 +5,7 @@ use leptos::server_fn::codec::JsonEncoding;
 use leptos::server_fn::error::{FromServerFnError, ServerFnErrorErr};
 use serde::{Deserialize, Serialize};
 
+pub mod audit;
 pub mod dns;
 pub mod policy;
 pub mod tailnet;
@@ -52,6 +53,9 @@ pub enum ConsoleError {
     /// and is shown to the admin as is.
     #[error("{0}")]
     Refused(String),
+    /// The signed-in person's console role does not allow this; the text says which role.
+    #[error("{0}")]
+    NotAllowed(String),
     /// The thing asked about does not exist (any more).
     #[error("not found: {0}")]
     NotFound(String),

@@ -55,7 +55,9 @@ pub fn LoginPage() -> impl IntoView {
             {sso
                 .map(|label| {
                     view! {
-                        <a class="button auth-card__sso" href=sso_href id="login-sso">
+                        // External: the server's route, not a page of the app's router,
+                        // which would otherwise take the click and show "not found".
+                        <a class="button auth-card__sso" href=sso_href id="login-sso" rel="external">
                             {label}
                         </a>
                         <p class="auth-card__or">"or with a local administrator account"</p>

@@ -2,6 +2,7 @@ pub mod acls;
 pub mod dns;
 pub mod keys;
 pub mod login;
+pub mod logs;
 pub mod machine;
 pub mod machines;
 pub mod not_found;

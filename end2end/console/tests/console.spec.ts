@@ -125,9 +125,9 @@ test("keyboard: skip link first, then the navigation, copy button reachable", as
   await expect(page.getByRole("link", { name: "oxiscale" })).toBeFocused();
   await page.keyboard.press("Tab");
   await expect(page.getByRole("link", { name: "Machines" })).toBeFocused();
-  // Machines, Users, Access controls, DNS, Keys, Sign out, then the "Keys" link in the text,
-  // then Copy.
-  for (let i = 0; i < 4; i++) await page.keyboard.press("Tab");
+  // Machines, Users, Access controls, DNS, Keys, Logs, Sign out, then the "Keys" link in the
+  // text, then Copy.
+  for (let i = 0; i < 5; i++) await page.keyboard.press("Tab");
   await page.keyboard.press("Tab");
   await expect(page.getByRole("button", { name: "Sign out" })).toBeFocused();
   for (let i = 0; i < 2; i++) await page.keyboard.press("Tab");

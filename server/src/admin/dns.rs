@@ -94,6 +94,14 @@ impl Admin {
             "DNS settings saved and sent to connected nodes"
         );
         *current = settings.clone();
+        drop(current);
+        self.record(
+            "dns.set",
+            "dns",
+            super::to_json(&previous),
+            super::to_json(&settings),
+        )
+        .await;
         Ok(settings)
     }
 }

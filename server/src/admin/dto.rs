@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use crate::tailnet::State;
 use crate::tailnet::model::{ApiKey, Node, PreAuthKey, User};
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub fn rfc3339(t: OffsetDateTime) -> String {
     oxiscale_tailcfg::time_fmt::format(t)
 }
 
@@ -65,6 +65,8 @@ pub struct NodeView {
     pub last_seen: Option<String>,
     pub expiry: Option<String>,
     pub expired: bool,
+    /// `false` while the node waits for an administrator (`node.approval_required`).
+    pub approved: bool,
     pub created_at: String,
     pub register_method: String,
     pub ephemeral: bool,
@@ -94,6 +96,7 @@ impl NodeView {
             last_seen: n.last_seen.map(rfc3339),
             expiry: n.expiry.map(rfc3339),
             expired: n.is_expired(now),
+            approved: n.approved,
             created_at: rfc3339(n.created),
             register_method: n.register_method.as_str().to_owned(),
             ephemeral: n.ephemeral,

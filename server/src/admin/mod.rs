@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::audit::AuditLog;
 use crate::config::duration;
 use crate::policy::{PolicyManager, PolicyStoreError, PolicyView};
 use crate::tailnet::model::{KeyId, NodeId, UserId};
@@ -89,6 +90,10 @@ pub struct PolicyBody {
     pub policy: String,
 }
 
+fn to_json(v: &impl Serialize) -> Option<serde_json::Value> {
+    serde_json::to_value(v).ok()
+}
+
 /// `now` plus the lifetime `text` asks for (`default` when absent). A lifetime past the
 /// calendar's end is refused, not a panic.
 fn expiration_after(
@@ -119,14 +124,40 @@ pub struct Admin {
     policy: Option<Arc<PolicyManager>>,
     /// The DNS settings in force (see `dns.rs`); every server has some.
     dns: Arc<dns::DnsService>,
+    /// Every change made through here is recorded, with who made it.
+    audit: AuditLog,
 }
 
 impl Admin {
     pub fn new(tailnet: Arc<Tailnet>, dns: Arc<dns::DnsService>) -> Admin {
+        let audit = AuditLog::new(tailnet.store().pool().clone());
         Admin {
             tailnet,
             policy: None,
             dns,
+            audit,
+        }
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Records a change made by whoever acts in this request. The change is already
+    /// committed: a log that cannot be written is reported, not a reason to undo it.
+    async fn record(
+        &self,
+        action: &str,
+        target: impl AsRef<str>,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) {
+        if let Err(e) = self
+            .audit
+            .record(action, target.as_ref(), before, after)
+            .await
+        {
+            tracing::error!(error = %e, action, "a change could not be written to the audit log");
         }
     }
 
@@ -153,7 +184,18 @@ impl Admin {
     /// Stores a new policy (database mode) once it is valid for the live tailnet.
     pub async fn set_policy(&self, text: String) -> Result<PolicyView, AdminError> {
         match &self.policy {
-            Some(p) => Ok(p.set(text).await?),
+            Some(p) => {
+                let before = p.view().await.policy;
+                let view = p.set(text).await?;
+                self.record(
+                    "policy.set",
+                    "policy",
+                    before.map(serde_json::Value::String),
+                    view.policy.clone().map(serde_json::Value::String),
+                )
+                .await;
+                Ok(view)
+            }
             None => Err(AdminError::Policy(PolicyStoreError::FileMode(
                 "policy.path, which is not set".into(),
             ))),
@@ -182,22 +224,47 @@ impl Admin {
             .tailnet
             .mutate(move |s, fx| s.create_user(fx, &req.name, &req.display_name, &req.email, now))
             .await?;
-        Ok(UserView::from(&user))
+        let view = UserView::from(&user);
+        self.record(
+            "user.create",
+            format!("user {}", view.name),
+            None,
+            to_json(&view),
+        )
+        .await;
+        Ok(view)
     }
 
     pub async fn rename_user(&self, id: UserId, new_name: String) -> Result<UserView, AdminError> {
+        let before = self.tailnet.read(|s| s.user(id).map(UserView::from));
         let user = self
             .tailnet
             .mutate(move |s, fx| s.rename_user(fx, id, &new_name))
             .await?;
-        Ok(UserView::from(&user))
+        let view = UserView::from(&user);
+        self.record(
+            "user.rename",
+            format!("user {id}"),
+            before.as_ref().and_then(to_json),
+            to_json(&view),
+        )
+        .await;
+        Ok(view)
     }
 
     pub async fn delete_user(&self, id: UserId) -> Result<(), AdminError> {
-        Ok(self
-            .tailnet
+        let before = self.tailnet.read(|s| s.user(id).map(UserView::from));
+        self.tailnet
             .mutate(move |s, fx| s.delete_user(fx, id))
-            .await?)
+            .await?;
+        self.record(
+            "user.delete",
+            format!("user {id}"),
+            before.as_ref().and_then(to_json),
+            None,
+        )
+        .await;
+        Ok(())
     }
 
     /// Resolves a user given by id or by name.
@@ -248,9 +315,21 @@ impl Admin {
                 s.create_preauth_key(fx, spec, now)
             })
             .await?;
-        Ok(self
-            .tailnet
-            .read(|s| PreAuthKeyView::from(s, &key, Some(secret), now)))
+        // The log gets the masked key; only the caller sees the secret, once.
+        let (logged, view) = self.tailnet.read(|s| {
+            (
+                PreAuthKeyView::from(s, &key, None, now),
+                PreAuthKeyView::from(s, &key, Some(secret), now),
+            )
+        });
+        self.record(
+            "preauthkey.create",
+            format!("pre-auth key {}", key.id),
+            None,
+            to_json(&logged),
+        )
+        .await;
+        Ok(view)
     }
 
     pub async fn expire_preauth_key(&self, id: KeyId) -> Result<PreAuthKeyView, AdminError> {
@@ -259,16 +338,31 @@ impl Admin {
             .tailnet
             .mutate(move |s, fx| s.expire_preauth_key(fx, id, now))
             .await?;
-        Ok(self
+        let view = self
             .tailnet
-            .read(|s| PreAuthKeyView::from(s, &key, None, now)))
+            .read(|s| PreAuthKeyView::from(s, &key, None, now));
+        self.record(
+            "preauthkey.expire",
+            format!("pre-auth key {id}"),
+            None,
+            to_json(&view),
+        )
+        .await;
+        Ok(view)
     }
 
     pub async fn delete_preauth_key(&self, id: KeyId) -> Result<(), AdminError> {
-        Ok(self
-            .tailnet
+        self.tailnet
             .mutate(move |s, fx| s.delete_preauth_key(fx, id))
-            .await?)
+            .await?;
+        self.record(
+            "preauthkey.delete",
+            format!("pre-auth key {id}"),
+            None,
+            None,
+        )
+        .await;
+        Ok(())
     }
 
     // API keys
@@ -290,6 +384,14 @@ impl Admin {
             .tailnet
             .mutate(move |s, fx| s.create_api_key(fx, expiration, now))
             .await?;
+        let logged = ApiKeyView::from(&key, None, now);
+        self.record(
+            "apikey.create",
+            format!("API key {}", key.prefix),
+            None,
+            to_json(&logged),
+        )
+        .await;
         Ok(ApiKeyView::from(&key, Some(secret), now))
     }
 
@@ -302,17 +404,30 @@ impl Admin {
                 s.expire_api_key(fx, id, now)
             })
             .await?;
-        Ok(ApiKeyView::from(&key, None, now))
+        let view = ApiKeyView::from(&key, None, now);
+        self.record(
+            "apikey.expire",
+            format!("API key {}", key.prefix),
+            None,
+            to_json(&view),
+        )
+        .await;
+        Ok(view)
     }
 
     pub async fn delete_api_key(&self, sel: KeySelector) -> Result<(), AdminError> {
-        Ok(self
-            .tailnet
+        let target = match (&sel.prefix, sel.id) {
+            (Some(prefix), _) => format!("API key {prefix}"),
+            (None, id) => format!("API key {}", id.unwrap_or_default()),
+        };
+        self.tailnet
             .mutate(move |s, fx| {
                 let id = s.find_api_key(sel.id, sel.prefix.as_deref())?;
                 s.delete_api_key(fx, id)
             })
-            .await?)
+            .await?;
+        self.record("apikey.delete", target, None, None).await;
+        Ok(())
     }
 
     pub fn verify_api_key(&self, text: &str) -> bool {
@@ -376,6 +491,12 @@ impl Admin {
 
     pub async fn expire_node(&self, id: NodeId, req: ExpireNode) -> Result<NodeView, AdminError> {
         let now = OffsetDateTime::now_utc();
+        let before = self.node(id)?;
+        let action = if req.disable {
+            "node.disable_expiry"
+        } else {
+            "node.expire"
+        };
         if req.disable {
             self.tailnet
                 .mutate(move |s, fx| s.disable_node_expiry(fx, id))
@@ -396,14 +517,38 @@ impl Admin {
                 .mutate(move |s, fx| s.expire_node(fx, id, at, now))
                 .await?;
         }
-        self.node(id)
+        self.node_changed(action, before).await
+    }
+
+    /// Records a change of node `before.id` with its view before and now; answers the view.
+    async fn node_changed(&self, action: &str, before: NodeView) -> Result<NodeView, AdminError> {
+        let after = self.node(before.id)?;
+        self.record(
+            action,
+            format!("node {} ({})", before.id, before.given_name),
+            to_json(&before),
+            to_json(&after),
+        )
+        .await;
+        Ok(after)
+    }
+
+    /// Lets a node held by `node.approval_required` into the tailnet (nothing changes for
+    /// an approved node).
+    pub async fn approve_node(&self, id: NodeId) -> Result<NodeView, AdminError> {
+        let before = self.node(id)?;
+        self.tailnet
+            .mutate(move |s, fx| s.approve_node(fx, id))
+            .await?;
+        self.node_changed("node.approve", before).await
     }
 
     pub async fn rename_node(&self, id: NodeId, new_name: String) -> Result<NodeView, AdminError> {
+        let before = self.node(id)?;
         self.tailnet
             .mutate(move |s, fx| s.rename_node(fx, id, &new_name))
             .await?;
-        self.node(id)
+        self.node_changed("node.rename", before).await
     }
 
     pub async fn delete_node(&self, id: NodeId) -> Result<NodeView, AdminError> {
@@ -411,14 +556,22 @@ impl Admin {
         self.tailnet
             .mutate(move |s, fx| s.delete_node(fx, id))
             .await?;
+        self.record(
+            "node.delete",
+            format!("node {id} ({})", before.given_name),
+            to_json(&before),
+            None,
+        )
+        .await;
         Ok(before)
     }
 
     pub async fn set_tags(&self, id: NodeId, tags: Vec<String>) -> Result<NodeView, AdminError> {
+        let before = self.node(id)?;
         self.tailnet
             .mutate(move |s, fx| s.set_tags(fx, id, tags))
             .await?;
-        self.node(id)
+        self.node_changed("node.tag", before).await
     }
 
     pub async fn approve_routes(
@@ -435,10 +588,11 @@ impl Admin {
                     .map_err(|e| AdminError::BadRequest(format!("route {r:?}: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let before = self.node(id)?;
         self.tailnet
             .mutate(move |s, fx| s.approve_routes(fx, id, routes))
             .await?;
-        self.node(id)
+        self.node_changed("node.approve_routes", before).await
     }
 
     pub fn list_routes(&self, id: Option<NodeId>) -> Result<Vec<RoutesView>, AdminError> {
@@ -462,7 +616,12 @@ impl Admin {
     }
 
     pub async fn backfill_ips(&self) -> Result<Vec<NodeId>, AdminError> {
-        Ok(self.tailnet.mutate(|s, fx| s.backfill_ips(fx)).await?)
+        let changed = self.tailnet.mutate(|s, fx| s.backfill_ips(fx)).await?;
+        if !changed.is_empty() {
+            self.record("node.backfill_ips", "nodes", None, to_json(&changed))
+                .await;
+        }
+        Ok(changed)
     }
 
     pub async fn complete_registration(
@@ -476,7 +635,15 @@ impl Admin {
                 s.complete_login(fx, &req.auth_id, req.user, KeyExpiry::Default, now)
             })
             .await?;
-        self.node(id)
+        let view = self.node(id)?;
+        self.record(
+            "node.register",
+            format!("node {id} ({})", view.given_name),
+            None,
+            to_json(&view),
+        )
+        .await;
+        Ok(view)
     }
 }
 

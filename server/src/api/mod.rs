@@ -17,10 +17,12 @@ use crate::admin::{
     Admin, AdminError, CompleteRegistration, CreateApiKey, CreatePreAuthKey, CreateUser,
     ExpireNode, KeySelector, PolicyBody,
 };
+use crate::audit::{self, Actor, ActorKind};
 use crate::console::auth::{AccountError, Accounts, AdminAccount};
 use crate::policy::{PolicyStoreError, PolicyView};
 use crate::tailnet::TailnetError;
 use crate::tailnet::dns::DnsSettings;
+use crate::tailnet::secret::SecretKind;
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
@@ -83,6 +85,7 @@ pub fn routes(admin: Admin) -> Router {
         .route("/api/v1/node/backfillips", post(backfill_ips))
         .route("/api/v1/node/{id}", get(get_node).delete(delete_node))
         .route("/api/v1/node/{id}/expire", post(expire_node))
+        .route("/api/v1/node/{id}/approve", post(approve_node))
         .route("/api/v1/node/{id}/rename/{new_name}", post(rename_node))
         .route("/api/v1/node/{id}/tags", post(set_tags))
         .route("/api/v1/node/{id}/approve_routes", post(approve_routes))
@@ -97,6 +100,7 @@ pub fn routes(admin: Admin) -> Router {
             get(list_console_admins).post(create_console_admin),
         )
         .route("/api/v1/console/admin/{name}", delete(delete_console_admin))
+        .route("/api/v1/audit", get(export_audit))
         .with_state(admin)
 }
 
@@ -113,7 +117,12 @@ async fn require_api_key(State(admin): State<Admin>, req: Request, next: Next) -
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(key) if admin.verify_api_key(key) => next.run(req).await,
+        Some(key) if admin.verify_api_key(key) => {
+            // The key's public prefix names it in the audit log (never the secret).
+            let prefix = crate::tailnet::secret::prefix_of(SecretKind::Api, key).unwrap_or("?");
+            let actor = Actor::new(ActorKind::ApiKey, format!("API key {prefix}"));
+            audit::acting_as(actor, next.run(req)).await
+        }
         _ => {
             info!(path = %req.uri().path(), "admin API request without a valid API key");
             (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "error": "a valid API key is required (Authorization: Bearer …)" })))
@@ -139,7 +148,11 @@ pub async fn serve_socket(
     listener: tokio::net::UnixListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, routes(admin))
+    // Whoever may open the socket acts as the CLI (its file mode is the access control).
+    let cli = routes(admin).layer(middleware::from_fn(|req: Request, next: Next| {
+        audit::acting_as(Actor::new(ActorKind::Cli, "admin socket"), next.run(req))
+    }));
+    axum::serve(listener, cli)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -299,6 +312,13 @@ async fn expire_node(
     Ok(Json(a.expire_node(id, req).await?))
 }
 
+async fn approve_node(
+    State(a): State<Admin>,
+    UrlPath(id): UrlPath<u64>,
+) -> ApiResult<crate::admin::dto::NodeView> {
+    Ok(Json(a.approve_node(id).await?))
+}
+
 async fn rename_node(
     State(a): State<Admin>,
     UrlPath((id, new_name)): UrlPath<(u64, String)>,
@@ -438,7 +458,56 @@ async fn create_console_admin(
         .create(&req.name, &req.password, role)
         .await?;
     info!(admin = %account.name, "console administrator created");
+    record(
+        &a,
+        "console_admin.create",
+        &format!("console administrator {}", account.name),
+        None,
+        serde_json::to_value(&account).ok(),
+    )
+    .await;
     Ok(Json(account))
+}
+
+/// Records a change made here rather than through the admin service.
+async fn record(
+    a: &Admin,
+    action: &str,
+    target: &str,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) {
+    if let Err(e) = a.audit().record(action, target, before, after).await {
+        warn!(error = %e, action, "a change could not be written to the audit log");
+    }
+}
+
+/// `GET /api/v1/audit`: the audit log as JSON lines, oldest first (`actor`, `action` prefix,
+/// `target`, `since` (RFC 3339) and `limit` filter it).
+async fn export_audit(
+    State(a): State<Admin>,
+    Query(filter): Query<audit::AuditFilter>,
+) -> Response {
+    match a.audit().list(&filter).await {
+        Ok(entries) => (
+            [(axum::http::header::CONTENT_TYPE, "application/jsonl")],
+            audit::json_lines(&entries),
+        )
+            .into_response(),
+        Err(e @ audit::AuditError::BadSince(_)) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+        Err(e) => {
+            warn!(error = %e, "the audit log could not be read");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(serde_json::json!({ "error": "the audit log could not be read" })),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn delete_console_admin(
@@ -446,6 +515,14 @@ async fn delete_console_admin(
     UrlPath(name): UrlPath<String>,
 ) -> Result<Json<serde_json::Value>, AccountError> {
     console_accounts(&a).delete(&name).await?;
+    record(
+        &a,
+        "console_admin.delete",
+        &format!("console administrator {name}"),
+        None,
+        None,
+    )
+    .await;
     info!(admin = %name, "console administrator deleted; their sessions end with their next request");
     Ok(Json(serde_json::json!({})))
 }

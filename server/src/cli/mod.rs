@@ -77,6 +77,28 @@ pub enum Command {
     /// Manage the administrators who sign in to the web console.
     #[command(subcommand, visible_alias = "admin")]
     Admins(AdminsCommand),
+    /// The audit log of administrative changes.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Print the audit log as JSON lines, oldest first.
+    Export {
+        /// Only changes by actors whose name contains this.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only actions that start with this (`node.` for every machine change).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only targets that contain this.
+        #[arg(long)]
+        target: Option<String>,
+        /// Only changes at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -235,6 +257,11 @@ pub enum NodesCommand {
         /// Never expire.
         #[arg(short = 'd', long = "disable")]
         disable: bool,
+    },
+    /// Let a node that waits for approval (`node.approval_required`) into the tailnet.
+    Approve {
+        #[arg(short = 'i', long = "identifier")]
+        id: u64,
     },
     /// Give a node a new MagicDNS name.
     Rename {
@@ -409,6 +436,18 @@ fn init_logging(config: &Config) {
     }
 }
 
+/// Gives each node of a list an `approval` cell for people: "pending approval" while it
+/// waits for an administrator. Programs read `approved` (`-o json`).
+fn with_approval_state(nodes: &mut Value) {
+    for node in nodes.as_array_mut().into_iter().flatten() {
+        let state = match node["approved"].as_bool() {
+            Some(false) => "pending approval",
+            _ => "approved",
+        };
+        node["approval"] = json!(state);
+    }
+}
+
 fn user_path(client_value: &str) -> String {
     // Names travel in the path: keep them to the characters user names may have.
     client_value
@@ -562,7 +601,10 @@ async fn admin_command(
                     Some(u) => format!("/api/v1/node?user={}", user_path(&u)),
                     None => "/api/v1/node".into(),
                 };
-                let v = client.get(&path).await?;
+                let mut v = client.get(&path).await?;
+                if out.is_human() {
+                    with_approval_state(&mut v);
+                }
                 out.table(
                     &v,
                     &[
@@ -575,8 +617,20 @@ async fn admin_command(
                         ("Online", "online"),
                         ("Last seen", "last_seen"),
                         ("Expired", "expired"),
+                        ("Approval", "approval"),
                     ],
                 );
+            }
+            NodesCommand::Approve { id } => {
+                let v = client
+                    .post(&format!("/api/v1/node/{id}/approve"), json!({}))
+                    .await?;
+                out.value(&v, |v| {
+                    format!(
+                        "Node {} approved",
+                        v["given_name"].as_str().unwrap_or_default()
+                    )
+                });
             }
             NodesCommand::Expire {
                 id,
@@ -758,6 +812,32 @@ async fn admin_command(
             out.value(&v, |v| {
                 serde_json::to_string_pretty(v).expect("JSON values print")
             });
+        }
+        Command::Audit(AuditCommand::Export {
+            actor,
+            action,
+            target,
+            since,
+        }) => {
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(
+                    [
+                        ("actor", actor),
+                        ("action", action),
+                        ("target", target),
+                        ("since", since),
+                    ]
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k, v))),
+                )
+                .finish();
+            // JSON lines are not one JSON value: a single entry parses as one, more come
+            // back as text; either way they are printed as lines.
+            match client.get(&format!("/api/v1/audit?{query}")).await? {
+                Value::String(lines) => print!("{lines}"),
+                Value::Null => {}
+                entry => println!("{entry}"),
+            }
         }
         Command::Admins(cmd) => match cmd {
             AdminsCommand::Create {

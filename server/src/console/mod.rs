@@ -17,6 +17,7 @@ use crate::admin::{Admin, AdminError};
 use crate::config::Config;
 use crate::tailnet::TailnetError;
 
+mod audit;
 pub mod auth;
 mod dns;
 mod events;

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use super::pages::{self, MachineSummary};
 use super::pending::{ShortLived, random_token};
 use super::{Oidc, Purpose, SignInError, SignedIn, constant_time_eq};
+use crate::audit::{self, Actor, ActorKind, AuditLog};
 use crate::tailnet::Tailnet;
 use crate::tailnet::state::{KeyExpiry, ProviderProfile};
 
@@ -49,6 +50,8 @@ struct Web {
     oidc: Arc<Oidc>,
     tailnet: Arc<Tailnet>,
     confirmations: Arc<ShortLived<Confirmation>>,
+    /// Registrations are recorded with the person who confirmed them.
+    audit: AuditLog,
     /// Cookies get `Secure` when the server is reached over https.
     secure: bool,
 }
@@ -56,6 +59,7 @@ struct Web {
 pub fn routes(oidc: Arc<Oidc>, tailnet: Arc<Tailnet>, server_url: &str) -> Router {
     let web = Web {
         oidc,
+        audit: AuditLog::new(tailnet.store().pool().clone()),
         tailnet,
         confirmations: Arc::new(ShortLived::new(CONFIRM_LIFETIME, CONFIRMS_IN_FLIGHT)),
         secure: server_url.starts_with("https://"),
@@ -331,6 +335,18 @@ async fn confirm(
     match completed {
         Ok(node) => {
             info!(user = %user.name, node, machine = confirmation.hostname, "machine registered through the identity provider");
+            let person = Actor::new(ActorKind::Sso, person_label(&confirmation.profile));
+            let after = serde_json::json!({ "node": node, "hostname": confirmation.hostname, "user": user.name });
+            let target = format!("node {node} ({})", confirmation.hostname);
+            if let Err(e) = audit::acting_as(
+                person,
+                web.audit
+                    .record("node.register", &target, None, Some(after)),
+            )
+            .await
+            {
+                tracing::error!(error = %e, "a registration could not be written to the audit log");
+            }
             with_cookie(
                 pages::connected(&confirmation.hostname),
                 cookie(

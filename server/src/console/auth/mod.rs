@@ -48,6 +48,7 @@ use tower_sessions::{Expiry, Session, SessionManagerLayer};
 use tower_sessions_sqlx_store::SqliteStore;
 use tracing::{info, warn};
 
+use crate::audit::{self, Actor, ActorKind};
 pub use accounts::{AccountError, Accounts, AdminAccount};
 pub use sso::ConsoleSso;
 use throttle::Throttle;
@@ -308,11 +309,18 @@ async fn identity(
                 role: account.role,
                 ..identity.clone()
             }),
+        // A provider user's role follows their groups as of their latest sign-in (device or
+        // console) and the `console.roles` in force; no role any more ends the session.
         AuthMethod::Oidc => auth.sso.as_ref().and_then(|sso| {
             let user = identity.user_id?;
-            sso.tailnet
-                .read(|s| s.user(user).is_some())
-                .then(|| identity.clone())
+            let groups = sso
+                .tailnet
+                .read(|s| s.user(user).map(|u| u.provider_groups.clone()))?;
+            let role = sso.roles.role_for(&groups)?;
+            Some(ConsoleIdentity {
+                role,
+                ..identity.clone()
+            })
         }),
     };
     if let Some(identity) = current {
@@ -458,7 +466,12 @@ async fn check(auth: Arc<ConsoleAuth>, kind: Kind, req: Request, next: Next) -> 
         if let Err(response) = touch(&session).await {
             return response;
         }
+        let actor = match identity.method {
+            AuthMethod::Local => Actor::new(ActorKind::LocalAdmin, identity.name.clone()),
+            AuthMethod::Oidc => Actor::new(ActorKind::Sso, identity.name.clone()),
+        };
         req.extensions_mut().insert(identity);
+        return audit::acting_as(actor, next.run(req)).await;
     }
     next.run(req).await
 }
