@@ -22,11 +22,15 @@ process.env.OXISCALE_E2E_BIN ??= path.resolve(
 // oidc-provider process). Its issuer, client and secret are fixed; scripts/test passes the
 // same values to the server it builds OXISCALE_E2E_SERVER_CMD for. The workers read the
 // issuer from the environment (tests/oidc-device-login.spec.ts calls its test hooks).
+// Console roles from provider groups (tests/oidc-console.spec.ts): the accounts nora, ivan and
+// audrey in end2end/oidc/accounts.json are in these groups; everyone else is a member.
 const oidcIssuer = (process.env.OXISCALE_E2E_OIDC_ISSUER = "http://127.0.0.1:18490");
 const oidcServerEnv =
   `OXISCALE_OIDC_ISSUER=${oidcIssuer} OXISCALE_OIDC_CLIENT_ID=oxiscale ` +
   `OXISCALE_OIDC_CLIENT_SECRET=oxiscale-e2e-secret OXISCALE_OIDC_PKCE_ENABLED=true ` +
-  `OXISCALE_OIDC_ALLOWED_DOMAINS='[example.com]'`;
+  `OXISCALE_OIDC_ALLOWED_DOMAINS='[example.com]' ` +
+  `OXISCALE_CONSOLE_ROLES_NETWORK_ADMIN='[netadmins]' OXISCALE_CONSOLE_ROLES_IT_ADMIN='[itadmins]' ` +
+  `OXISCALE_CONSOLE_ROLES_AUDITOR='[auditors]'`;
 const serverCommand =
   process.env.OXISCALE_E2E_SERVER_CMD ??
   `env OXISCALE_DATA_DIR=${process.env.OXISCALE_E2E_DATA_DIR} OXISCALE_LISTEN_ADDR=127.0.0.1:${port} OXISCALE_SERVER_URL=http://127.0.0.1:${port} OXISCALE_DERP_SERVER_STUN_LISTEN_ADDR=127.0.0.1:0 OXISCALE_POLICY_MODE=database ${oidcServerEnv} ${process.env.OXISCALE_E2E_BIN} serve`;

@@ -13,7 +13,7 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { test as base, expect, type APIRequestContext, type Page } from "@playwright/test";
+import { test as base, expect, type APIRequestContext, type Page, type Response } from "@playwright/test";
 
 /** The administrator the fixtures sign in as. A throwaway server, so a fixed password is fine. */
 export const admin = {
@@ -181,6 +181,109 @@ export function startRouter(authkey: string, hostname: string, routes: string[])
     waitFor: out.waitFor,
     stop: () => stopGroup(proc),
   };
+}
+
+// ---- The tailnet as the CLI sees it (JSON output of `nodes list`, `users list`) ----
+
+export type UserJson = { id: number; name: string; email?: string };
+export type NodeJson = {
+  id: number;
+  name: string;
+  given_name?: string;
+  online?: boolean;
+  os?: string;
+  node_key?: string;
+  ip_addresses?: string[];
+  user?: UserJson | null;
+};
+
+export const listNodes = (): NodeJson[] => JSON.parse(oxiscaleCli(["nodes", "list", "-o", "json"])) ?? [];
+export const listUsers = (): UserJson[] => JSON.parse(oxiscaleCli(["users", "list", "-o", "json"])) ?? [];
+export const nodeNamed = (host: string) => listNodes().find((n) => n.name === host || n.given_name === host);
+
+// ---- Traffic through the tailnet (node.py's local proxies) ----
+
+// A blocked request is a dropped SYN: the proxy just waits, so each try is short.
+const BLOCKED_TRY_MS = 4_000;
+// Allowed traffic may need the new filter to arrive and a path to form.
+const REACH_TIMEOUT_MS = 90_000;
+
+/** True when the proxy at `url` relays `expected` (the peer's hostname) within one short try. */
+export async function reaches(url: string, expected: string): Promise<boolean> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(BLOCKED_TRY_MS) });
+    return res.status === 200 && (await res.text()).trim() === expected;
+  } catch {
+    return false;
+  }
+}
+
+export async function waitReach(url: string, expected: string, what: string) {
+  await expect.poll(() => reaches(url, expected), { message: what, timeout: REACH_TIMEOUT_MS, intervals: [500] }).toBe(true);
+}
+
+/** Waits for three refused tries in a row (a policy change may take a moment to land). */
+export async function waitBlocked(url: string, expected: string, what: string) {
+  let streak = 0;
+  await expect
+    .poll(async () => (streak = (await reaches(url, expected)) ? 0 : streak + 1), { message: what, timeout: 40_000, intervals: [200] })
+    .toBeGreaterThanOrEqual(3);
+}
+
+// ---- The OpenID provider (end2end/oidc/provider.mjs, started by playwright.config.ts) ----
+
+/** Its issuer; playwright.config.ts sets the variable for the workers. */
+export const oidcIssuer = process.env.OXISCALE_E2E_OIDC_ISSUER ?? "http://127.0.0.1:18490";
+
+/** Calls one of the provider's test hooks (see provider.mjs), e.g. `accounts/<login>`. */
+export async function providerHook(hook: string, body: unknown, method = "POST") {
+  const res = await fetch(`${oidcIssuer}/test/${hook}`, { method, body: JSON.stringify(body) });
+  expect(res.ok, `provider hook ${hook}: ${await res.text()}`).toBe(true);
+}
+
+/** On the provider's login page: signs `login` in (password `<login>-password`), then
+ * consents to what oxiscale asks unless `consent` is false (the browser then stays on the
+ * consent page). Needs a browser that has no session at the provider yet. */
+export async function signInAtProvider(page: Page, login: string, consent = true) {
+  await expect(page, "the server sent the browser to the provider").toHaveURL(new RegExp(`^${oidcIssuer.replace(/\./g, "\\.")}/interaction/`));
+  await page.locator('input[name="login"]').fill(login);
+  await page.locator('input[name="password"]').fill(`${login}-password`);
+  await page.getByRole("button", { name: "Sign-in" }).click();
+  const proceed = page.getByRole("button", { name: "Continue" });
+  if (consent) await proceed.click();
+  else await expect(proceed).toBeVisible();
+}
+
+/** Runs `action`, waits for the server's page with h1 `heading`, and returns that page's own
+ * HTTP response (the last non-redirect main-frame document from the server: the callback may
+ * answer itself or redirect to the page). */
+export async function landOn(page: Page, action: () => Promise<unknown>, heading: string | RegExp): Promise<Response> {
+  const documents: Response[] = [];
+  const seen = (r: Response) => {
+    if (r.request().isNavigationRequest() && r.frame() === page.mainFrame() && r.url().startsWith(serverURL) && (r.status() < 300 || r.status() >= 400)) documents.push(r);
+  };
+  page.on("response", seen);
+  try {
+    await action();
+    await expect(page.getByRole("heading", { level: 1 })).toHaveText(heading);
+  } finally {
+    page.off("response", seen);
+  }
+  expect(documents.length, "the server answered with a page").toBeGreaterThan(0);
+  return documents[documents.length - 1];
+}
+
+/** Console single sign-on: from the signed-out /login (with `next` when given), opens the
+ * address of its "Sign in with <issuer host>" link and signs `login` in at the provider.
+ * Leaves the browser wherever the server sends it (the console on success, a refusal page
+ * otherwise). It opens the href rather than clicking, so that the roles' tests do not depend
+ * on the hydrated page's click handling, which oidc-console.spec.ts tests on its own. */
+export async function signInThroughProvider(page: Page, login: string, next?: string) {
+  await page.goto(next === undefined ? "/login" : `/login?next=${encodeURIComponent(next)}`);
+  const link = page.locator("#login-sso");
+  await expect(link).toHaveText(`Sign in with ${new URL(oidcIssuer).hostname}`);
+  await page.goto((await link.getAttribute("href"))!);
+  await signInAtProvider(page, login);
 }
 
 type WorkerFixtures = {

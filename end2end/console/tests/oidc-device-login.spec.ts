@@ -1,6 +1,20 @@
 import { writeFileSync } from "node:fs";
 import { type APIResponse, type Page, type Response } from "@playwright/test";
-import { expect, oxiscaleCli, serverURL, signedOut, startNode, test } from "./fixtures";
+import {
+  expect,
+  landOn,
+  listUsers,
+  nodeNamed,
+  oidcIssuer as issuer,
+  oxiscaleCli,
+  providerHook,
+  serverURL,
+  signedOut,
+  signInAtProvider,
+  startNode,
+  test,
+  type UserJson,
+} from "./fixtures";
 
 // A machine joins through the organisation's OpenID provider, as `tailscale up` without a key
 // does: a REAL tsnet node (caddy-tailscale via end2end/clients/node.py --interactive) prints
@@ -14,61 +28,7 @@ import { expect, oxiscaleCli, serverURL, signedOut, startNode, test } from "./fi
 // registers with an auth key, and a key-less tsnet node shows its AuthURL about 5 s after
 // start (tsnet polls for it every 5 s), which is cheap enough per test.
 
-const issuer = process.env.OXISCALE_E2E_OIDC_ISSUER ?? "http://127.0.0.1:18490";
 const callback = `${serverURL}/oidc/callback`;
-
-type UserJson = { id: number; name: string; email?: string };
-type NodeJson = {
-  id: number;
-  name: string;
-  given_name?: string;
-  online?: boolean;
-  os?: string;
-  node_key?: string;
-  ip_addresses?: string[];
-  user?: UserJson | null;
-};
-
-const listNodes = (): NodeJson[] => JSON.parse(oxiscaleCli(["nodes", "list", "-o", "json"])) ?? [];
-const listUsers = (): UserJson[] => JSON.parse(oxiscaleCli(["users", "list", "-o", "json"])) ?? [];
-const nodeNamed = (host: string) => listNodes().find((n) => n.name === host || n.given_name === host);
-
-/** Calls one of the provider's test hooks (see provider.mjs). */
-async function providerHook(path: string, body: unknown, method = "POST") {
-  const res = await fetch(`${issuer}/test/${path}`, { method, body: JSON.stringify(body) });
-  expect(res.ok, `provider hook ${path}: ${await res.text()}`).toBe(true);
-}
-
-/** On the provider's login page: signs `login` in, then consents to what oxiscale asks
- * unless `consent` is false (the browser then stays on the consent page). */
-async function signInAtProvider(page: Page, login: string, consent = true) {
-  await expect(page, "the server sent the browser to the provider").toHaveURL(new RegExp(`^${issuer.replace(/\./g, "\\.")}/interaction/`));
-  await page.locator('input[name="login"]').fill(login);
-  await page.locator('input[name="password"]').fill(`${login}-password`);
-  await page.getByRole("button", { name: "Sign-in" }).click();
-  const proceed = page.getByRole("button", { name: "Continue" });
-  if (consent) await proceed.click();
-  else await expect(proceed).toBeVisible();
-}
-
-/** Runs `action`, waits for the server's page with h1 `heading`, and returns that page's own
- * HTTP response (the last non-redirect main-frame document from the server: the callback may
- * answer itself or redirect to the page). */
-async function landOn(page: Page, action: () => Promise<unknown>, heading: string | RegExp): Promise<Response> {
-  const documents: Response[] = [];
-  const seen = (r: Response) => {
-    if (r.request().isNavigationRequest() && r.frame() === page.mainFrame() && r.url().startsWith(serverURL) && (r.status() < 300 || r.status() >= 400)) documents.push(r);
-  };
-  page.on("response", seen);
-  try {
-    await action();
-    await expect(page.getByRole("heading", { level: 1 })).toHaveText(heading);
-  } finally {
-    page.off("response", seen);
-  }
-  expect(documents.length, "the server answered with a page").toBeGreaterThan(0);
-  return documents[documents.length - 1];
-}
 
 /** Follows redirects from `first` with the browser's cookies (page.request) up to the
  * server's callback, which it does not open: returns the callback URL the provider sent. A test

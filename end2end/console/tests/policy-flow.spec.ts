@@ -1,6 +1,6 @@
 import { writeFileSync } from "node:fs";
 import { type Page } from "@playwright/test";
-import { createPreAuthKey, createUser, expect, oxiscaleCli, startNode, test } from "./fixtures";
+import { createPreAuthKey, createUser, expect, oxiscaleCli, startNode, test, waitBlocked, waitReach } from "./fixtures";
 
 // Issue #4: "type a valid policy, save it, and the real node's access changes", in the browser.
 // Two REAL tsnet nodes (caddy-tailscale via end2end/clients/node.py, as in
@@ -8,33 +8,6 @@ import { createPreAuthKey, createUser, expect, oxiscaleCli, startNode, test } fr
 // with their hostname and proxy to the other by MagicDNS name, so a request to a node's local
 // proxy crosses the tailnet and the receiving node's packet filter decides. The policy is
 // saved in the ACL editor only; the traffic is the proof that the server enforces it.
-
-// A blocked request is a dropped SYN: the proxy just waits, so each try is short.
-const BLOCKED_TRY_MS = 4_000;
-// Allowed traffic may need the new filter to arrive and a path to form.
-const REACH_TIMEOUT_MS = 90_000;
-
-/** True when the proxy at `url` relays `expected` from the peer within one short try. */
-async function reaches(url: string, expected: string): Promise<boolean> {
-  try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(BLOCKED_TRY_MS) });
-    return res.status === 200 && (await res.text()).trim() === expected;
-  } catch {
-    return false;
-  }
-}
-
-async function waitReach(url: string, expected: string, what: string) {
-  await expect.poll(() => reaches(url, expected), { message: what, timeout: REACH_TIMEOUT_MS, intervals: [500] }).toBe(true);
-}
-
-/** Waits for three refused tries in a row (a policy change may take a moment to land). */
-async function waitBlocked(url: string, expected: string, what: string) {
-  let streak = 0;
-  await expect
-    .poll(async () => (streak = (await reaches(url, expected)) ? 0 : streak + 1), { message: what, timeout: 40_000, intervals: [200] })
-    .toBeGreaterThanOrEqual(3);
-}
 
 /** Types `policy` into the editor, reviews the diff and saves it. */
 async function savePolicy(page: Page, policy: string, marker: string) {
