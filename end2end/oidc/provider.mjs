@@ -44,7 +44,14 @@
 //                                  token endpoint's ID token is re-signed (same key) with
 //                                  exp = now + N and iat = exp - 3600: a normal token that
 //                                  expired -N seconds ago. {"seconds": null} restores 3600.
-//   POST   /test/reset             accounts from the file again, default ID-token lifetime
+//   POST   /test/tamper            body {"id_token": "nonce" | "foreign-key" | null}: ID tokens
+//                                  from the token endpoint come with a nonce the server never
+//                                  sent, or re-signed by a key the JWKS does not list (same
+//                                  kid); null stops it.
+//   POST   /test/down              body {"down": true|false}: the token endpoint drops every
+//                                  connection, as a provider that went away during a login.
+//   POST   /test/reset             accounts from the file again, default ID-token lifetime,
+//                                  no tampering, up
 //
 // Prints `oidc-provider: listening on <issuer>` when ready; SIGTERM/SIGINT end it. Protocol
 // errors (a refused code, a wrong verifier) are logged to stderr, one line each, so a failing
@@ -72,6 +79,8 @@ const DEFAULT_ID_TOKEN_TTL = 3600;
 // Mutable by the test hooks; tests run one at a time (workers=1), so no locking.
 let accounts; // Map login -> { password, claims }
 let idTokenTtl; // seconds; <= 0 means "issue already expired" (see /test/ttl)
+let tamper; // null, or how the next ID tokens are spoiled (see /test/tamper)
+let down; // the token endpoint drops every connection (see /test/down)
 
 function loadAccounts() {
   const parsed = JSON.parse(readFileSync(accountsFile, "utf8"));
@@ -86,12 +95,16 @@ function loadAccounts() {
 function reset() {
   accounts = loadAccounts();
   idTokenTtl = DEFAULT_ID_TOKEN_TTL;
+  tamper = null;
+  down = false;
 }
 reset();
 
 // A fresh RS256 key per run: the server must fetch the JWKS, never cache a key across runs.
 const { privateKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
 const signingKey = { ...privateKey.export({ format: "jwk" }), kid: `e2e-${Date.now().toString(36)}`, use: "sig", alg: "RS256" };
+// A key the JWKS never lists, for ID tokens "signed by another key" (same kid, as a forger would).
+const { privateKey: foreignKey } = generateKeyPairSync("rsa", { modulusLength: 2048 });
 
 const client = (client_id, client_secret) => ({
   client_id,
@@ -167,22 +180,33 @@ provider.use(async (ctx, next) => {
   await provider.interactionFinished(ctx.req, ctx.res, { login: { accountId: entry.claims.sub } }, { mergeWithLastSubmission: false });
 });
 
-// Already-expired ID tokens (/test/ttl with seconds <= 0): rewrite the token endpoint's answer.
+// Spoiled ID tokens, re-signed after the fact: already expired (/test/ttl with seconds <= 0),
+// or as /test/tamper says (a nonce the server never sent; a key the JWKS does not list).
 provider.use(async (ctx, next) => {
   await next();
-  if (ctx.path === "/token" && ctx.status === 200 && idTokenTtl <= 0 && ctx.body?.id_token) {
-    ctx.body = { ...ctx.body, id_token: backdate(ctx.body.id_token, idTokenTtl) };
+  if (ctx.path !== "/token" || ctx.status !== 200 || !ctx.body?.id_token) return;
+  if (idTokenTtl <= 0) {
+    ctx.body = { ...ctx.body, id_token: resign(ctx.body.id_token, (c) => backdate(c, idTokenTtl), privateKey) };
+  } else if (tamper === "nonce") {
+    ctx.body = { ...ctx.body, id_token: resign(ctx.body.id_token, (c) => (c.nonce = `not-${c.nonce}`), privateKey) };
+  } else if (tamper === "foreign-key") {
+    ctx.body = { ...ctx.body, id_token: resign(ctx.body.id_token, () => {}, foreignKey) };
   }
 });
 
-/** Re-signs an RS256 JWT with exp = now + offset (offset <= 0) and a one-hour life before it. */
-function backdate(jwt, offset) {
-  const [header, payload] = jwt.split(".");
-  const claims = JSON.parse(Buffer.from(payload, "base64url"));
+/** Sets exp = now + offset (offset <= 0) with a one-hour life before it. */
+function backdate(claims, offset) {
   claims.exp = Math.floor(Date.now() / 1000) + offset;
   claims.iat = claims.exp - DEFAULT_ID_TOKEN_TTL;
+}
+
+/** Re-signs an RS256 JWT with `key` after `change` edited its claims in place. */
+function resign(jwt, change, key) {
+  const [header, payload] = jwt.split(".");
+  const claims = JSON.parse(Buffer.from(payload, "base64url"));
+  change(claims);
   const body = `${header}.${Buffer.from(JSON.stringify(claims)).toString("base64url")}`;
-  return `${body}.${sign("sha256", Buffer.from(body), privateKey).toString("base64url")}`;
+  return `${body}.${sign("sha256", Buffer.from(body), key).toString("base64url")}`;
 }
 
 async function readBody(req, limit = 64 * 1024) {
@@ -228,6 +252,16 @@ async function testHook(req, res) {
     if (seconds !== null && !Number.isInteger(seconds)) return reply(res, 400, { error: "seconds must be an integer or null" });
     idTokenTtl = seconds ?? DEFAULT_ID_TOKEN_TTL;
     return reply(res, 200, { seconds: idTokenTtl });
+  } else if (url.pathname === "/test/tamper" && req.method === "POST") {
+    const { id_token } = await json();
+    if (![null, "nonce", "foreign-key"].includes(id_token ?? null)) return reply(res, 400, { error: 'id_token must be "nonce", "foreign-key" or null' });
+    tamper = id_token ?? null;
+    return reply(res, 200, { id_token: tamper });
+  } else if (url.pathname === "/test/down" && req.method === "POST") {
+    const body = await json();
+    if (typeof body.down !== "boolean") return reply(res, 400, { error: "down must be a boolean" });
+    down = body.down;
+    return reply(res, 200, { down });
   } else if (url.pathname === "/test/reset" && req.method === "POST") {
     reset();
     return reply(res, 200, { accounts: [...accounts.keys()], seconds: idTokenTtl });
@@ -240,6 +274,8 @@ const handleOidc = provider.callback();
 const server = http.createServer((req, res) => {
   if (req.url.startsWith("/test/")) {
     testHook(req, res).catch((err) => reply(res, 400, { error: String(err.message ?? err) }));
+  } else if (down && req.url.startsWith("/token")) {
+    req.socket.destroy(); // as a provider that went away mid-login looks to the server
   } else {
     handleOidc(req, res);
   }

@@ -56,8 +56,8 @@ async function expectRefused(page: Page, response: Response, reason: RegExp) {
 }
 
 /** Sign-in failed: 400 and a reason paragraph. */
-async function expectFailed(page: Page, response: Response | null) {
-  expect(response?.status(), "a failed sign-in answers 400").toBe(400);
+async function expectFailed(page: Page, response: Response | null, status = 400) {
+  expect(response?.status(), `a failed sign-in answers ${status}`).toBe(status);
   await expect(page.getByRole("heading", { level: 1 })).toHaveText("Sign-in failed");
   await expect(page.locator("p", { hasText: /\w{3,}/ }).first(), "a reason").toBeVisible();
 }
@@ -204,7 +204,7 @@ test.describe("device login through OpenID Connect", () => {
     });
   }
 
-  test("a cancelled sign-in, a replayed callback, a forged state, another client's code and an expired ID token fail", async ({ page, context }, testInfo) => {
+  test("a cancelled sign-in, a replayed callback, a forged state, another client's code, a spoiled ID token and a provider gone mid-login fail", async ({ page, context }, testInfo) => {
     test.setTimeout(180_000);
     const host = `oidc-bad-${Date.now().toString(36)}`;
     const node = startNode(null, host);
@@ -257,6 +257,25 @@ test.describe("device login through OpenID Connect", () => {
         await expectFailed(page, await landOn(page, () => page.goto(authURL), "Sign-in failed"));
       } finally {
         await providerHook("ttl", { seconds: null });
+      }
+      // An ID token for another sign-in (its nonce is not the one this one sent), then one
+      // signed by a key the provider's JWKS does not list.
+      for (const spoil of ["nonce", "foreign-key"]) {
+        await providerHook("tamper", { id_token: spoil });
+        try {
+          await expectFailed(page, await landOn(page, () => page.goto(authURL), "Sign-in failed"));
+        } finally {
+          await providerHook("tamper", { id_token: null });
+        }
+      }
+      // The provider goes away between the person's sign-in and the code exchange: a 502
+      // that says so, and the machine can try again once it is back.
+      await providerHook("down", { down: true });
+      try {
+        await expectFailed(page, await landOn(page, () => page.goto(authURL), "Sign-in failed"), 502);
+        await expect(page.getByText(/identity provider/i).first()).toBeVisible();
+      } finally {
+        await providerHook("down", { down: false });
       }
       await testInfo.attach("sign-in failed", { body: await page.screenshot({ fullPage: true }), contentType: "image/png" });
       expect(nodeNamed(host), "nothing registered").toBeUndefined();
