@@ -69,11 +69,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// Builds and starts everything. A listen address with port 0 picks a free port; when the
 /// server_url also says port 0, it is rewritten to the port picked (tests use this).
 pub async fn start(mut config: Config) -> anyhow::Result<Running> {
-    for key in config.ignored_keys() {
-        warn!(
-            key,
-            "configuration key is accepted for headscale compatibility but not used by oxiscale yet"
-        );
+    for notice in &config.notices {
+        warn!("configuration: {notice}");
     }
     create_private_dir(&config.data_dir)?;
 

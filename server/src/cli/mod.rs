@@ -4,7 +4,7 @@
 mod client;
 mod output;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -21,8 +21,10 @@ use output::Output;
     about = "A self-hosted Tailscale coordination server with its admin console built in"
 )]
 pub struct Cli {
-    /// Configuration file (headscale's config.yaml keys). Without one, defaults and
-    /// OXISCALE_* environment variables apply.
+    /// Configuration file (headscale's config.yaml keys; HEADSCALE_CONFIG works too). Without
+    /// one, the first of /etc/oxiscale, ~/.oxiscale, /etc/headscale, ~/.headscale and the
+    /// working directory that holds a config.yaml (.yml, .json) is read; with none, defaults
+    /// and OXISCALE_* (or HEADSCALE_*) environment variables apply.
     #[arg(short = 'c', long = "config", env = "OXISCALE_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// Output format.
@@ -349,7 +351,15 @@ pub enum AuthCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+    let path = cli
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("HEADSCALE_CONFIG").map(PathBuf::from))
+        .or_else(|| {
+            let home = std::env::var_os("HOME").map(PathBuf::from);
+            crate::config::headscale::find_config_file(home.as_deref(), Path::is_file)
+        });
+    let config = match Config::load(path.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("oxiscale: {e}");
@@ -363,6 +373,10 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve => {
             init_logging(&config);
+            match &path {
+                Some(path) => tracing::info!(file = %path.display(), "configuration read"),
+                None => tracing::info!("no configuration file: defaults and environment"),
+            }
             match runtime.block_on(crate::serve::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -374,8 +388,8 @@ pub fn main() -> ExitCode {
         }
         Command::Configtest => {
             println!("{}", config.to_yaml());
-            for key in config.ignored_keys() {
-                eprintln!("note: {key} is accepted for headscale compatibility but not used yet");
+            for notice in &config.notices {
+                eprintln!("warning: {notice}");
             }
             eprintln!("configuration is valid");
             ExitCode::SUCCESS

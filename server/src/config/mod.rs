@@ -2,10 +2,12 @@
 //! every key can be overridden from the environment as `OXISCALE_<KEY PATH>` (dots become
 //! underscores: `dns.base_domain` → `OXISCALE_DNS_BASE_DOMAIN`); defaults that need no file.
 //!
-//! Unknown keys, in the file or the environment, are errors that name the key. Keys that
-//! headscale has but oxiscale does not act on yet are accepted and logged as ignored.
+//! headscale's own file, search path and `HEADSCALE_*` variables work too (`headscale`).
+//! A key oxiscale does not know, or a headscale key for something it does not do, is named
+//! in a warning and never stops the server; an unknown `OXISCALE_*` variable is an error.
 
 pub mod duration;
+pub mod headscale;
 pub mod oidc;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 
 pub use duration::HumanDuration;
+pub use headscale::ConfigNotice;
 pub use oidc::OidcConfig;
 
 /// Environment variables with the prefix that are not configuration keys.
@@ -46,6 +49,9 @@ pub enum ConfigError {
     BadEnv { var: String, message: String },
     #[error("invalid configuration: {key}: {message}")]
     Invalid { key: &'static str, message: String },
+    /// Keys headscale itself refuses, in headscale's words.
+    #[error("{0}")]
+    Removed(String),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,6 +93,14 @@ pub struct Config {
     pub logtail: Option<Value>,
     pub taildrop: Option<Value>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub tuning: Option<Value>,
+    pub auto_update: Option<Value>,
+    /// headscale's remote CLI settings (`cli.address`, `cli.api_key`, …).
+    pub cli: Option<Value>,
+    /// What a person should know about this config (unknown keys, renamed ones); filled by
+    /// [`Config::load`].
+    #[serde(skip)]
+    pub notices: Vec<ConfigNotice>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -189,6 +203,7 @@ pub struct DatabaseConfig {
 #[serde(rename_all = "lowercase")]
 pub enum DatabaseType {
     #[default]
+    #[serde(alias = "sqlite3")]
     Sqlite,
     Postgres,
 }
@@ -295,6 +310,10 @@ impl Default for Config {
             logtail: None,
             taildrop: None,
             trusted_proxies: None,
+            tuning: None,
+            auto_update: None,
+            cli: None,
+            notices: Vec::new(),
         }
     }
 }
@@ -417,16 +436,53 @@ impl Config {
         if tree.is_null() {
             tree = Value::Mapping(Default::default());
         }
-        apply_env(&mut tree, env)?;
         let origin = path
             .map(Path::to_owned)
             .unwrap_or_else(|| PathBuf::from("<defaults and environment>"));
-        let config: Config = serde_norway::from_value(tree).map_err(|e| ConfigError::Parse {
-            path: origin,
-            message: e.to_string(),
+        let known = known_paths();
+        let mut notices = headscale::upgrade(&mut tree, &known).map_err(|e| match e {
+            ConfigError::Removed(message) => ConfigError::Parse {
+                path: origin.clone(),
+                message,
+            },
+            other => other,
         })?;
+        apply_env(&mut tree, env, &known, &mut notices)?;
+        let mut config: Config =
+            serde_norway::from_value(tree).map_err(|e| ConfigError::Parse {
+                path: origin,
+                message: e.to_string(),
+            })?;
+        if let Some(dir) = path.and_then(Path::parent) {
+            config.resolve_paths_against(dir);
+        }
         config.validate()?;
+        notices.extend(
+            config
+                .ignored_keys()
+                .into_iter()
+                .map(|key| ConfigNotice::NotActedOn { key: key.into() }),
+        );
+        config.notices = notices;
         Ok(config)
+    }
+
+    /// headscale reads relative file paths in its config from the config file's directory,
+    /// not the working directory; so does oxiscale, for the same keys.
+    fn resolve_paths_against(&mut self, dir: &Path) {
+        let resolve = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p
+                && path.is_relative()
+                && !path.as_os_str().is_empty()
+            {
+                *path = dir.join(&*path);
+            }
+        };
+        resolve(&mut self.noise.private_key_path);
+        resolve(&mut self.derp.server.private_key_path);
+        resolve(&mut self.database.sqlite.path);
+        resolve(&mut self.policy.path);
+        resolve(&mut self.dns.extra_records_path);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -515,32 +571,46 @@ impl Config {
         Ok(())
     }
 
-    /// headscale keys present in this config that oxiscale accepts but does not act on.
+    /// headscale keys in this config that ask for something oxiscale does not do (yet).
+    /// A key left at headscale's example value (an empty TLS path, `logtail.enabled: false`)
+    /// asks for nothing and is not named; nor are tuning knobs of headscale's own internals
+    /// (`tuning`, `database.gorm`) or settings of features only used with another one
+    /// (`acme_*` without `tls_letsencrypt_hostname`).
     pub fn ignored_keys(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        macro_rules! note {
-            ($($field:ident).+ => $name:literal) => {
-                if self.$($field).+.is_some() { keys.push($name); }
-            };
+        fn set(v: &Option<String>) -> bool {
+            v.as_deref().is_some_and(|s| !s.trim().is_empty())
         }
-        note!(metrics_listen_addr => "metrics_listen_addr");
-        note!(grpc_listen_addr => "grpc_listen_addr");
-        note!(grpc_allow_insecure => "grpc_allow_insecure");
-        note!(disable_check_updates => "disable_check_updates");
-        note!(tls_cert_path => "tls_cert_path");
-        note!(tls_key_path => "tls_key_path");
-        note!(acme_url => "acme_url");
-        note!(acme_email => "acme_email");
-        note!(tls_letsencrypt_hostname => "tls_letsencrypt_hostname");
-        note!(tls_letsencrypt_cache_dir => "tls_letsencrypt_cache_dir");
-        note!(tls_letsencrypt_challenge_type => "tls_letsencrypt_challenge_type");
-        note!(tls_letsencrypt_listen => "tls_letsencrypt_listen");
-        note!(logtail => "logtail");
-        note!(taildrop => "taildrop");
-        note!(trusted_proxies => "trusted_proxies");
-        note!(database.postgres => "database.postgres");
-        note!(database.gorm => "database.gorm");
-        note!(node.routes => "node.routes");
+        fn flag(section: &Option<Value>, key: &str) -> Option<bool> {
+            section.as_ref()?.get(key)?.as_bool()
+        }
+        let mut keys = Vec::new();
+        if set(&self.metrics_listen_addr) {
+            keys.push("metrics_listen_addr");
+        }
+        let remote_grpc = self.grpc_listen_addr.as_deref().is_some_and(|a| {
+            !(a.starts_with("127.") || a.starts_with("localhost:") || a.starts_with("[::1]"))
+        });
+        if remote_grpc {
+            keys.push("grpc_listen_addr");
+        }
+        if set(&self.tls_cert_path) || set(&self.tls_key_path) {
+            keys.push("tls_cert_path");
+        }
+        if set(&self.tls_letsencrypt_hostname) {
+            keys.push("tls_letsencrypt_hostname");
+        }
+        if flag(&self.logtail, "enabled") == Some(true) {
+            keys.push("logtail.enabled");
+        }
+        if flag(&self.taildrop, "enabled") == Some(false) {
+            keys.push("taildrop.enabled");
+        }
+        if self.trusted_proxies.as_ref().is_some_and(|p| !p.is_empty()) {
+            keys.push("trusted_proxies");
+        }
+        if flag(&self.auto_update, "enabled") == Some(true) {
+            keys.push("auto_update.enabled");
+        }
         keys
     }
 
@@ -627,15 +697,33 @@ fn env_name(path: &str) -> String {
     format!("OXISCALE_{}", path.replace('.', "_").to_uppercase())
 }
 
+/// Applies `HEADSCALE_<KEY>` then `OXISCALE_<KEY>` variables (oxiscale's win over headscale's,
+/// both over the file). An unknown `OXISCALE_` variable is an error; an unknown `HEADSCALE_`
+/// one is named in a notice, as headscale itself ignores them.
 fn apply_env(
     tree: &mut Value,
     env: impl IntoIterator<Item = (String, String)>,
+    paths: &[String],
+    notices: &mut Vec<ConfigNotice>,
 ) -> Result<(), ConfigError> {
-    let paths = known_paths();
-    let mut vars: Vec<(String, String)> = env
+    let (mut headscale, mut vars): (Vec<(String, String)>, Vec<(String, String)>) = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with("OXISCALE_"))
-        .collect();
+        .filter(|(k, _)| k.starts_with("OXISCALE_") || k.starts_with("HEADSCALE_"))
+        .partition(|(k, _)| k.starts_with("HEADSCALE_"));
+    headscale.sort();
+    for (var, raw) in headscale {
+        if headscale::is_headscale_non_config_env(&var) {
+            continue;
+        }
+        let name = var.replacen("HEADSCALE_", "OXISCALE_", 1);
+        match paths.iter().find(|p| env_name(p) == name) {
+            Some(path) => set_path(tree, path, env_value(&var, &raw)?),
+            None => notices.push(ConfigNotice::Unknown {
+                key: var,
+                suggestion: None,
+            }),
+        }
+    }
     vars.sort();
     for (var, raw) in vars {
         if NON_CONFIG_ENV.contains(&var.as_str())
@@ -661,18 +749,20 @@ fn apply_env(
                 suggestions: close.join(", "),
             });
         };
-        // The value is read as YAML so that `true`, `30s`, `[a, b]` and `{k: v}` all work.
-        let value: Value = if raw.is_empty() {
-            Value::Null
-        } else {
-            serde_norway::from_str(&raw).map_err(|e| ConfigError::BadEnv {
-                var: var.clone(),
-                message: e.to_string(),
-            })?
-        };
-        set_path(tree, path, value);
+        set_path(tree, path, env_value(&var, &raw)?);
     }
     Ok(())
+}
+
+/// A variable's value, read as YAML so that `true`, `30s`, `[a, b]` and `{k: v}` all work.
+fn env_value(var: &str, raw: &str) -> Result<Value, ConfigError> {
+    if raw.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_norway::from_str(raw).map_err(|e| ConfigError::BadEnv {
+        var: var.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 fn set_path(tree: &mut Value, path: &str, value: Value) {
@@ -748,7 +838,7 @@ mod tests {
              prefixes:\n  v4: 100.64.0.0/16\n  allocation: random\n\
              dns:\n  base_domain: ts.example.net\n  nameservers:\n    global: [1.1.1.1]\n    split:\n      corp.example: [10.0.0.53]\n\
              node:\n  expiry: 180d\n  ephemeral:\n    inactivity_timeout: 30m\n\
-             tls_cert_path: ''\n",
+             tls_cert_path: ''\nmetrics_listen_addr: 127.0.0.1:9090\ntaildrop:\n  enabled: true\n",
             &[],
         )
         .unwrap();
@@ -759,17 +849,102 @@ mod tests {
             vec!["10.0.0.53".to_string()]
         );
         assert_eq!(c.node.expiry.0.as_secs(), 180 * 86_400);
-        assert_eq!(c.ignored_keys(), vec!["tls_cert_path"]);
+        assert_eq!(
+            c.ignored_keys(),
+            vec!["metrics_listen_addr"],
+            "an empty TLS path and taildrop on ask for nothing"
+        );
         assert_eq!(c.server_host(), "hs.example.org");
         assert_eq!(c.server_port(), 443);
     }
 
     #[test]
-    fn unknown_file_key_is_named() {
-        let err = load_yaml("dns:\n  base_domian: x.example\n", &[])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("base_domian"), "{err}");
+    fn unknown_file_key_is_named_and_does_not_stop_the_server() {
+        let c = load_yaml("dns:\n  base_domian: x.example\n", &[]).unwrap();
+        let said: Vec<String> = c.notices.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            said,
+            vec![
+                "\"dns.base_domian\" is not a configuration key oxiscale knows; ignored (did you mean \"dns.base_domain\"?)"
+            ]
+        );
+    }
+
+    /// headscale's stock `config-example.yaml` of 0.26.1, 0.27.1, 0.28.0 and 0.29.2
+    /// (fixtures/headscale/config) load; what oxiscale does not act on is named.
+    #[test]
+    fn headscale_stock_config_files_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/headscale/config");
+        for version in ["0.26.1", "0.27.1", "0.28.0", "0.29.2"] {
+            let path = dir.join(format!("config-example-{version}.yaml"));
+            let c = Config::load(Some(&path), Vec::new())
+                .unwrap_or_else(|e| panic!("headscale {version}'s example: {e}"));
+            assert_eq!(c.server_url, "http://127.0.0.1:8080", "{version}");
+            assert_eq!(
+                c.noise_key_path(),
+                PathBuf::from("/var/lib/headscale/noise_private.key")
+            );
+            assert_eq!(
+                c.sqlite_path(),
+                PathBuf::from("/var/lib/headscale/db.sqlite")
+            );
+            assert_eq!(c.node.ephemeral.inactivity_timeout.0.as_secs(), 30 * 60);
+            assert!(!c.derp.server.enabled, "{version}: the example turns it off");
+            assert!(
+                !c.notices
+                    .iter()
+                    .any(|n| matches!(n, ConfigNotice::Unknown { .. })),
+                "{version}: every key of the example is known: {:?}",
+                c.notices
+            );
+            let renamed = c
+                .notices
+                .iter()
+                .any(|n| matches!(n, ConfigNotice::Renamed { .. }));
+            assert_eq!(renamed, version != "0.29.2", "{version}: {:?}", c.notices);
+        }
+    }
+
+    #[test]
+    fn headscale_variables_are_read_and_oxiscale_ones_win() {
+        let c = load_yaml(
+            "",
+            &[
+                ("HEADSCALE_DNS_BASE_DOMAIN", "hs.example"),
+                ("HEADSCALE_SERVER_URL", "https://hs.example.org"),
+                ("OXISCALE_SERVER_URL", "https://ox.example.org"),
+                ("HEADSCALE_CONFIG", "/etc/headscale/config.yaml"),
+                ("HEADSCALE_DEBUG_DUMP_CONFIG", "1"),
+                ("HEADSCALE_SOMETHING_NEW", "1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.dns.base_domain, "hs.example");
+        assert_eq!(c.server_url, "https://ox.example.org");
+        assert_eq!(
+            c.notices,
+            vec![ConfigNotice::Unknown {
+                key: "HEADSCALE_SOMETHING_NEW".into(),
+                suggestion: None
+            }]
+        );
+    }
+
+    #[test]
+    fn relative_paths_are_read_from_the_config_files_directory() {
+        let dir =
+            std::env::temp_dir().join(format!("oxiscale-config-rel-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.yaml");
+        std::fs::write(
+            &path,
+            "noise:\n  private_key_path: keys/noise.key\ndatabase:\n  type: sqlite3\n  sqlite:\n    path: /abs/db.sqlite\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), Vec::new()).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(c.noise_key_path(), dir.join("keys/noise.key"));
+        assert_eq!(c.sqlite_path(), PathBuf::from("/abs/db.sqlite"));
     }
 
     #[test]
