@@ -181,6 +181,15 @@ mod tests {
         fn delete_machine(&self, _: u64) -> BackendFuture<'_, ()> {
             refused()
         }
+        fn approve_machine(&self, _: u64) -> BackendFuture<'_, MachineSummary> {
+            refused()
+        }
+        fn approval_required(&self) -> bool {
+            false
+        }
+        fn set_approval_required(&self, _: bool) -> BackendFuture<'_, bool> {
+            refused()
+        }
         fn users(&self) -> Result<Vec<UserRow>, ConsoleError> {
             Ok(vec![])
         }

@@ -104,7 +104,8 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         base_domain: dns.base_domain.trim_matches('.').to_owned(),
         magic_dns: dns.magic_dns,
         node_expiry: (!config.node.expiry.is_zero()).then_some(config.node.expiry.0),
-        approval_required: config.node.approval_required,
+        approval_required: crate::admin::devices::effective_approval_required(&store, &config)
+            .await?,
     };
     let pool = AddressPool::new(
         config.prefixes.v4,

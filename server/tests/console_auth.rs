@@ -611,6 +611,16 @@ async fn every_server_function_checks_the_console_role() {
             Some(format!(r#"{{"id":{none}}}"#)),
             MACHINE_ADMINS,
         ),
+        (
+            "/console/fn/machine/approve",
+            Some(format!(r#"{{"id":{none}}}"#)),
+            MACHINE_ADMINS,
+        ),
+        (
+            "/console/fn/machines/approval",
+            Some(r#"{"required":false}"#.into()),
+            MACHINE_ADMINS,
+        ),
         ("/console/fn/users", Some("{}".into()), READERS),
         (
             "/console/fn/user/create",

@@ -20,7 +20,9 @@ pub async fn list_machines(query: String) -> Result<MachineList, ConsoleError> {
     let (backend, scope) = use_backend(Permission::ReadTailnet)?;
     let mut machines = backend.machines()?;
     machines.retain(|m| scope.covers(m.owner_id));
-    Ok(crate::dto::tailnet::MachineQuery::parse(&query).apply(machines))
+    let mut list = crate::dto::tailnet::MachineQuery::parse(&query).apply(machines);
+    list.approval_required = backend.approval_required();
+    Ok(list)
 }
 
 #[server(prefix = "/console/fn", endpoint = "machine", input = Json, client = ConsoleClient)]
@@ -82,6 +84,23 @@ pub async fn expire_machine(id: u64) -> Result<MachineSummary, ConsoleError> {
 pub async fn disable_machine_expiry(id: u64) -> Result<MachineSummary, ConsoleError> {
     use_backend_for_all(Permission::WriteMachines)?
         .disable_machine_expiry(id)
+        .await
+}
+
+/// Lets a machine that waits for approval into the tailnet. Never a member's to do, not even
+/// for their own machine: approval is the administrators' check on new devices.
+#[server(prefix = "/console/fn", endpoint = "machine/approve", input = Json, client = ConsoleClient)]
+pub async fn approve_machine(id: u64) -> Result<MachineSummary, ConsoleError> {
+    use_backend_for_all(Permission::WriteMachines)?
+        .approve_machine(id)
+        .await
+}
+
+/// Turns device approval on or off for machines that register from now on.
+#[server(prefix = "/console/fn", endpoint = "machines/approval", input = Json, client = ConsoleClient)]
+pub async fn set_device_approval(required: bool) -> Result<bool, ConsoleError> {
+    use_backend_for_all(Permission::WriteMachines)?
+        .set_approval_required(required)
         .await
 }
 

@@ -20,6 +20,12 @@ pub trait TailnetBackend: Send + Sync {
     fn expire_machine(&self, id: u64) -> BackendFuture<'_, MachineSummary>;
     fn disable_machine_expiry(&self, id: u64) -> BackendFuture<'_, MachineSummary>;
     fn delete_machine(&self, id: u64) -> BackendFuture<'_, ()>;
+    /// Lets a machine that waits for approval into the tailnet.
+    fn approve_machine(&self, id: u64) -> BackendFuture<'_, MachineSummary>;
+    /// Whether machines that register from now on wait for an administrator.
+    fn approval_required(&self) -> bool;
+    /// Turns device approval on or off (stored); answers what is now in force.
+    fn set_approval_required(&self, on: bool) -> BackendFuture<'_, bool>;
 
     fn users(&self) -> Result<Vec<UserRow>, ConsoleError>;
     fn create_user(

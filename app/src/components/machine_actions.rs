@@ -1,4 +1,5 @@
-//! The actions on one machine (rename, tags, routes and exit node, key expiry, delete),
+//! The actions on one machine (approval, rename, tags, routes and exit node, key expiry,
+//! delete),
 //! shared by the machine list's rows and the machine's own page. One panel is open at a
 //! time; delete asks for confirmation first.
 
@@ -10,8 +11,8 @@ use leptos::prelude::*;
 use leptos::reactive::owner::WeakOwner;
 
 use crate::api::tailnet::{
-    approve_machine_routes, delete_machine, disable_machine_expiry, expire_machine, rename_machine,
-    set_machine_tags,
+    approve_machine, approve_machine_routes, delete_machine, disable_machine_expiry,
+    expire_machine, rename_machine, set_machine_tags,
 };
 use crate::components::call::{ServerCall, use_server_call};
 use crate::components::notice::ErrorNotice;
@@ -182,6 +183,7 @@ pub fn MachineActions(
     let has_routes = !subnet.is_empty() || offers_exit;
     let key_expiry_disabled = machine.key_expiry.is_none();
     let tagged = !machine.tags.is_empty();
+    let waiting = !machine.approved;
 
     let disabled = move || call.disabled();
     let label = |what: &str| format!("{what} {}", name);
@@ -340,6 +342,7 @@ pub fn MachineActions(
         }
     };
 
+    let approve_label = label("Approve");
     let rename_label = label("Rename");
     let tags_label = label("Edit tags of");
     let routes_label = label("Routes of");
@@ -372,6 +375,20 @@ pub fn MachineActions(
                 })}
             <div id=panel_id_attr class="machine-actions__menu" hidden=move || !menu_open.get()>
                 <div class="machine-actions__buttons">
+                    {waiting
+                        .then(|| {
+                            view! {
+                                <button
+                                    type="button"
+                                    class="button"
+                                    aria-label=approve_label.clone()
+                                    disabled=disabled
+                                    on:click=move |_| run(answerless(approve_machine(id)), false)
+                                >
+                                    "Approve"
+                                </button>
+                            }
+                        })}
                     <button type="button" class="button button--secondary" aria-label=rename_label disabled=disabled on:click=move |_| toggle.run(Panel::Rename)>
                         "Rename"
                     </button>

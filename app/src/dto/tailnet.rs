@@ -42,6 +42,8 @@ pub struct MachineSummary {
     /// Advertised routes (Hostinfo.RoutableIPs), exit routes included.
     pub advertised_routes: Vec<String>,
     pub approved_routes: Vec<String>,
+    /// `false` while the machine waits for an administrator (device approval).
+    pub approved: bool,
 }
 
 impl MachineSummary {
@@ -82,7 +84,9 @@ impl MachineSummary {
     }
 
     pub fn status(&self) -> MachineStatus {
-        if self.expired {
+        if !self.approved {
+            MachineStatus::Waiting
+        } else if self.expired {
             MachineStatus::Expired
         } else if self.online {
             MachineStatus::Online
@@ -115,6 +119,8 @@ pub enum MachineStatus {
     Online,
     Offline,
     Expired,
+    /// Registered, waiting for an administrator's approval (device approval).
+    Waiting,
 }
 
 impl MachineStatus {
@@ -123,6 +129,7 @@ impl MachineStatus {
             MachineStatus::Online => "online",
             MachineStatus::Offline => "offline",
             MachineStatus::Expired => "expired",
+            MachineStatus::Waiting => "waiting",
         }
     }
 
@@ -131,6 +138,7 @@ impl MachineStatus {
             "online" => Some(MachineStatus::Online),
             "offline" => Some(MachineStatus::Offline),
             "expired" => Some(MachineStatus::Expired),
+            "waiting" => Some(MachineStatus::Waiting),
             _ => None,
         }
     }
@@ -317,6 +325,7 @@ impl MachineQuery {
         let mut tags: Vec<String> = all.iter().flat_map(|m| m.tags.iter().cloned()).collect();
         tags.sort();
         tags.dedup();
+        let waiting = all.iter().filter(|m| !m.approved).count();
         all.retain(|m| self.matches(m));
         all.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         let matching = all.len();
@@ -333,6 +342,9 @@ impl MachineQuery {
             page,
             pages,
             rows,
+            waiting,
+            // The server function says; the list alone cannot know.
+            approval_required: false,
             users,
             tags,
         }
@@ -389,6 +401,10 @@ pub struct MachineList {
     pub page: usize,
     pub pages: usize,
     pub rows: Vec<MachineSummary>,
+    /// Machines waiting for approval (of those the viewer may see), whatever the filters.
+    pub waiting: usize,
+    /// Whether new machines wait for an administrator (device approval is on).
+    pub approval_required: bool,
     /// Every owner and tag in the tailnet, for the filter menus.
     pub users: Vec<String>,
     pub tags: Vec<String>,
@@ -506,6 +522,7 @@ mod tests {
             last_seen: None,
             key_expiry: None,
             expired: false,
+            approved: true,
             created: "2026-11-22T05:41:03Z".into(),
             advertised_routes: vec![],
             approved_routes: vec![],
@@ -552,6 +569,37 @@ mod tests {
         assert_eq!(parse("page=x").page, 1);
         assert_eq!(parse("q=%zz&user=a+b").user.as_deref(), Some("a b"));
         assert_eq!(parse("q=%zz").q, "");
+    }
+
+    /// A machine waiting for approval shows as waiting whatever else is true of it, is
+    /// found by its own filter, and is counted whatever the filters.
+    #[test]
+    fn waiting_machines_have_their_own_status_and_count() {
+        let mut held = machine(1, "held");
+        held.approved = false;
+        held.online = true;
+        held.expired = true;
+        let other = machine(2, "other");
+        assert_eq!(held.status(), MachineStatus::Waiting);
+        assert_eq!(other.status(), MachineStatus::Offline);
+        assert_eq!(
+            MachineStatus::parse("waiting"),
+            Some(MachineStatus::Waiting)
+        );
+        let waiting = MachineQuery {
+            status: Some(MachineStatus::Waiting),
+            ..Default::default()
+        };
+        let list = waiting.apply(vec![held.clone(), other.clone()]);
+        assert_eq!(list.rows, vec![held.clone()]);
+        assert_eq!(list.waiting, 1);
+        let online = MachineQuery {
+            status: Some(MachineStatus::Online),
+            ..Default::default()
+        };
+        let list = online.apply(vec![held, other]);
+        assert!(list.rows.is_empty(), "a held machine is not 'online'");
+        assert_eq!(list.waiting, 1, "counted whatever the filters");
     }
 
     #[test]

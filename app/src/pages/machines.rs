@@ -10,9 +10,9 @@ use leptos_router::components::{A, Form};
 use leptos_router::hooks::{use_navigate, use_query_map};
 
 use crate::api::get_console_config;
-use crate::api::tailnet::{list_keys, list_machines};
+use crate::api::tailnet::{SetDeviceApproval, list_keys, list_machines};
 use crate::components::copy_button::CopyButton;
-use crate::components::live::use_machine_events;
+use crate::components::live::{use_hydrated, use_machine_events};
 use crate::components::machine_actions::{ActionStates, MachineActions};
 use crate::components::notice::{ErrorNotice, Loading};
 use crate::components::preauth_form::PreAuthKeyForm;
@@ -47,10 +47,16 @@ pub fn MachinesPage() -> impl IntoView {
                 let list = list.await;
                 match (config, list) {
                     (Ok(config), Ok(list)) => {
+                        let approval = view! {
+                            <DeviceApproval waiting=list.waiting required=list.approval_required on_changed=refetch />
+                        };
                         if list.total == 0 {
-                            view! { <NoMachines config /> }.into_any()
+                            view! { {approval} <NoMachines config /> }.into_any()
                         } else {
-                            view! { <MachineTable list query=query.get_untracked() on_changed=refetch /> }
+                            view! {
+                                {approval}
+                                <MachineTable list query=query.get_untracked() on_changed=refetch />
+                            }
                                 .into_any()
                         }
                     }
@@ -58,6 +64,69 @@ pub fn MachinesPage() -> impl IntoView {
                 }
             })}
         </Transition>
+    }
+}
+
+/// Device approval: the machines that wait for an administrator (a link to them), and the
+/// switch that makes machines registering from now on wait.
+#[component]
+fn DeviceApproval(waiting: usize, required: bool, on_changed: Callback<()>) -> impl IntoView {
+    let switch = ServerAction::<SetDeviceApproval>::new();
+    let hydrated = use_hydrated();
+    let pending = switch.pending();
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = switch.value().get() {
+            on_changed.run(());
+        }
+    });
+    let refusal = move || {
+        switch
+            .value()
+            .get()
+            .and_then(Result::err)
+            .map(|e| view! { <ErrorNotice message=e.to_string() /> })
+    };
+    let (state, button) = if required {
+        (
+            "Device approval is on: new machines wait for an administrator.",
+            "Turn off",
+        )
+    } else {
+        (
+            "Device approval is off: new machines join at once.",
+            "Turn on",
+        )
+    };
+    let waiting_text = match waiting {
+        1 => "1 machine is waiting for approval".to_owned(),
+        n => format!("{n} machines are waiting for approval"),
+    };
+    view! {
+        <section class="device-approval" aria-label="Device approval">
+            {(waiting > 0)
+                .then(|| {
+                    view! {
+                        <p class="device-approval__waiting" role="status">
+                            <A href="/machines?status=waiting">{waiting_text}</A>
+                        </p>
+                    }
+                })}
+            <p class="device-approval__setting">
+                <span>{state}</span>
+                <button
+                    type="button"
+                    class="button button--secondary"
+                    aria-label=format!("{button} device approval")
+                    disabled=move || !hydrated.get() || pending.get()
+                    on:click=move |_| {
+                        switch.dispatch(SetDeviceApproval { required: !required });
+                    }
+                >
+                    {button}
+                </button>
+            </p>
+            {refusal}
+        </section>
     }
 }
 
@@ -113,6 +182,7 @@ fn MachineTable(
         MachineStatus::Online,
         MachineStatus::Offline,
         MachineStatus::Expired,
+        MachineStatus::Waiting,
     ]
     .into_iter()
     .map(|s| {
@@ -218,6 +288,7 @@ fn MachineRow(machine: MachineSummary, on_changed: Callback<()>) -> impl IntoVie
     let status_text = match status {
         MachineStatus::Online => "Online".to_owned(),
         MachineStatus::Expired => "Expired".to_owned(),
+        MachineStatus::Waiting => "Waiting for approval".to_owned(),
         MachineStatus::Offline => match &machine.last_seen {
             Some(t) => format!("Last seen {}", short_time(t)),
             None => "Never connected".to_owned(),

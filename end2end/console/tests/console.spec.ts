@@ -125,12 +125,12 @@ test("keyboard: skip link first, then the navigation, copy button reachable", as
   await expect(page.getByRole("link", { name: "oxiscale" })).toBeFocused();
   await page.keyboard.press("Tab");
   await expect(page.getByRole("link", { name: "Machines" })).toBeFocused();
-  // Machines, Users, Access controls, DNS, Keys, Logs, Sign out, then the "Keys" link in the
-  // text, then Copy.
+  // Machines, Users, Access controls, DNS, Keys, Logs, Sign out.
   for (let i = 0; i < 5; i++) await page.keyboard.press("Tab");
   await page.keyboard.press("Tab");
   await expect(page.getByRole("button", { name: "Sign out" })).toBeFocused();
-  for (let i = 0; i < 2; i++) await page.keyboard.press("Tab");
+  // The device approval switch, the "Keys" link in the text, then Copy.
+  for (let i = 0; i < 3; i++) await page.keyboard.press("Tab");
   await expect(copy).toBeFocused();
   await page.keyboard.press("Enter");
   // Without clipboard permission in this context either outcome proves the key worked.

@@ -1,8 +1,10 @@
 //! Administration of the tailnet: the operations behind the CLI, the REST API and the
 //! console, one implementation for all of them.
 
+pub mod devices;
 pub mod dns;
 pub mod dto;
+pub mod identity;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -29,6 +29,7 @@ fn summary(n: NodeView) -> MachineSummary {
         created: n.created_at,
         advertised_routes: n.available_routes,
         approved_routes: n.approved_routes,
+        approved: n.approved,
     }
 }
 
@@ -162,6 +163,26 @@ impl app::backend::TailnetBackend for Backend {
                 .await
                 .map_err(console_error)?;
             Ok(summary(n))
+        })
+    }
+
+    fn approve_machine(&self, id: u64) -> BackendFuture<'_, MachineSummary> {
+        Box::pin(async move {
+            let n = self.admin.approve_node(id).await.map_err(console_error)?;
+            Ok(summary(n))
+        })
+    }
+
+    fn approval_required(&self) -> bool {
+        self.admin.approval_required()
+    }
+
+    fn set_approval_required(&self, on: bool) -> BackendFuture<'_, bool> {
+        Box::pin(async move {
+            self.admin
+                .set_approval_required(on)
+                .await
+                .map_err(console_error)
         })
     }
 
