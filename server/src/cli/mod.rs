@@ -387,7 +387,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Configtest => {
-            println!("{}", config.to_yaml());
+            output::print_line(config.to_yaml());
             for notice in &config.notices {
                 eprintln!("warning: {notice}");
             }
@@ -848,9 +848,9 @@ async fn admin_command(
             // JSON lines are not one JSON value: a single entry parses as one, more come
             // back as text; either way they are printed as lines.
             match client.get(&format!("/api/v1/audit?{query}")).await? {
-                Value::String(lines) => print!("{lines}"),
+                Value::String(lines) => output::print_out(lines),
                 Value::Null => {}
-                entry => println!("{entry}"),
+                entry => output::print_line(entry),
             }
         }
         Command::Admins(cmd) => match cmd {

@@ -1,8 +1,29 @@
 //! Printing results: a table or a sentence for people, JSON or YAML for programs.
 
+use std::fmt::Display;
+use std::io::{ErrorKind, Write};
+
 use serde_json::Value;
 
 use super::Format;
+
+/// Writes `text` to standard output. A reader that went away (`oxiscale nodes list | head -3`)
+/// ends the program quietly and successfully, as a Unix tool does, instead of a panic.
+pub fn print_out(text: impl Display) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = write!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() == ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("oxiscale: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// [`print_out`] with a newline.
+pub fn print_line(text: impl Display) {
+    print_out(format_args!("{text}\n"));
+}
 
 pub struct Output {
     format: Format,
@@ -21,7 +42,7 @@ impl Output {
     /// Prints a single result; `human` renders it for people.
     pub fn value(&self, v: &Value, human: impl FnOnce(&Value) -> String) {
         match self.format {
-            Format::Human => println!("{}", human(v)),
+            Format::Human => print_line(human(v)),
             _ => self.machine(v),
         }
     }
@@ -58,33 +79,39 @@ impl Output {
                 .trim_end()
                 .to_owned()
         };
-        println!(
-            "{}",
-            line(columns.iter().map(|(h, _)| (*h).to_owned()).collect())
-        );
+        let mut text = line(columns.iter().map(|(h, _)| (*h).to_owned()).collect());
         for r in rows {
-            println!("{}", line(r));
+            text.push('\n');
+            text.push_str(&line(r));
         }
+        print_line(text);
     }
 
+    /// Errors go to standard error in every format (a program reading standard output never
+    /// mistakes one for a result); under a machine format they are that format.
     pub fn error(&self, e: &anyhow::Error) {
         match self.format {
             Format::Human => eprintln!("oxiscale: {e:#}"),
-            _ => {
-                self.machine(&serde_json::json!({ "error": format!("{e:#}") }));
-            }
+            _ => eprint!(
+                "{}",
+                self.render(&serde_json::json!({ "error": format!("{e:#}") }))
+            ),
         }
     }
 
     fn machine(&self, v: &Value) {
+        print_out(self.render(v));
+    }
+
+    fn render(&self, v: &Value) -> String {
         match self.format {
-            Format::Json => println!(
-                "{}",
+            Format::Json => format!(
+                "{}\n",
                 serde_json::to_string_pretty(v).expect("JSON values print")
             ),
-            Format::JsonLine => println!("{v}"),
-            Format::Yaml => print!("{}", serde_norway::to_string(v).unwrap_or_default()),
-            Format::Human => unreachable!("human output is rendered by the caller"),
+            Format::JsonLine => format!("{v}\n"),
+            Format::Yaml => serde_norway::to_string(v).unwrap_or_default(),
+            Format::Human => format!("{v}\n"),
         }
     }
 }
