@@ -49,9 +49,15 @@ pub enum ConfigNotice {
         suggestion: Option<String>,
     },
     /// A key headscale renamed; the old one still works.
-    Renamed { old: &'static str, new: &'static str },
+    Renamed {
+        old: &'static str,
+        new: &'static str,
+    },
     /// A key headscale removed whose value changes nothing here.
-    Removed { key: &'static str, hint: &'static str },
+    Removed {
+        key: &'static str,
+        hint: &'static str,
+    },
 }
 
 impl fmt::Display for ConfigNotice {
@@ -62,7 +68,10 @@ impl fmt::Display for ConfigNotice {
                 "{key:?} is a headscale key that oxiscale accepts but does not act on"
             ),
             ConfigNotice::Unknown { key, suggestion } => {
-                write!(f, "{key:?} is not a configuration key oxiscale knows; ignored")?;
+                write!(
+                    f,
+                    "{key:?} is not a configuration key oxiscale knows; ignored"
+                )?;
                 match suggestion {
                     Some(s) => write!(f, " (did you mean {s:?}?)"),
                     None => Ok(()),
@@ -85,9 +94,15 @@ const REFUSED: &[(&str, Option<&str>)] = &[
     ("acl_policy_path", Some("policy.path")),
     ("dns_config.magic_dns", Some("dns.magic_dns")),
     ("dns_config.base_domain", Some("dns.base_domain")),
-    ("dns_config.override_local_dns", Some("dns.override_local_dns")),
+    (
+        "dns_config.override_local_dns",
+        Some("dns.override_local_dns"),
+    ),
     ("dns_config.nameservers", Some("dns.nameservers.global")),
-    ("dns_config.restricted_nameservers", Some("dns.nameservers.split")),
+    (
+        "dns_config.restricted_nameservers",
+        Some("dns.nameservers.split"),
+    ),
     ("dns_config.domains", Some("dns.search_domains")),
     ("dns_config.extra_records", Some("dns.extra_records")),
     ("dns.use_username_in_magic_dns", None),
@@ -276,7 +291,9 @@ mod tests {
         let mut t = tree("ephemeral_node_inactivity_timeout: 30m\n");
         upgrade(&mut t, &known()).unwrap();
         assert_eq!(
-            get(&t, "node.ephemeral.inactivity_timeout").unwrap().as_str(),
+            get(&t, "node.ephemeral.inactivity_timeout")
+                .unwrap()
+                .as_str(),
             Some("30m")
         );
         let mut t = tree(
@@ -284,7 +301,9 @@ mod tests {
         );
         let notices = upgrade(&mut t, &known()).unwrap();
         assert_eq!(
-            get(&t, "node.ephemeral.inactivity_timeout").unwrap().as_str(),
+            get(&t, "node.ephemeral.inactivity_timeout")
+                .unwrap()
+                .as_str(),
             Some("5m"),
             "the new key wins"
         );
@@ -335,9 +354,17 @@ mod tests {
         let found = find_config_file(Some(home), |p| {
             p == Path::new("/etc/headscale/config.yaml") || p == Path::new("./config.yaml")
         });
-        assert_eq!(found.as_deref(), Some(Path::new("/etc/headscale/config.yaml")));
-        let found = find_config_file(Some(home), |p| p == Path::new("/home/ops/.headscale/config.yml"));
-        assert_eq!(found.as_deref(), Some(Path::new("/home/ops/.headscale/config.yml")));
+        assert_eq!(
+            found.as_deref(),
+            Some(Path::new("/etc/headscale/config.yaml"))
+        );
+        let found = find_config_file(Some(home), |p| {
+            p == Path::new("/home/ops/.headscale/config.yml")
+        });
+        assert_eq!(
+            found.as_deref(),
+            Some(Path::new("/home/ops/.headscale/config.yml"))
+        );
         assert_eq!(find_config_file(None, |_| false), None);
     }
 }

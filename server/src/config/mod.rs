@@ -889,7 +889,10 @@ mod tests {
                 PathBuf::from("/var/lib/headscale/db.sqlite")
             );
             assert_eq!(c.node.ephemeral.inactivity_timeout.0.as_secs(), 30 * 60);
-            assert!(!c.derp.server.enabled, "{version}: the example turns it off");
+            assert!(
+                !c.derp.server.enabled,
+                "{version}: the example turns it off"
+            );
             assert!(
                 !c.notices
                     .iter()
