@@ -24,6 +24,7 @@ pub mod ssr;
 use components::layout::Layout;
 use pages::acls::AclsPage;
 use pages::dns::DnsPage;
+use pages::identity::IdentityPage;
 use pages::keys::KeysPage;
 use pages::login::LoginPage;
 use pages::logs::LogsPage;
@@ -85,6 +86,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/keys") view=KeysPage />
                     <Route path=path!("/acls") view=AclsPage />
                     <Route path=path!("/dns") view=DnsPage />
+                    <Route path=path!("/settings/identity") view=IdentityPage />
                     <Route path=path!("/logs") view=LogsPage />
                     <Route path=path!("/login") view=LoginPage />
                     <Route path=path!("/setup") view=SetupPage />

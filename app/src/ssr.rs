@@ -139,6 +139,7 @@ mod tests {
     use super::*;
     use crate::backend::BackendFuture;
     use crate::dto::dns::DnsSettings;
+    use crate::dto::identity::{IdentitySettings, IdentitySource, IdentityUpdate, ProviderStatus};
     use crate::dto::policy::{PolicyDoc, Preview, SaveOutcome, Subject};
     use crate::dto::tailnet::{
         ApiKeyRow, CreatedSecret, MachineDetail, MachineSummary, NewPreAuthKey, PreAuthKeyRow,
@@ -257,6 +258,37 @@ mod tests {
 
         fn set_dns_settings(&self, settings: DnsSettings) -> BackendFuture<'_, DnsSettings> {
             Box::pin(async move { Ok(settings) })
+        }
+    }
+
+    /// OpenID Connect off; every change refused.
+    impl crate::backend::IdentityBackend for FixedBackend {
+        fn identity_settings(&self) -> BackendFuture<'_, IdentitySettings> {
+            Box::pin(async {
+                Ok(IdentitySettings {
+                    source: IdentitySource::ConfigFile,
+                    status: ProviderStatus::Off,
+                    issuer: String::new(),
+                    client_id: String::new(),
+                    client_secret_set: false,
+                    scopes: vec!["openid".into()],
+                    allowed_domains: vec![],
+                    allowed_users: vec![],
+                    allowed_groups: vec![],
+                    email_verified_required: true,
+                    use_expiry_from_token: false,
+                    expiry: String::new(),
+                    redirect_uri: "https://vpn.example.com/oidc/callback".into(),
+                })
+            })
+        }
+
+        fn set_identity_settings(&self, _: IdentityUpdate) -> BackendFuture<'_, IdentitySettings> {
+            refused()
+        }
+
+        fn reset_identity_settings(&self) -> BackendFuture<'_, IdentitySettings> {
+            refused()
         }
     }
 

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Json, Router};
 use oxiscale_derp::DerpServer;
@@ -15,7 +15,7 @@ use tracing::{debug, info};
 
 use crate::admin::Admin;
 use crate::control::ControlPlane;
-use crate::identity::Oidc;
+use crate::identity::OidcHandle;
 
 #[derive(Clone)]
 pub struct Edge {
@@ -24,8 +24,9 @@ pub struct Edge {
     pub derp: Option<Arc<DerpServer>>,
     pub admin: Admin,
     pub server_url: String,
-    /// Device sign-in through the OpenID Connect provider, when one is configured.
-    pub oidc: Option<Arc<Oidc>>,
+    /// Device sign-in through the OpenID Connect provider in force (read per request; without
+    /// one, a login link says how an administrator approves the machine).
+    pub oidc: OidcHandle,
 }
 
 pub fn router(edge: Edge) -> Router {
@@ -38,10 +39,6 @@ pub fn router(edge: Edge) -> Router {
             "/robots.txt",
             get(|| async { "User-agent: *\nDisallow: /\n" }),
         );
-    // Without a provider, a login link says how an administrator approves the machine.
-    if edge.oidc.is_none() {
-        r = r.route("/register/{auth_id}", get(register_page));
-    }
     if edge.derp.is_some() {
         r = r
             .route("/derp", any(derp))
@@ -49,17 +46,13 @@ pub fn router(edge: Edge) -> Router {
             .route("/derp/latency-check", any(derp_probe))
             .route("/generate_204", any(generate_204));
     }
-    let mut router = r
-        .with_state(edge.clone())
-        .merge(crate::api::authenticated_routes(edge.admin));
-    if let Some(oidc) = edge.oidc {
-        router = router.merge(crate::identity::routes::routes(
-            oidc,
+    r.with_state(edge.clone())
+        .merge(crate::api::authenticated_routes(edge.admin))
+        .merge(crate::identity::routes::routes(
+            edge.oidc,
             edge.control.tailnet.clone(),
             &edge.server_url,
-        ));
-    }
-    router
+        ))
 }
 
 async fn key(State(edge): State<Edge>) -> Json<oxiscale_noise::KeyResponse> {
@@ -122,33 +115,4 @@ async fn health(State(edge): State<Edge>) -> Response {
 
 async fn version() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "name": "oxiscale" }))
-}
-
-/// Where an interactive login's AuthURL leads: says how an administrator approves it.
-async fn register_page(State(edge): State<Edge>, Path(auth_id): Path<String>) -> Response {
-    let pending = edge.control.tailnet.read(|s| {
-        s.pending_login(&auth_id)
-            .map(|p| (p.hostinfo.hostname.clone(), p.machine.short()))
-    });
-    let Some((hostname, machine)) = pending else {
-        return (StatusCode::NOT_FOUND, Html("<!doctype html><title>oxiscale</title><p>This login link is unknown or has expired. Run <code>tailscale up</code> again.</p>".to_owned())).into_response();
-    };
-    let escape = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-         <title>Approve this machine · oxiscale</title></head><body><main>\
-         <h1>Approve this machine</h1><p>The machine <strong>{}</strong> ({}) asks to join the tailnet at {}.</p>\
-         <p>An administrator approves it with:</p><pre><code>oxiscale auth register --auth-id {} --user &lt;USER&gt;</code></pre>\
-         </main></body></html>",
-        escape(&hostname),
-        escape(&machine),
-        escape(&edge.server_url),
-        escape(&auth_id)
-    ))
-    .into_response()
 }

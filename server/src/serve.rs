@@ -165,10 +165,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         None => None,
     };
 
-    let oidc = discover_oidc(&config).await?;
+    // The identity provider (saved settings win over the config file's), discovered before
+    // any client can connect; read per request through its handle, so the console can change
+    // it and a provider that was down at start can come later.
+    let identity =
+        crate::admin::identity::IdentityService::start(&config, store.clone(), shutdown_rx.clone())
+            .await?;
 
     let dns = crate::admin::dns::DnsService::new(&config, control.clone(), dns);
-    let admin = Admin::new(tailnet.clone(), dns).with_policy(policy.clone());
+    let admin = Admin::new(tailnet.clone(), dns)
+        .with_policy(policy.clone())
+        .with_identity(identity.clone());
     let noise = Arc::new(oxiscale_noise::ServerConfig {
         key: oxiscale_noise::StaticKey::from_bytes(noise_key),
         min_version: oxiscale_tailcfg::MIN_CAPABILITY_VERSION as u16,
@@ -180,9 +187,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         derp,
         admin: admin.clone(),
         server_url: config.server_url.clone(),
-        oidc: oidc.clone(),
+        oidc: identity.handle(),
     };
-    let (console, console_fallback) = crate::console::routes(&config, admin.clone(), oidc);
+    let (console, console_fallback) =
+        crate::console::routes(&config, admin.clone(), identity.handle());
     crate::console::auth::announce_setup_link(store.pool(), &config.server_url).await;
     let router = crate::http::router(edge)
         .merge(console)
@@ -238,23 +246,6 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         http,
         socket,
     })
-}
-
-/// The OpenID Connect provider, discovered before any client can connect. An issuer that
-/// cannot be discovered stops the server, naming it, unless
-/// `oidc.only_start_if_oidc_is_available` is off: then logins wait for an administrator.
-async fn discover_oidc(config: &Config) -> anyhow::Result<Option<Arc<crate::identity::Oidc>>> {
-    if !config.oidc.enabled() {
-        return Ok(None);
-    }
-    match crate::identity::Oidc::discover(&config.oidc, &config.server_url).await {
-        Ok(oidc) => Ok(Some(Arc::new(oidc))),
-        Err(e) if !config.oidc.only_start_if_oidc_is_available => {
-            warn!(error = %e, "OpenID Connect is not available; machines without a key wait for an administrator (oidc.only_start_if_oidc_is_available is off)");
-            Ok(None)
-        }
-        Err(e) => Err(anyhow::Error::new(e).context("OpenID Connect (oidc.*)")),
-    }
 }
 
 /// Re-fetches `derp.urls` every `derp.update_frequency`; a changed map reaches every

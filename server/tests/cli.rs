@@ -29,7 +29,10 @@ async fn a_closed_pipe_ends_the_cli_quietly() {
         // The reader is gone before the CLI has its answer (`oxiscale users list | true`).
         drop(child.stdout.take());
         let out = child.wait_with_output().unwrap();
-        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     })
     .await
     .unwrap();
@@ -51,7 +54,10 @@ async fn errors_go_to_standard_error_in_every_format() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{format:?}: {stderr}");
         assert!(out.stdout.is_empty(), "{format:?}: nothing on stdout");
-        assert!(stderr.contains("424242") || stderr.contains("not found"), "{format:?}: {stderr}");
+        assert!(
+            stderr.contains("424242") || stderr.contains("not found"),
+            "{format:?}: {stderr}"
+        );
         if format == ["-o", "json"] {
             let v: serde_json::Value = serde_json::from_str(&stderr).unwrap();
             assert!(v["error"].is_string(), "{v}");

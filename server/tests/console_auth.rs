@@ -557,6 +557,7 @@ const READERS: &[Role] = &[
 const MACHINE_ADMINS: &[Role] = &[Role::Owner, Role::Admin, Role::ItAdmin];
 const NETWORK_ADMINS: &[Role] = &[Role::Owner, Role::Admin, Role::NetworkAdmin];
 const KEY_ADMINS: &[Role] = &[Role::Owner, Role::Admin];
+const IDENTITY_ADMINS: &[Role] = &[Role::Owner, Role::Admin];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_server_function_checks_the_console_role() {
@@ -666,6 +667,18 @@ async fn every_server_function_checks_the_console_role() {
             Some("dns in force".into()),
             NETWORK_ADMINS,
         ),
+        ("/console/fn/identity/get", None, IDENTITY_ADMINS),
+        (
+            "/console/fn/identity/set",
+            // Refused before discovery (plain http to another machine): nothing changes.
+            Some(
+                r#"{"settings":{"issuer":"http://id.example.invalid","client_id":"x","client_secret":"s","scopes":["openid"],"allowed_domains":[],"allowed_users":[],"allowed_groups":[],"email_verified_required":true,"use_expiry_from_token":false,"expiry":""}}"#
+                    .into(),
+            ),
+            IDENTITY_ADMINS,
+        ),
+        // Nothing saved: going back to the config file's settings changes nothing.
+        ("/console/fn/identity/reset", None, IDENTITY_ADMINS),
         ("/console/fn/policy/get", None, READERS),
         (
             "/console/fn/policy/set",

@@ -15,6 +15,7 @@ use crate::dto::{ConsoleConfig, ConsoleError};
 
 pub mod audit;
 pub mod dns;
+pub mod identity;
 pub mod policy;
 pub mod roles;
 pub mod tailnet;

@@ -37,6 +37,8 @@ pub enum Permission {
     WritePolicy,
     ReadDns,
     WriteDns,
+    /// The identity provider's settings (OpenID Connect): who may sign in at all.
+    ManageIdentity,
     /// Anything a signed-in person may see of the console itself.
     SignedIn,
 }
@@ -141,6 +143,11 @@ mod tests {
         for r in Role::ALL {
             assert_eq!(
                 r.allows(Permission::ManageApiKeys),
+                matches!(r, Role::Owner | Role::Admin),
+                "{r:?}"
+            );
+            assert_eq!(
+                r.allows(Permission::ManageIdentity),
                 matches!(r, Role::Owner | Role::Admin),
                 "{r:?}"
             );

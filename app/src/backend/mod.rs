@@ -5,8 +5,8 @@
 //! context to every page render and server function. The console never reaches into the
 //! server's internals any other way, so it can be tested with a fake backend.
 //!
-//! One sub-trait per area of the console (machines/users/keys, access controls, DNS), each in
-//! its own file, so the areas grow independently.
+//! One sub-trait per area of the console (machines/users/keys, access controls, DNS,
+//! identity), each in its own file, so the areas grow independently.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,11 +19,13 @@ use crate::dto::ConsoleError;
 
 mod audit;
 mod dns;
+mod identity;
 mod policy;
 mod tailnet;
 
 pub use audit::AuditBackend;
 pub use dns::DnsBackend;
+pub use identity::IdentityBackend;
 pub use policy::PolicyBackend;
 pub use tailnet::TailnetBackend;
 
@@ -32,7 +34,7 @@ pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ConsoleErr
 
 /// Everything the console asks of the server.
 pub trait ConsoleBackend:
-    TailnetBackend + PolicyBackend + DnsBackend + AuditBackend + Send + Sync + 'static
+    TailnetBackend + PolicyBackend + DnsBackend + IdentityBackend + AuditBackend + Send + Sync + 'static
 {
     /// The public URL of this server, as clients must pass it to `--login-server`.
     fn server_url(&self) -> String;

@@ -13,6 +13,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("/acls", "Access controls"),
     ("/dns", "DNS"),
     ("/keys", "Keys"),
+    ("/settings/identity", "Identity"),
     ("/logs", "Logs"),
 ];
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod audit;
 pub mod dns;
+pub mod identity;
 pub mod policy;
 pub mod tailnet;
 

@@ -1,5 +1,6 @@
 pub mod acls;
 pub mod dns;
+pub mod identity;
 pub mod keys;
 pub mod login;
 pub mod logs;

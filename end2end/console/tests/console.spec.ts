@@ -125,8 +125,8 @@ test("keyboard: skip link first, then the navigation, copy button reachable", as
   await expect(page.getByRole("link", { name: "oxiscale" })).toBeFocused();
   await page.keyboard.press("Tab");
   await expect(page.getByRole("link", { name: "Machines" })).toBeFocused();
-  // Machines, Users, Access controls, DNS, Keys, Logs, Sign out.
-  for (let i = 0; i < 5; i++) await page.keyboard.press("Tab");
+  // Machines, Users, Access controls, DNS, Keys, Identity, Logs, Sign out.
+  for (let i = 0; i < 6; i++) await page.keyboard.press("Tab");
   await page.keyboard.press("Tab");
   await expect(page.getByRole("button", { name: "Sign out" })).toBeFocused();
   // The device approval switch, the "Keys" link in the text, then Copy.

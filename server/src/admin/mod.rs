@@ -126,6 +126,8 @@ pub struct Admin {
     policy: Option<Arc<PolicyManager>>,
     /// The DNS settings in force (see `dns.rs`); every server has some.
     dns: Arc<dns::DnsService>,
+    /// The OpenID Connect settings in force (see `identity.rs`), once the server wires them in.
+    identity: Option<Arc<identity::IdentityService>>,
     /// Every change made through here is recorded, with who made it.
     audit: AuditLog,
 }
@@ -137,6 +139,7 @@ impl Admin {
             tailnet,
             policy: None,
             dns,
+            identity: None,
             audit,
         }
     }
@@ -161,6 +164,12 @@ impl Admin {
         {
             tracing::error!(error = %e, action, "a change could not be written to the audit log");
         }
+    }
+
+    /// Gives the administration the OpenID Connect settings (the console's Identity page).
+    pub fn with_identity(mut self, identity: Arc<identity::IdentityService>) -> Admin {
+        self.identity = Some(identity);
+        self
     }
 
     /// Gives the administration the policy source (`policy get|set`).

@@ -21,6 +21,7 @@ mod audit;
 pub mod auth;
 mod dns;
 mod events;
+mod identity;
 mod policy;
 mod tailnet;
 
@@ -77,7 +78,7 @@ pub fn site_root(config: &Config) -> PathBuf {
 pub fn routes(
     config: &Config,
     admin: Admin,
-    oidc: Option<Arc<crate::identity::Oidc>>,
+    oidc: crate::identity::OidcHandle,
 ) -> (Router, Router) {
     let root = site_root(config);
     if root
@@ -103,7 +104,8 @@ pub fn routes(
         )
         .with_state(feed);
     let pool = admin.tailnet().store().pool().clone();
-    let sso = oidc.map(|oidc| auth::ConsoleSso {
+    // Always there: OpenID Connect may be turned on in the console at any time.
+    let sso = Some(auth::ConsoleSso {
         oidc,
         tailnet: admin.tailnet().clone(),
         roles: config.console.roles.clone(),

@@ -4,7 +4,11 @@
 //!
 //! A person is (issuer, subject): the tailnet finds them again by that pair whatever their
 //! email or name becomes (`State::sign_in_user`).
+//!
+//! The provider in force sits in an [`OidcHandle`] that the settings (`admin::identity`) swap
+//! at run time.
 
+pub mod handle;
 pub mod pages;
 pub mod pending;
 pub mod restrictions;
@@ -27,6 +31,7 @@ use tracing::{info, warn};
 use crate::config::OidcConfig;
 use crate::config::oidc::PkceMethod;
 use crate::tailnet::state::ProviderProfile;
+pub use handle::{OidcHandle, Provider};
 use pending::{Full, ShortLived};
 use restrictions::{Refusal, Restrictions};
 

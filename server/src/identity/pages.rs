@@ -83,6 +83,21 @@ pub fn connected(hostname: &str) -> Response {
     page(StatusCode::OK, "Machine connected", &body)
 }
 
+/// Where a machine's login link leads while no identity provider is in force (OpenID Connect
+/// off, or its provider not discovered yet): how an administrator approves the machine.
+pub fn needs_approval(hostname: &str, machine: &str, server_url: &str, auth_id: &str) -> Response {
+    let body = format!(
+        "<h1>Approve this machine</h1><p>The machine <strong>{}</strong> ({}) asks to join the \
+         tailnet at {}.</p><p>An administrator approves it with:</p>\
+         <pre><code>oxiscale auth register --auth-id {} --user &lt;USER&gt;</code></pre>",
+        escape(hostname),
+        escape(machine),
+        escape(server_url),
+        escape(auth_id)
+    );
+    page(StatusCode::OK, "Approve this machine", &body)
+}
+
 /// The person is not allowed in; nothing was registered.
 pub fn refused(reason: &str) -> Response {
     let body = format!(

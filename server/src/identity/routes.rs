@@ -1,10 +1,14 @@
 //! The web side of device sign-in (headscale's paths, so links and proxies carry over):
 //!
 //! - `GET /register/{auth_id}`: the AuthURL a client shows. Sends the browser to the
-//!   provider, with a cookie that binds the sign-in to this browser.
+//!   provider, with a cookie that binds the sign-in to this browser; while no provider is in
+//!   force, says how an administrator approves the machine instead.
 //! - `GET /oidc/callback`: the provider sends the browser back; every check runs here, then
 //!   a page names the machine and asks the person to confirm.
 //! - `POST /register/confirm/{auth_id}`: the confirmation; the machine joins as the person's.
+//!
+//! The provider is read from the [`OidcHandle`] at each request: settings changed in the
+//! console apply to the next sign-in.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +24,7 @@ use tracing::{info, warn};
 
 use super::pages::{self, MachineSummary};
 use super::pending::{ShortLived, random_token};
-use super::{Oidc, Purpose, SignInError, SignedIn, constant_time_eq};
+use super::{Oidc, OidcHandle, Purpose, SignInError, SignedIn, constant_time_eq};
 use crate::audit::{self, Actor, ActorKind, AuditLog};
 use crate::tailnet::Tailnet;
 use crate::tailnet::state::{KeyExpiry, ProviderProfile};
@@ -47,22 +51,24 @@ struct Confirmation {
 
 #[derive(Clone)]
 struct Web {
-    oidc: Arc<Oidc>,
+    oidc: OidcHandle,
     tailnet: Arc<Tailnet>,
     confirmations: Arc<ShortLived<Confirmation>>,
     /// Registrations are recorded with the person who confirmed them.
     audit: AuditLog,
     /// Cookies get `Secure` when the server is reached over https.
     secure: bool,
+    server_url: String,
 }
 
-pub fn routes(oidc: Arc<Oidc>, tailnet: Arc<Tailnet>, server_url: &str) -> Router {
+pub fn routes(oidc: OidcHandle, tailnet: Arc<Tailnet>, server_url: &str) -> Router {
     let web = Web {
         oidc,
         audit: AuditLog::new(tailnet.store().pool().clone()),
         tailnet,
         confirmations: Arc::new(ShortLived::new(CONFIRM_LIFETIME, CONFIRMS_IN_FLIGHT)),
         secure: server_url.starts_with("https://"),
+        server_url: server_url.to_owned(),
     };
     Router::new()
         .route("/register/{auth_id}", get(start))
@@ -96,16 +102,23 @@ fn with_cookie(mut response: Response, cookie: HeaderValue) -> Response {
     response
 }
 
-/// `GET /register/{auth_id}`: off to the provider.
+/// `GET /register/{auth_id}`: off to the provider (or, without one, how an administrator
+/// approves the machine).
 async fn start(State(web): State<Web>, Path(auth_id): Path<String>) -> Response {
-    let known = web.tailnet.read(|s| s.pending_login(&auth_id).is_some());
-    if !known {
+    let pending = web.tailnet.read(|s| {
+        s.pending_login(&auth_id)
+            .map(|p| (p.hostinfo.hostname.clone(), p.machine.short()))
+    });
+    let Some((hostname, machine)) = pending else {
         return pages::failed(
             StatusCode::NOT_FOUND,
             "This login link is unknown or has expired. Run `tailscale up` again",
         );
-    }
-    match web.oidc.start(Purpose::Device { auth_id }) {
+    };
+    let Some(oidc) = web.oidc.get() else {
+        return pages::needs_approval(&hostname, &machine, &web.server_url, &auth_id);
+    };
+    match oidc.start(Purpose::Device { auth_id }) {
         Ok((url, state)) => with_cookie(
             Redirect::to(url.as_str()).into_response(),
             cookie(
@@ -139,7 +152,13 @@ async fn callback(
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> Response {
-    let issuer = web.oidc.issuer().to_owned();
+    let Some(oidc) = web.oidc.get() else {
+        return pages::failed(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in through the identity provider is not available at the moment. Start again later",
+        );
+    };
+    let issuer = oidc.issuer().to_owned();
     if let Some(error) = &q.error {
         let said = match &q.error_description {
             Some(d) => format!("{error}: {d}"),
@@ -151,8 +170,7 @@ async fn callback(
             &format!("The identity provider said: {said}"),
         );
     }
-    let signed = web
-        .oidc
+    let signed = oidc
         .finish(&q.state, read_cookie(&headers, STATE_COOKIE), &q.code)
         .await;
     let signed = match signed {
@@ -173,7 +191,7 @@ async fn callback(
     };
     let auth_id = match signed.purpose.clone() {
         Purpose::Device { auth_id } => auth_id,
-        Purpose::Console { .. } => return hand_to_console(&web, signed),
+        Purpose::Console { .. } => return hand_to_console(&web, &oidc, signed),
     };
     let machine = web.tailnet.read(|s| {
         s.pending_login(&auth_id).map(|p| MachineSummary {
@@ -193,7 +211,7 @@ async fn callback(
     let confirmation = Confirmation {
         auth_id: auth_id.clone(),
         hostname: machine.hostname.clone(),
-        key_expiry: key_expiry(&web.oidc, &signed, OffsetDateTime::now_utc()),
+        key_expiry: key_expiry(&oidc, &signed, OffsetDateTime::now_utc()),
         profile: signed.profile,
     };
     if let Err(busy) = web
@@ -229,8 +247,8 @@ async fn callback(
 }
 
 /// A console sign-in: the console's own route (inside its session layer) picks it up.
-fn hand_to_console(web: &Web, signed: SignedIn) -> Response {
-    match web.oidc.hand_over(signed) {
+fn hand_to_console(web: &Web, oidc: &Oidc, signed: SignedIn) -> Response {
+    match oidc.hand_over(signed) {
         Ok(token) => {
             let mut response = Redirect::to(HANDOVER_PATH).into_response();
             let headers = response.headers_mut();

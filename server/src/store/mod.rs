@@ -130,6 +130,28 @@ impl Store {
         )
     }
 
+    /// Saves a setting outside the tailnet's own state (the identity provider's), at once and
+    /// not through the tailnet writer: nothing in memory depends on the row being in a batch.
+    pub async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets a saved setting (the config file's value is in force again).
+    pub async fn delete_setting(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM settings WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The connection pool, for components that keep their own tables in this database
     /// (console accounts and sessions).
     pub fn pool(&self) -> &SqlitePool {

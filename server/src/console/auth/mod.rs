@@ -310,18 +310,23 @@ async fn identity(
                 ..identity.clone()
             }),
         // A provider user's role follows their groups as of their latest sign-in (device or
-        // console) and the `console.roles` in force; no role any more ends the session.
-        AuthMethod::Oidc => auth.sso.as_ref().and_then(|sso| {
-            let user = identity.user_id?;
-            let groups = sso
-                .tailnet
-                .read(|s| s.user(user).map(|u| u.provider_groups.clone()))?;
-            let role = sso.roles.role_for(&groups)?;
-            Some(ConsoleIdentity {
-                role,
-                ..identity.clone()
-            })
-        }),
+        // console) and the `console.roles` in force; no role any more ends the session, and
+        // so does turning OpenID Connect off.
+        AuthMethod::Oidc => auth
+            .sso
+            .as_ref()
+            .filter(|sso| sso.oidc.configured())
+            .and_then(|sso| {
+                let user = identity.user_id?;
+                let groups = sso
+                    .tailnet
+                    .read(|s| s.user(user).map(|u| u.provider_groups.clone()))?;
+                let role = sso.roles.role_for(&groups)?;
+                Some(ConsoleIdentity {
+                    role,
+                    ..identity.clone()
+                })
+            }),
     };
     if let Some(identity) = current {
         Ok(Some(identity))
@@ -449,9 +454,9 @@ async fn check(auth: Arc<ConsoleAuth>, kind: Kind, req: Request, next: Next) -> 
         }
     }
     if kind == Kind::SignIn
-        && let Some(sso) = &auth.sso
+        && let Some(label) = auth.sso.as_ref().and_then(ConsoleSso::label)
     {
-        req.extensions_mut().insert(app::api::SsoOffer(sso.label()));
+        req.extensions_mut().insert(app::api::SsoOffer(label));
     }
     // Pages and forms need the token; a signed-out 404 does not start a session.
     if kind != Kind::NotFound || identity.is_some() {

@@ -5,6 +5,9 @@
 //! cookie, to `GET /login/oidc/finish` here: inside the session layer, where the person's
 //! console role is decided from their groups (`console.roles`) and the session starts.
 //! Local accounts keep working beside it (break-glass).
+//!
+//! The provider is read from the [`OidcHandle`] at each request: the link appears, goes, or
+//! names another provider as soon as the settings in force change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +22,13 @@ use tracing::{info, warn};
 use super::{ConsoleAuth, HOME, internal, safe_next, session_of, sign_in};
 use crate::config::oidc::ConsoleRolesConfig;
 use crate::identity::routes::{HANDOVER_COOKIE, HANDOVER_PATH, STATE_COOKIE, cookie, read_cookie};
-use crate::identity::{Oidc, Purpose, pages};
+use crate::identity::{OidcHandle, Purpose, pages};
 use crate::tailnet::Tailnet;
 
 /// What console sign-in through the provider needs.
 pub struct ConsoleSso {
-    pub oidc: Arc<Oidc>,
+    /// The provider in force (none while OpenID Connect is off or not discovered yet).
+    pub oidc: OidcHandle,
     pub tailnet: Arc<Tailnet>,
     pub roles: ConsoleRolesConfig,
     /// Cookies get `Secure` when the server is reached over https.
@@ -32,16 +36,16 @@ pub struct ConsoleSso {
 }
 
 impl ConsoleSso {
-    /// What the sign-in page's link says.
-    pub fn label(&self) -> String {
-        let host = self
-            .oidc
+    /// What the sign-in page's link says, while sign-in through a provider is possible.
+    pub fn label(&self) -> Option<String> {
+        let oidc = self.oidc.get()?;
+        let host = oidc
             .issuer()
             .parse::<http::Uri>()
             .ok()
             .and_then(|u| u.host().map(str::to_owned))
             .unwrap_or_else(|| "your identity provider".into());
-        format!("Sign in with {host}")
+        Some(format!("Sign in with {host}"))
     }
 }
 
@@ -56,11 +60,11 @@ pub(super) async fn start(
     State(auth): State<Arc<ConsoleAuth>>,
     Query(q): Query<StartQuery>,
 ) -> Response {
-    let Some(sso) = &auth.sso else {
+    let Some((sso, oidc)) = auth.sso.as_ref().and_then(|s| Some((s, s.oidc.get()?))) else {
         return Redirect::to("/login").into_response();
     };
     let next = safe_next(&q.next).unwrap_or(HOME).to_owned();
-    match sso.oidc.start(Purpose::Console { next }) {
+    match oidc.start(Purpose::Console { next }) {
         Ok((url, state)) => {
             let mut response = Redirect::to(url.as_str()).into_response();
             response.headers_mut().append(
@@ -88,8 +92,9 @@ pub(super) async fn finish(State(auth): State<Arc<ConsoleAuth>>, req: Request) -
         Ok(s) => s,
         Err(r) => return r,
     };
-    let signed =
-        read_cookie(req.headers(), HANDOVER_COOKIE).and_then(|token| sso.oidc.take_handover(token));
+    // A handover kept by a provider that has since been replaced is gone: sign in again.
+    let signed = read_cookie(req.headers(), HANDOVER_COOKIE)
+        .and_then(|token| sso.oidc.get()?.take_handover(token));
     let Some(signed) = signed else {
         return pages::failed(
             StatusCode::BAD_REQUEST,
