@@ -92,11 +92,13 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     };
 
     let noise_key = crate::keys::load_or_create(&config.noise_key_path())?;
+    let database_was_there = config.sqlite_path().exists();
     let store = Store::open_sqlite(
         &config.sqlite_path(),
         config.database.sqlite.write_ahead_log,
     )
     .await?;
+    make_database_private(&config.sqlite_path(), database_was_there)?;
     // DNS settings saved by an administrator win over the config file's.
     let dns = crate::admin::dns::effective_settings(&store, &config).await?;
     let settings = Settings {
@@ -300,13 +302,44 @@ fn bind_tcp(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListen
 
 /// The data directory holds keys and the database: only its owner may enter it.
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let existed = dir.exists();
+    let was_there = dir.exists();
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the data directory {}", dir.display()))?;
-    if !existed {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restricting the data directory {}", dir.display()))?;
+    make_private(dir, 0o700, was_there)
+        .with_context(|| format!("restricting the data directory {}", dir.display()))
+}
+
+/// Takes group and other permissions off `path` (the data directory, the database and its
+/// journal: they hold console sessions, password hashes and node keys). A path that was
+/// already there more open is named in a warning: it may have been read meanwhile.
+fn make_private(path: &std::path::Path, mode: u32, was_there: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let current = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if current & 0o077 == 0 {
+        return Ok(());
+    }
+    if was_there {
+        warn!(
+            path = %path.display(),
+            was = format!("{current:o}"),
+            now = format!("{mode:o}"),
+            "was readable by other local users; made private"
+        );
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// [`make_private`] for the SQLite database and the WAL files beside it; `was_there`: the
+/// database existed before this start.
+fn make_database_private(db: &std::path::Path, was_there: bool) -> anyhow::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = std::path::PathBuf::from(name);
+        if path.exists() {
+            make_private(&path, 0o600, was_there)
+                .with_context(|| format!("restricting {}", path.display()))?;
+        }
     }
     Ok(())
 }
@@ -326,5 +359,39 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// A data directory and database left readable by others (0755 / 0644, as an older
+    /// install or a hand-made directory has them) are made private at start.
+    #[test]
+    fn an_open_data_directory_and_database_are_made_private() {
+        let dir = std::env::temp_dir().join(format!("oxiscale-private-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let db = dir.join("db.sqlite");
+        for name in ["db.sqlite", "db.sqlite-wal"] {
+            let path = dir.join(name);
+            std::fs::write(&path, b"").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        super::create_private_dir(&dir).unwrap();
+        super::make_database_private(&db, true).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(mode(&dir.join("db.sqlite-wal")), 0o600);
+        // Already private: left as it is.
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o400)).unwrap();
+        super::make_database_private(&db, true).unwrap();
+        assert_eq!(mode(&db), 0o400);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }
