@@ -275,6 +275,57 @@ impl Console {
     }
 }
 
+/// Console answers may not be framed, sniffed or stored: the sign-in page, a redirect to
+/// it, a page and a server function answer of a signed-in session alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_answers_carry_the_security_headers() {
+    let server = TestServer::start().await;
+    let console = Console::new(&server.url);
+    let accounts = Accounts::new(server.running().tailnet.store().pool().clone());
+    accounts
+        .create("headers-owner", PASSWORD, Role::Owner)
+        .await
+        .unwrap();
+    let session = console.sign_in_as("headers-owner", PASSWORD).await;
+    let login = console.get("/login", None).await;
+    let redirect = console.get("/machines", None).await;
+    let page = console.get("/machines", Some(&session)).await;
+    let (fn_status, fn_headers) = {
+        let r = console
+            .request(Method::POST, "/console/fn/config", Some(&session))
+            .header("x-csrf-token", &session.csrf)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body("")
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.headers().clone())
+    };
+    assert_eq!(fn_status, StatusCode::OK);
+    for (what, headers) in [
+        ("GET /login", login.headers()),
+        ("GET /machines signed out", redirect.headers()),
+        ("GET /machines", page.headers()),
+        ("a server function", &fn_headers),
+    ] {
+        let h = |name: header::HeaderName| {
+            headers
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(
+            h(header::CONTENT_SECURITY_POLICY).contains("frame-ancestors 'none'"),
+            "{what}: {headers:?}"
+        );
+        assert_eq!(h(header::X_FRAME_OPTIONS), "DENY", "{what}");
+        assert_eq!(h(header::X_CONTENT_TYPE_OPTIONS), "nosniff", "{what}");
+        assert_eq!(h(header::CACHE_CONTROL), "no-store", "{what}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_console_endpoint_needs_a_session_and_every_change_the_csrf_token() {
     let fns = server_fns();

@@ -21,6 +21,7 @@ mod audit;
 pub mod auth;
 mod dns;
 mod events;
+mod headers;
 mod identity;
 mod policy;
 mod tailnet;
@@ -118,5 +119,7 @@ pub fn routes(
     let console = app::ssr::console_router(options.clone(), backend.clone()).merge(events);
     let fallback = app::ssr::console_fallback(options, backend);
     // Last, so that every console route added above is behind sign-in and CSRF checks.
-    auth::protect(console, fallback, &config.server_url, pool, sso)
+    let (console, fallback) = auth::protect(console, fallback, &config.server_url, pool, sso);
+    let headers = axum::middleware::from_fn(headers::security_headers);
+    (console.layer(headers.clone()), fallback.layer(headers))
 }
