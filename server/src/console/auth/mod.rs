@@ -567,7 +567,7 @@ async fn login(State(auth): State<Arc<ConsoleAuth>>, req: Request) -> Response {
     if name.is_empty() || form.password.is_empty() {
         return login_again("invalid", &form.next);
     }
-    if let Err(wait) = auth.throttle.check(name, addr) {
+    if let Err(wait) = auth.throttle.attempt(name, addr) {
         info!(admin = %name, ?addr, wait_s = wait.as_secs(), "console sign-in throttled");
         return login_again("throttled", &form.next);
     }
@@ -578,7 +578,6 @@ async fn login(State(auth): State<Arc<ConsoleAuth>>, req: Request) -> Response {
     let account = match verified {
         Ok(Some(account)) => account,
         Ok(None) => {
-            auth.throttle.failed(name, addr);
             info!(admin = %name, ?addr, "console sign-in refused: wrong username or password");
             return login_again("invalid", &form.next);
         }

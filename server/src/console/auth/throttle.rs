@@ -1,7 +1,10 @@
 //! Sign-in throttling: exponential backoff per (username, client address) and, more
-//! leniently, per client address. Only failures count, only the guessing client waits, and
-//! the table is bounded: bad attempts slow the guesser down without locking anyone else out
-//! or filling memory.
+//! leniently, per client address. Only the guessing client waits, and the table is bounded:
+//! bad attempts slow the guesser down without locking anyone else out or filling memory.
+//!
+//! An attempt is counted when it is let through, before its password is checked, and a
+//! success takes it back: a burst sent at once cannot all pass the check while the first of
+//! them are still being hashed.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -47,13 +50,14 @@ fn keys(name: &str, addr: Option<IpAddr>) -> [(String, u32); 2] {
 }
 
 impl Throttle {
-    /// `Err(wait)` while this name or address must wait before the next attempt.
-    pub fn check(&self, name: &str, addr: Option<IpAddr>) -> Result<(), Duration> {
-        self.check_at(name, addr, Instant::now())
+    /// Lets an attempt through and counts it as a failure until [`Self::succeeded`] says
+    /// otherwise, or `Err(wait)` while this name or address must wait.
+    pub fn attempt(&self, name: &str, addr: Option<IpAddr>) -> Result<(), Duration> {
+        self.attempt_at(name, addr, Instant::now())
     }
 
-    fn check_at(&self, name: &str, addr: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
-        let entries = self.entries.lock().expect("throttle lock");
+    fn attempt_at(&self, name: &str, addr: Option<IpAddr>, now: Instant) -> Result<(), Duration> {
+        let mut entries = self.entries.lock().expect("throttle lock");
         let mut wait = Duration::ZERO;
         for (key, free) in keys(name, addr) {
             if let Some(f) = entries.get(&key) {
@@ -61,15 +65,19 @@ impl Throttle {
                 wait = wait.max(until.saturating_duration_since(now));
             }
         }
-        if wait.is_zero() { Ok(()) } else { Err(wait) }
+        if !wait.is_zero() {
+            return Err(wait);
+        }
+        Self::count(&mut entries, name, addr, now);
+        Ok(())
     }
 
-    pub fn failed(&self, name: &str, addr: Option<IpAddr>) {
-        self.failed_at(name, addr, Instant::now())
-    }
-
-    fn failed_at(&self, name: &str, addr: Option<IpAddr>, now: Instant) {
-        let mut entries = self.entries.lock().expect("throttle lock");
+    fn count(
+        entries: &mut HashMap<String, Failures>,
+        name: &str,
+        addr: Option<IpAddr>,
+        now: Instant,
+    ) {
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, f| now.saturating_duration_since(f.last) < FORGET_AFTER);
         }
@@ -97,7 +105,8 @@ impl Throttle {
         }
     }
 
-    /// A successful sign-in clears that name's failures from that address.
+    /// A successful sign-in clears that name's failures from that address (the address's
+    /// own count keeps the attempt: it is lenient enough).
     pub fn succeeded(&self, name: &str, addr: Option<IpAddr>) {
         let [(key, _), _] = keys(name, addr);
         self.entries.lock().expect("throttle lock").remove(&key);
@@ -112,28 +121,45 @@ mod tests {
         Some(s.parse().unwrap())
     }
 
+    /// `attempt_at` that was let through and then failed.
+    fn fail(t: &Throttle, name: &str, addr: Option<IpAddr>, now: Instant) {
+        Throttle::count(&mut t.entries.lock().unwrap(), name, addr, now);
+    }
+
     #[test]
     fn backoff_starts_after_the_free_attempts_and_doubles() {
         let t = Throttle::default();
         let now = Instant::now();
         for _ in 0..FREE_PER_NAME {
-            assert!(t.check_at("alice", ip("10.0.0.1"), now).is_ok());
-            t.failed_at("alice", ip("10.0.0.1"), now);
+            assert!(t.attempt_at("alice", ip("10.0.0.1"), now).is_ok());
         }
         assert_eq!(
-            t.check_at("alice", ip("10.0.0.1"), now),
+            t.attempt_at("alice", ip("10.0.0.1"), now),
             Err(Duration::from_secs(1))
         );
-        t.failed_at("alice", ip("10.0.0.1"), now);
+        let later = now + Duration::from_secs(1);
+        assert!(t.attempt_at("alice", ip("10.0.0.1"), later).is_ok());
         assert_eq!(
-            t.check_at("ALICE", ip("10.0.0.1"), now),
+            t.attempt_at("ALICE", ip("10.0.0.1"), later),
             Err(Duration::from_secs(2))
         );
         // Waiting it out lets the next attempt through.
         assert!(
-            t.check_at("alice", ip("10.0.0.1"), now + Duration::from_secs(2))
+            t.attempt_at("alice", ip("10.0.0.1"), later + Duration::from_secs(2))
                 .is_ok()
         );
+    }
+
+    /// A burst sent at once: only the free attempts get to the password check, because
+    /// each is counted when it is let through, not when its hash is done.
+    #[test]
+    fn a_burst_gets_only_the_free_attempts_through() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        let through = (0..100)
+            .filter(|_| t.attempt_at("alice", ip("10.0.0.1"), now).is_ok())
+            .count();
+        assert_eq!(through, FREE_PER_NAME as usize);
     }
 
     #[test]
@@ -141,11 +167,11 @@ mod tests {
         let t = Throttle::default();
         let now = Instant::now();
         for _ in 0..10 {
-            t.failed_at("alice", ip("10.0.0.1"), now);
+            fail(&t, "alice", ip("10.0.0.1"), now);
         }
-        assert!(t.check_at("alice", ip("10.0.0.1"), now).is_err());
-        assert!(t.check_at("alice", ip("10.0.0.2"), now).is_ok());
-        assert!(t.check_at("bob", ip("10.0.0.1"), now).is_ok());
+        assert!(t.attempt_at("alice", ip("10.0.0.1"), now).is_err());
+        assert!(t.attempt_at("alice", ip("10.0.0.2"), now).is_ok());
+        assert!(t.attempt_at("bob", ip("10.0.0.1"), now).is_ok());
     }
 
     #[test]
@@ -153,12 +179,25 @@ mod tests {
         let t = Throttle::default();
         let now = Instant::now();
         for _ in 0..100 {
-            t.failed_at("alice", ip("10.0.0.1"), now);
+            fail(&t, "alice", ip("10.0.0.1"), now);
         }
-        assert_eq!(t.check_at("alice", ip("10.0.0.1"), now), Err(MAX_DELAY));
+        assert_eq!(t.attempt_at("alice", ip("10.0.0.1"), now), Err(MAX_DELAY));
         t.succeeded("alice", ip("10.0.0.1"));
         // The address's own count (100 > 20 free) still applies.
-        assert!(t.check_at("alice", ip("10.0.0.1"), now).is_err());
-        assert!(t.check_at("alice", ip("10.0.0.1"), now + MAX_DELAY).is_ok());
+        assert!(t.attempt_at("alice", ip("10.0.0.1"), now).is_err());
+        assert!(
+            t.attempt_at("alice", ip("10.0.0.1"), now + MAX_DELAY)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_success_takes_its_attempt_back() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        for _ in 0..10 {
+            assert!(t.attempt_at("alice", ip("10.0.0.1"), now).is_ok());
+            t.succeeded("alice", ip("10.0.0.1"));
+        }
     }
 }
