@@ -113,6 +113,7 @@ async fn health(State(edge): State<Edge>) -> Response {
         .into_response()
 }
 
+/// headscale's `/version` answer (see `api::meta`).
 async fn version() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "version": env!("CARGO_PKG_VERSION"), "name": "oxiscale" }))
+    Json(crate::api::meta::version_body())
 }

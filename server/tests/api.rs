@@ -126,7 +126,7 @@ async fn a_waiting_node_is_approved_over_rest() {
         .json::<Value>()
         .await
         .unwrap();
-    assert_eq!(list[0]["approved"], false, "{list}");
+    assert_eq!(list["nodes"][0]["approved"], false, "{list}");
 
     // An API key is needed.
     let (status, _) = post(&server, "oxs-not-a-key", &path).await;
@@ -135,14 +135,19 @@ async fn a_waiting_node_is_approved_over_rest() {
 
     let (status, body) = post(&server, &key, &path).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["id"], id);
-    assert_eq!(body["approved"], true, "{body}");
+    // headscale's envelope and id form; `approved` is oxiscale's field.
+    assert_eq!(body["node"]["id"], id.to_string());
+    assert_eq!(body["node"]["approved"], true, "{body}");
     assert!(server.running().admin.node(id).unwrap().approved);
     // Again: the same answer, nothing changes.
     let (status, body) = post(&server, &key, &path).await;
-    assert_eq!((status, &body["approved"]), (200, &Value::Bool(true)));
+    assert_eq!(
+        (status, &body["node"]["approved"]),
+        (200, &Value::Bool(true))
+    );
 
     let (status, body) = post(&server, &key, "/api/v1/node/999/approve").await;
     assert_eq!(status, 404, "{body}");
+    assert_eq!(body["code"], 5, "{body}");
     server.stop().await;
 }

@@ -5,6 +5,7 @@ pub mod devices;
 pub mod dns;
 pub mod dto;
 pub mod identity;
+pub mod logins;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,6 +85,9 @@ pub enum AdminError {
     /// A policy given to `policy check` is refused: where and why.
     #[error("{0}")]
     PolicyInvalid(oxiscale_policy::PolicyError),
+    /// The request is valid but the tailnet is not in a state that allows it.
+    #[error("{0}")]
+    Precondition(String),
 }
 
 #[derive(Debug, Deserialize, Serialize, Default)]
@@ -643,7 +647,8 @@ impl Admin {
         let id = self
             .tailnet
             .mutate(move |s, fx| {
-                s.complete_login(fx, &req.auth_id, req.user, KeyExpiry::Default, now)
+                let by = crate::tailnet::model::RegisterMethod::Cli;
+                s.complete_login_by(fx, &req.auth_id, req.user, KeyExpiry::Default, by, now)
             })
             .await?;
         let view = self.node(id)?;

@@ -95,8 +95,10 @@ impl LocalClient {
         if status.is_success() {
             Ok(value)
         } else {
+            // grpc-gateway's `message`; `error` from servers before the headscale wire form.
             let message = value
-                .get("error")
+                .get("message")
+                .or_else(|| value.get("error"))
                 .and_then(Value::as_str)
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("the server answered {status}: {value}"));

@@ -3,6 +3,7 @@
 
 mod client;
 mod output;
+mod views;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -510,15 +511,16 @@ async fn admin_command(
                 let v = client
                     .post(
                         "/api/v1/user",
-                        json!({ "name": name, "display_name": display_name, "email": email }),
+                        json!({ "name": name, "displayName": display_name, "email": email }),
                     )
                     .await?;
+                let v = views::user(v)?;
                 out.value(&v, |v| {
                     format!("User created: {}", v["name"].as_str().unwrap_or_default())
                 });
             }
             UsersCommand::List { filter, email } => {
-                let v = client.get("/api/v1/user").await?;
+                let v = views::users(client.get("/api/v1/user").await?)?;
                 let filtered: Vec<Value> = v
                     .as_array()
                     .into_iter()
@@ -547,6 +549,7 @@ async fn admin_command(
                         json!({}),
                     )
                     .await?;
+                let v = views::user(v)?;
                 out.value(&v, |v| {
                     format!("User renamed to {}", v["name"].as_str().unwrap_or_default())
                 });
@@ -574,13 +577,16 @@ async fn admin_command(
                 let v = client
                     .post(
                         "/api/v1/preauthkey",
-                        json!({ "user": user, "reusable": reusable, "ephemeral": ephemeral, "expiration": expiration, "tags": tags }),
+                        json!({ "user": user.map(|u| u.to_string()), "reusable": reusable, "ephemeral": ephemeral, "expiration": expiration, "aclTags": tags }),
                     )
                     .await?;
+                let v = views::preauth_key(v)?;
                 out.value(&v, |v| v["key"].as_str().unwrap_or_default().to_owned());
             }
             PreauthCommand::List => {
-                let v = client.get("/api/v1/preauthkey").await?;
+                let v = Value::Array(views::preauth_keys(
+                    client.get("/api/v1/preauthkey").await?,
+                )?);
                 out.table(
                     &v,
                     &[
@@ -597,9 +603,12 @@ async fn admin_command(
                 );
             }
             PreauthCommand::Expire { id } => {
-                let v = client
-                    .post("/api/v1/preauthkey/expire", json!({ "id": id }))
+                client
+                    .post("/api/v1/preauthkey/expire", json!({ "id": id.to_string() }))
                     .await?;
+                // The API answers `{}`; the CLI shows the key as it is now.
+                let keys = views::preauth_keys(client.get("/api/v1/preauthkey").await?)?;
+                let v = views::find_by_id(keys, id, "pre-auth key")?;
                 out.value(&v, |_| "Key expired".into());
             }
             PreauthCommand::Delete { id } => {
@@ -615,7 +624,7 @@ async fn admin_command(
                     Some(u) => format!("/api/v1/node?user={}", user_path(&u)),
                     None => "/api/v1/node".into(),
                 };
-                let mut v = client.get(&path).await?;
+                let mut v = views::nodes(client.get(&path).await?)?;
                 if out.is_human() {
                     with_approval_state(&mut v);
                 }
@@ -639,6 +648,7 @@ async fn admin_command(
                 let v = client
                     .post(&format!("/api/v1/node/{id}/approve"), json!({}))
                     .await?;
+                let v = views::node(v)?;
                 out.value(&v, |v| {
                     format!(
                         "Node {} approved",
@@ -651,12 +661,20 @@ async fn admin_command(
                 expiry,
                 disable,
             } => {
+                let mut query = form_urlencoded::Serializer::new(String::new());
+                if disable {
+                    query.append_pair("disableExpiry", "true");
+                }
+                if let Some(expiry) = &expiry {
+                    query.append_pair("expiry", expiry);
+                }
                 let v = client
                     .post(
-                        &format!("/api/v1/node/{id}/expire"),
-                        json!({ "at": expiry, "disable": disable }),
+                        &format!("/api/v1/node/{id}/expire?{}", query.finish()),
+                        json!({}),
                     )
                     .await?;
+                let v = views::node(v)?;
                 out.value(&v, |v| {
                     if disable {
                         format!(
@@ -679,6 +697,7 @@ async fn admin_command(
                         json!({}),
                     )
                     .await?;
+                let v = views::node(v)?;
                 out.value(&v, |v| {
                     format!(
                         "Node renamed to {}",
@@ -688,7 +707,9 @@ async fn admin_command(
             }
             NodesCommand::Delete { id } => {
                 confirm(force, &format!("Delete node {id}?"))?;
-                let v = client.delete(&format!("/api/v1/node/{id}")).await?;
+                // The API answers `{}`; the CLI shows the node as it was.
+                let v = views::node(client.get(&format!("/api/v1/node/{id}")).await?)?;
+                client.delete(&format!("/api/v1/node/{id}")).await?;
                 out.value(&v, |_| "Node deleted".into());
             }
             NodesCommand::Tag { id, tags } => {
@@ -696,6 +717,7 @@ async fn admin_command(
                 let v = client
                     .post(&format!("/api/v1/node/{id}/tags"), json!({ "tags": tags }))
                     .await?;
+                let v = views::node(v)?;
                 out.value(&v, |v| format!("Node tags: {}", v["tags"]));
             }
             NodesCommand::ListRoutes { id } => {
@@ -703,7 +725,7 @@ async fn admin_command(
                     Some(id) => format!("/api/v1/node/{id}/routes"),
                     None => "/api/v1/routes".into(),
                 };
-                let v = client.get(&path).await?;
+                let v = views::routes(client.get(&path).await?)?;
                 out.table(
                     &v,
                     &[
@@ -723,23 +745,34 @@ async fn admin_command(
                         json!({ "routes": routes }),
                     )
                     .await?;
+                let v = views::node(v)?;
                 out.value(&v, |v| format!("Approved routes: {}", v["approved_routes"]));
             }
             NodesCommand::Backfillips => {
                 confirm(force, "Give every node the addresses it lacks?")?;
-                let v = client.post("/api/v1/node/backfillips", json!({})).await?;
+                let v = client
+                    .post("/api/v1/node/backfillips?confirmed=true", json!({}))
+                    .await?;
+                let v = views::backfill(v)?;
                 out.value(&v, |v| format!("Nodes changed: {}", v["changed"]));
             }
         },
         Command::Apikeys(cmd) => match cmd {
             ApikeysCommand::Create { expiration } => {
-                let v = client
+                let created = client
                     .post("/api/v1/apikey", json!({ "expiration": expiration }))
                     .await?;
+                let secret = created["apiKey"].as_str().unwrap_or_default().to_owned();
+                // The API answers with the key alone; the CLI shows it with its details.
+                let keys = views::api_keys(client.get("/api/v1/apikey").await?, Some(&secret))?;
+                let v = keys
+                    .into_iter()
+                    .find(|k| k["key"] == secret.as_str())
+                    .ok_or_else(|| anyhow::anyhow!("the new API key is not listed"))?;
                 out.value(&v, |v| v["key"].as_str().unwrap_or_default().to_owned());
             }
             ApikeysCommand::List => {
-                let v = client.get("/api/v1/apikey").await?;
+                let v = Value::Array(views::api_keys(client.get("/api/v1/apikey").await?, None)?);
                 out.table(
                     &v,
                     &[
@@ -753,22 +786,31 @@ async fn admin_command(
                 );
             }
             ApikeysCommand::Expire { prefix, id } => {
-                let v = client
+                client
                     .post(
                         "/api/v1/apikey/expire",
-                        json!({ "prefix": prefix, "id": id }),
+                        json!({ "prefix": prefix, "id": id.map(|i| i.to_string()) }),
                     )
                     .await?;
+                // The API answers `{}`; the CLI shows the key as it is now.
+                let keys = views::api_keys(client.get("/api/v1/apikey").await?, None)?;
+                let v = keys
+                    .into_iter()
+                    .find(|k| match (&prefix, id) {
+                        (_, Some(id)) => k["id"].as_u64() == Some(id),
+                        (Some(p), None) => k["prefix"] == p.as_str(),
+                        (None, None) => false,
+                    })
+                    .ok_or_else(|| anyhow::anyhow!("the expired API key is not listed"))?;
                 out.value(&v, |_| "Key expired".into());
             }
             ApikeysCommand::Delete { prefix, id } => {
-                let target = id
-                    .map(|i| i.to_string())
-                    .or(prefix)
-                    .ok_or_else(|| anyhow::anyhow!("give --prefix or --id"))?;
-                let v = client
-                    .delete(&format!("/api/v1/apikey/{}", user_path(&target)))
-                    .await?;
+                let path = match (id, prefix) {
+                    (Some(id), _) => format!("/api/v1/apikey/-?id={id}"),
+                    (None, Some(prefix)) => format!("/api/v1/apikey/{}", user_path(&prefix)),
+                    (None, None) => anyhow::bail!("give --prefix or --id"),
+                };
+                let v = client.delete(&path).await?;
                 out.value(&v, |_| "Key deleted".into());
             }
         },
@@ -777,9 +819,10 @@ async fn admin_command(
             let v = client
                 .post(
                     "/api/v1/auth/register",
-                    json!({ "auth_id": auth_id, "user": user }),
+                    json!({ "authId": auth_id, "user": user.to_string() }),
                 )
                 .await?;
+            let v = views::node(v)?;
             out.value(&v, |v| {
                 format!(
                     "Node {} registered",
@@ -789,7 +832,7 @@ async fn admin_command(
         }
         Command::Policy(cmd) => match cmd {
             PolicyCommand::Get => {
-                let v = client.get("/api/v1/policy").await?;
+                let v = views::policy(client.get("/api/v1/policy").await?)?;
                 out.value(&v, |v| match v["policy"].as_str() {
                     Some(text) => text.to_owned(),
                     None => "no policy: every node may reach every other node".into(),
@@ -800,6 +843,7 @@ async fn admin_command(
                 let v = client
                     .put("/api/v1/policy", json!({ "policy": text }))
                     .await?;
+                let v = views::policy(v)?;
                 out.value(&v, |_| "Policy updated".into());
             }
             PolicyCommand::Check { file, topology } => {
@@ -809,7 +853,8 @@ async fn admin_command(
                 oxiscale_policy::Policy::parse(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let v = client
                     .post("/api/v1/policy/check", json!({ "policy": text }))
-                    .await?;
+                    .await?["report"]
+                    .take();
                 out.value(&v, |v| {
                     serde_json::to_string_pretty(v).expect("JSON values print")
                 });
@@ -920,7 +965,7 @@ fn read_password(mut input: impl std::io::BufRead) -> anyhow::Result<String> {
 }
 
 async fn resolve_user_id(client: &LocalClient, user: &str) -> anyhow::Result<u64> {
-    let users = client.get("/api/v1/user").await?;
+    let users = views::users(client.get("/api/v1/user").await?)?;
     users
         .as_array()
         .into_iter()

@@ -784,14 +784,29 @@ impl State {
         self.pending.get(auth_id)
     }
 
-    /// An administrator or the identity provider vouches for a pending login: the machine
-    /// joins as `user`'s node (or re-authenticates the node it already has).
+    /// The identity provider vouches for a pending login: the machine joins as `user`'s node
+    /// (or re-authenticates the node it already has).
     pub fn complete_login(
         &mut self,
         fx: &mut Effects,
         auth_id: &str,
         user: UserId,
         key_expiry: KeyExpiry,
+        now: OffsetDateTime,
+    ) -> Result<NodeId, TailnetError> {
+        let method = RegisterMethod::Interactive;
+        self.complete_login_by(fx, auth_id, user, key_expiry, method, now)
+    }
+
+    /// [`State::complete_login`], saying who vouched: `RegisterMethod::Cli` for an
+    /// administrator (CLI or REST API, by auth id), as headscale records it.
+    pub fn complete_login_by(
+        &mut self,
+        fx: &mut Effects,
+        auth_id: &str,
+        user: UserId,
+        key_expiry: KeyExpiry,
+        method: RegisterMethod,
         now: OffsetDateTime,
     ) -> Result<NodeId, TailnetError> {
         if !self.users.contains_key(&user) {
@@ -825,7 +840,7 @@ impl State {
             ephemeral: pending.ephemeral,
             requested_expiry: pending.requested_expiry,
             key_expiry,
-            method: RegisterMethod::Interactive,
+            method,
             auth_key_id: None,
         };
         let id = self.register_node(fx, registration, owner, now)?;
@@ -833,6 +848,17 @@ impl State {
             p.done.send_replace(Some(Ok(id)));
         }
         Ok(id)
+    }
+
+    /// An administrator refuses the pending login `auth_id`: it ends, and the waiting client
+    /// is told why.
+    pub fn reject_login(&mut self, auth_id: &str, reason: &str) -> Result<(), TailnetError> {
+        let pending = self
+            .pending
+            .remove(auth_id)
+            .ok_or_else(|| not_found("pending registration", auth_id))?;
+        pending.done.send_replace(Some(Err(reason.to_owned())));
+        Ok(())
     }
 
     /// Whether any pending login has outlived its lifetime.

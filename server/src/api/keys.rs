@@ -1,0 +1,154 @@
+//! Pre-auth keys and API keys: headscale's `/api/v1/preauthkey…` and `/api/v1/apikey…`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::errors::{ApiError, WireJson, WireQuery};
+use super::wire::{self, ApiKeysResponse, PreAuthKeyResponse, PreAuthKeysResponse};
+use crate::admin::{Admin, CreateApiKey, CreatePreAuthKey, KeySelector};
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// An `expiration` as the administration takes it (a lifetime from now): headscale sends an
+/// RFC 3339 time; oxiscale's CLI and scripts may send a lifetime such as `1h` or `90d`.
+fn lifetime(expiration: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(text) = expiration.filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match OffsetDateTime::parse(text.trim(), &Rfc3339) {
+        Ok(at) => {
+            let ms = (at - OffsetDateTime::now_utc()).whole_milliseconds();
+            if ms <= 0 {
+                return Err(ApiError::invalid(format!(
+                    "expiration {text:?} is in the past"
+                )));
+            }
+            Ok(Some(format!("{ms}ms")))
+        }
+        Err(_) => Ok(Some(text)),
+    }
+}
+
+pub async fn list_preauth_keys(State(a): State<Admin>) -> ApiResult<PreAuthKeysResponse> {
+    Ok(Json(PreAuthKeysResponse {
+        pre_auth_keys: a
+            .list_preauth_keys()
+            .iter()
+            .map(wire::PreAuthKey::from_view)
+            .collect(),
+    }))
+}
+
+pub async fn create_preauth_key(
+    State(a): State<Admin>,
+    WireJson(req): WireJson<wire::CreatePreAuthKeyRequest>,
+) -> ApiResult<PreAuthKeyResponse> {
+    let view = a
+        .create_preauth_key(CreatePreAuthKey {
+            user: req.user,
+            reusable: req.reusable,
+            ephemeral: req.ephemeral,
+            expiration: lifetime(req.expiration)?,
+            tags: req.acl_tags,
+        })
+        .await?;
+    Ok(Json(PreAuthKeyResponse {
+        pre_auth_key: wire::PreAuthKey::from_view(&view),
+    }))
+}
+
+fn required_id(req: wire::IdRequest) -> Result<u64, ApiError> {
+    req.id.ok_or_else(|| ApiError::invalid("an id is required"))
+}
+
+pub async fn expire_preauth_key(
+    State(a): State<Admin>,
+    WireJson(req): WireJson<wire::IdRequest>,
+) -> ApiResult<Value> {
+    a.expire_preauth_key(required_id(req)?).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn delete_preauth_key(
+    State(a): State<Admin>,
+    WireQuery(req): WireQuery<wire::IdRequest>,
+) -> ApiResult<Value> {
+    a.delete_preauth_key(required_id(req)?).await?;
+    Ok(Json(json!({})))
+}
+
+pub async fn list_api_keys(State(a): State<Admin>) -> ApiResult<ApiKeysResponse> {
+    Ok(Json(ApiKeysResponse {
+        api_keys: a
+            .list_api_keys()
+            .iter()
+            .map(wire::ApiKey::from_view)
+            .collect(),
+    }))
+}
+
+pub async fn create_api_key(
+    State(a): State<Admin>,
+    WireJson(req): WireJson<wire::CreateApiKeyRequest>,
+) -> ApiResult<wire::CreateApiKeyResponse> {
+    let view = a
+        .create_api_key(CreateApiKey {
+            expiration: lifetime(req.expiration)?,
+        })
+        .await?;
+    Ok(Json(wire::CreateApiKeyResponse {
+        api_key: view.key.unwrap_or_default(),
+    }))
+}
+
+/// A key's lookup prefix from what a client sends: the bare prefix, or the display form
+/// the list shows (`oxskey-api-<prefix>-***`, as headscale's `hskey-api-<prefix>-***`).
+fn bare_prefix(text: &str) -> String {
+    let text = text.trim();
+    let text = text.strip_prefix("oxskey-api-").unwrap_or(text);
+    let text = text.strip_suffix("***").unwrap_or(text);
+    text.strip_suffix('-').unwrap_or(text).to_owned()
+}
+
+fn selector(prefix: Option<String>, id: Option<u64>) -> Result<KeySelector, ApiError> {
+    let prefix = prefix.map(|p| bare_prefix(&p)).filter(|p| !p.is_empty());
+    if prefix.is_none() && id.is_none() {
+        return Err(ApiError::invalid("give the key's prefix or id"));
+    }
+    Ok(KeySelector { id, prefix })
+}
+
+pub async fn expire_api_key(
+    State(a): State<Admin>,
+    WireJson(req): WireJson<wire::ExpireApiKeyRequest>,
+) -> ApiResult<Value> {
+    a.expire_api_key(selector(req.prefix, req.id)?).await?;
+    Ok(Json(json!({})))
+}
+
+/// `DELETE /api/v1/apikey/{prefix}?id=`: the id, when given, names the key.
+pub async fn delete_api_key(
+    State(a): State<Admin>,
+    Path(prefix): Path<String>,
+    WireQuery(q): WireQuery<wire::IdRequest>,
+) -> ApiResult<Value> {
+    let sel = match q.id {
+        Some(id) => selector(None, Some(id))?,
+        None => {
+            // Before `?id=` existed, oxiscale's CLI put a numeric id in the path.
+            let known = a
+                .list_api_keys()
+                .iter()
+                .any(|k| k.prefix == bare_prefix(&prefix));
+            match prefix.parse::<u64>() {
+                Ok(id) if !known => selector(None, Some(id))?,
+                _ => selector(Some(prefix), None)?,
+            }
+        }
+    };
+    a.delete_api_key(sel).await?;
+    Ok(Json(json!({})))
+}
