@@ -706,7 +706,8 @@ fn apply_env(
     paths: &[String],
     notices: &mut Vec<ConfigNotice>,
 ) -> Result<(), ConfigError> {
-    let (mut headscale, mut vars): (Vec<(String, String)>, Vec<(String, String)>) = env
+    type Vars = Vec<(String, String)>;
+    let (mut headscale, mut vars): (Vars, Vars) = env
         .into_iter()
         .filter(|(k, _)| k.starts_with("OXISCALE_") || k.starts_with("HEADSCALE_"))
         .partition(|(k, _)| k.starts_with("HEADSCALE_"));

@@ -8,7 +8,8 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
-const POLICY: &str = "frame-ancestors 'none'; object-src 'none'; base-uri 'self'; form-action 'self'";
+const POLICY: &str =
+    "frame-ancestors 'none'; object-src 'none'; base-uri 'self'; form-action 'self'";
 
 pub async fn security_headers(req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
