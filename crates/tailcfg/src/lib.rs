@@ -7,6 +7,7 @@
 //!
 //! Client→server types never deny unknown fields: new clients add fields all the time.
 
+pub mod bounds;
 pub mod derp_map;
 pub mod dns;
 pub mod filter;
@@ -17,6 +18,7 @@ pub mod register;
 pub mod ssh;
 pub mod time_fmt;
 
+pub use bounds::BoundsError;
 pub use derp_map::{DerpMap, DerpNode, DerpRegion};
 pub use dns::{DnsConfig, DnsRecord, Resolver};
 pub use filter::{FilterRule, NetPortRange, PortRange};

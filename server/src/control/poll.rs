@@ -51,6 +51,10 @@ pub async fn handle(
             "client version too old for oxiscale; upgrade Tailscale to 1.80 or newer",
         );
     }
+    if let Err(e) = req.check_bounds() {
+        warn!(machine = %machine.short(), error = %e, "map request refused");
+        return text(StatusCode::BAD_REQUEST, &e.to_string());
+    }
     if !req.compress.is_empty() && req.compress != "zstd" {
         return text(StatusCode::BAD_REQUEST, "unsupported compression");
     }

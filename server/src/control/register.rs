@@ -31,6 +31,10 @@ pub async fn handle(
             req.version, cp.settings.min_capability
         )));
     }
+    if let Err(e) = req.check_bounds() {
+        warn!(machine = %machine.short(), error = %e, "registration refused");
+        return text(StatusCode::BAD_REQUEST, &e.to_string());
+    }
 
     if !req.followup.is_empty()
         && let Some(resp) = wait_for_followup(cp, machine, &req.followup).await
