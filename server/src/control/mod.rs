@@ -2,6 +2,7 @@
 //! whose requests all come from one authenticated machine key.
 
 pub mod admission;
+pub mod errors;
 pub mod poll;
 pub mod register;
 

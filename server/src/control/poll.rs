@@ -15,11 +15,11 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
+use super::errors::ControlError;
 use super::{ControlBody, ControlPlane, empty, text};
 use crate::mapper::build::FullMapSnapshot;
 use crate::mapper::session::{Delta, SessionSlot};
 use crate::mapper::{encode_message, keep_alive_message};
-use crate::tailnet::TailnetError;
 use crate::tailnet::model::NodeId;
 
 /// Messages queued between the session task and the HTTP/2 writer. Small on purpose:
@@ -67,13 +67,15 @@ pub async fn handle(
     };
     let node = match applied {
         Ok(id) => id,
-        Err(TailnetError::NotFound { .. }) => {
-            info!(machine = %machine.short(), node_key = %req.node_key.short(), "map request for an unknown node");
-            return text(StatusCode::NOT_FOUND, "node not found");
-        }
         Err(e) => {
-            warn!(machine = %machine.short(), error = %e, "map request refused");
-            return text(StatusCode::UNAUTHORIZED, &e.to_string());
+            let answer = ControlError::from(&e);
+            match answer {
+                ControlError::UnknownNode => {
+                    info!(machine = %machine.short(), node_key = %req.node_key.short(), "map request for an unknown node")
+                }
+                _ => warn!(machine = %machine.short(), error = %e, "map request refused"),
+            }
+            return text(answer.status(), &answer.to_string());
         }
     };
 

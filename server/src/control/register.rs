@@ -7,6 +7,7 @@ use oxiscale_tailcfg::{Login, MachinePublic, RegisterRequest, RegisterResponse, 
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
+use super::errors::ControlError;
 use super::{ControlBody, ControlPlane, json, text};
 use crate::mapper::build::{TAGGED_DEVICES_LOGIN, TAGGED_DEVICES_USER_ID};
 use crate::tailnet::model::NodeId;
@@ -74,9 +75,15 @@ pub async fn handle(
         }
         Err(e) => {
             warn!(machine = %machine.short(), error = %e, "registration failed");
-            json(&RegisterResponse::error(format!(
-                "registration failed: {e}"
-            )))
+            match ControlError::from(&e) {
+                // Not the client's fault: it retries the request after a backoff.
+                unavailable @ ControlError::Unavailable => {
+                    text(unavailable.status(), &unavailable.to_string())
+                }
+                refused => json(&RegisterResponse::error(format!(
+                    "registration failed: {refused}"
+                ))),
+            }
         }
     }
 }
