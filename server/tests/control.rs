@@ -910,7 +910,10 @@ async fn oversized_hostinfo_and_endpoints_are_refused_and_not_stored() {
     let (status, answer) = big.post_json("/machine/register", body).await;
     assert_eq!(status, 400, "{answer}");
     assert!(answer.to_string().contains("32768"), "{answer}");
-    assert!(server.running().admin.list_nodes(None).is_empty(), "nothing registered");
+    assert!(
+        server.running().admin.list_nodes(None).is_empty(),
+        "nothing registered"
+    );
 
     let mut a = TestNode::connect(&server.url, "a").await;
     a.register(Some(&key)).await;

@@ -64,8 +64,10 @@ mod tests {
             hostname: "laptop".into(),
             ..Default::default()
         };
-        h.rest
-            .insert("Padding".into(), serde_json::Value::String("x".repeat(bytes)));
+        h.rest.insert(
+            "Padding".into(),
+            serde_json::Value::String("x".repeat(bytes)),
+        );
         h
     }
 
@@ -95,7 +97,12 @@ mod tests {
             hostinfo: Some(hostinfo_of(MAX_HOSTINFO_BYTES)),
             ..Default::default()
         };
-        assert!(reg.check_bounds().unwrap_err().to_string().contains("32768"));
+        assert!(
+            reg.check_bounds()
+                .unwrap_err()
+                .to_string()
+                .contains("32768")
+        );
         let many = MapRequest {
             endpoints: vec!["192.0.2.1:1".into(); MAX_ENDPOINTS + 1],
             ..Default::default()
