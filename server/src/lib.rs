@@ -1,7 +1,8 @@
 //! oxiscale: a self-hosted Tailscale coordination server with its admin console built in.
 //!
 //! Layers, with dependencies pointing down only:
-//! - `cli`, `serve` (composition root), `http`, `api` (the edge);
+//! - `cli`, `serve` (composition root), `http`, `api` (the edge), `import` (offline takeover
+//!   of a headscale database);
 //! - `control` (the Tailscale control protocol inside Noise: register, map streams),
 //!   `relay` (keeps the embedded DERP in step), `lifecycle` (expiry, ephemeral nodes);
 //! - `mapper` (what each node is told: full maps, deltas, sessions);
@@ -21,6 +22,7 @@ pub mod console;
 pub mod control;
 pub mod http;
 pub mod identity;
+pub mod import;
 pub mod keys;
 pub mod lifecycle;
 pub mod mapper;

@@ -139,7 +139,15 @@ impl PreAuthKeyView {
     pub fn from(s: &State, k: &PreAuthKey, secret: Option<String>, now: OffsetDateTime) -> Self {
         PreAuthKeyView {
             id: k.id,
-            key: secret.unwrap_or_else(|| format!("oxskey-auth-{}-***", k.prefix)),
+            // A key taken over from headscale keeps headscale's masked form.
+            key: secret.unwrap_or_else(|| match k.hash {
+                crate::tailnet::model::KeyHash::Bcrypt { .. } => {
+                    format!("hskey-auth-{}-***", k.prefix)
+                }
+                crate::tailnet::model::KeyHash::Sha256(_) => {
+                    format!("oxskey-auth-{}-***", k.prefix)
+                }
+            }),
             user: k.user.and_then(|u| s.user(u)).map(UserView::from),
             reusable: k.reusable,
             ephemeral: k.ephemeral,

@@ -120,7 +120,8 @@ async fn require_api_key(State(admin): State<Admin>, req: Request, next: Next) -
     match presented {
         Some(key) if admin.verify_api_key(key) => {
             // The key's public prefix names it in the audit log (never the secret).
-            let prefix = crate::tailnet::secret::prefix_of(SecretKind::Api, key).unwrap_or("?");
+            let prefix = crate::tailnet::secret::parse_presented(SecretKind::Api, key)
+                .map_or("?", |(prefix, _)| prefix);
             let actor = Actor::new(ActorKind::ApiKey, format!("API key {prefix}"));
             audit::acting_as(actor, next.run(req)).await
         }

@@ -83,6 +83,25 @@ pub enum Command {
     /// The audit log of administrative changes.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Take over another server's database (offline: with both servers stopped).
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImportCommand {
+    /// Import a headscale SQLite database (0.23 or later) into oxiscale's configured
+    /// database, which must hold no users or nodes yet (`--force` replaces them). The
+    /// headscale file is never written: it is copied to `<file>.backup-<timestamp>` first.
+    Headscale {
+        /// headscale's database file (database.sqlite.path in its config).
+        #[arg(long = "from", value_name = "FILE")]
+        from: PathBuf,
+        /// headscale's Noise private key (noise.private_key_path), copied to oxiscale's so
+        /// clients reconnect without logging in again.
+        #[arg(long = "noise-key", value_name = "FILE")]
+        noise_key: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -416,6 +435,25 @@ pub fn main() -> ExitCode {
                 }
                 Err(e) => {
                     out.error(&e);
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Import(ImportCommand::Headscale { from, noise_key }) => {
+            let out = Output::new(cli.output);
+            let opts = crate::import::headscale::ImportOptions {
+                from,
+                noise_key,
+                force: cli.force,
+            };
+            match runtime.block_on(crate::import::headscale::import(&config, &opts)) {
+                Ok(summary) => {
+                    let value = serde_json::to_value(&summary).expect("plain data serialises");
+                    out.value(&value, |_| summary.to_text().trim_end().to_owned());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    out.error(&anyhow::anyhow!("import refused: {e}"));
                     ExitCode::FAILURE
                 }
             }
@@ -945,7 +983,7 @@ async fn admin_command(
                 out.value(&v, |_| "Console administrator deleted".into());
             }
         },
-        Command::Serve | Command::Configtest | Command::Version => {
+        Command::Serve | Command::Configtest | Command::Version | Command::Import(_) => {
             unreachable!("handled before connecting")
         }
     }

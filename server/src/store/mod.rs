@@ -16,7 +16,9 @@ use sqlx::{Row, SqlitePool};
 use time::OffsetDateTime;
 
 use crate::tailnet::effects::DbOp;
-use crate::tailnet::model::{ApiKey, Node, PreAuthKey, ProviderIdentity, RegisterMethod, User};
+use crate::tailnet::model::{
+    ApiKey, KeyHash, Node, PreAuthKey, ProviderIdentity, RegisterMethod, User,
+};
 use crate::tailnet::state::Loaded;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -81,10 +83,10 @@ where
     })
 }
 
-fn hash32(table: &'static str, bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
-    bytes.try_into().map_err(|_| StoreError::Corrupt {
+fn key_hash(table: &'static str, bytes: Vec<u8>) -> Result<KeyHash, StoreError> {
+    KeyHash::from_bytes(bytes).ok_or_else(|| StoreError::Corrupt {
         table,
-        message: "hash is not 32 bytes".into(),
+        message: "hash is neither 32 bytes of SHA-256 nor a bcrypt string".into(),
     })
 }
 
@@ -207,7 +209,7 @@ impl Store {
                 Ok(PreAuthKey {
                     id: r.get::<i64, _>("id") as u64,
                     prefix: r.get("prefix"),
-                    hash: hash32("pre_auth_keys", r.get("hash"))?,
+                    hash: key_hash("pre_auth_keys", r.get("hash"))?,
                     user: r.get::<Option<i64>, _>("user_id").map(|v| v as u64),
                     reusable: r.get("reusable"),
                     ephemeral: r.get("ephemeral"),
@@ -226,7 +228,7 @@ impl Store {
                 Ok(ApiKey {
                     id: r.get::<i64, _>("id") as u64,
                     prefix: r.get("prefix"),
-                    hash: hash32("api_keys", r.get("hash"))?,
+                    hash: key_hash("api_keys", r.get("hash"))?,
                     expiration: from_ts("api_keys", r.get("expiration"))?,
                     created: from_ts("api_keys", r.get("created_at"))?,
                     last_seen: r
@@ -257,115 +259,40 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for op in coalesce(ops) {
-            match op {
-                DbOp::PutUser(u) => {
-                    sqlx::query(
-                        "INSERT INTO users (id, name, display_name, email, created_at, provider_issuer,
-                                            provider_subject, picture_url, provider_groups)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                         ON CONFLICT(id) DO UPDATE SET name = excluded.name, display_name = excluded.display_name,
-                         email = excluded.email, provider_issuer = excluded.provider_issuer,
-                         provider_subject = excluded.provider_subject, picture_url = excluded.picture_url,
-                         provider_groups = excluded.provider_groups",
-                    )
-                    .bind(u.id as i64)
-                    .bind(&u.name)
-                    .bind(&u.display_name)
-                    .bind(&u.email)
-                    .bind(ts(u.created))
-                    .bind(u.provider.as_ref().map(|p| p.issuer.as_str()))
-                    .bind(u.provider.as_ref().map(|p| p.subject.as_str()))
-                    .bind(&u.picture_url)
-                    .bind(json(&u.provider_groups))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                DbOp::DeleteUser(id) => {
-                    sqlx::query("DELETE FROM users WHERE id = $1")
-                        .bind(*id as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                DbOp::PutNode(n) => put_node(&mut tx, n).await?,
-                DbOp::DeleteNode(id) => {
-                    sqlx::query("DELETE FROM nodes WHERE id = $1")
-                        .bind(*id as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                DbOp::PutPreAuthKey(k) => {
-                    sqlx::query(
-                        "INSERT INTO pre_auth_keys (id, prefix, hash, user_id, reusable, ephemeral, used, tags, expiration, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                         ON CONFLICT(id) DO UPDATE SET used = excluded.used, expiration = excluded.expiration",
-                    )
-                    .bind(k.id as i64)
-                    .bind(&k.prefix)
-                    .bind(&k.hash[..])
-                    .bind(k.user.map(|u| u as i64))
-                    .bind(k.reusable)
-                    .bind(k.ephemeral)
-                    .bind(k.used)
-                    .bind(json(&k.tags))
-                    .bind(ts(k.expiration))
-                    .bind(ts(k.created))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                DbOp::DeletePreAuthKey(id) => {
-                    sqlx::query("DELETE FROM pre_auth_keys WHERE id = $1")
-                        .bind(*id as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                DbOp::PutApiKey(k) => {
-                    sqlx::query(
-                        "INSERT INTO api_keys (id, prefix, hash, expiration, created_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6)
-                         ON CONFLICT(id) DO UPDATE SET expiration = excluded.expiration, last_seen = excluded.last_seen",
-                    )
-                    .bind(k.id as i64)
-                    .bind(&k.prefix)
-                    .bind(&k.hash[..])
-                    .bind(ts(k.expiration))
-                    .bind(ts(k.created))
-                    .bind(k.last_seen.map(ts))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                DbOp::DeleteApiKey(id) => {
-                    sqlx::query("DELETE FROM api_keys WHERE id = $1")
-                        .bind(*id as i64)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                DbOp::PutSequence(name, next) => {
-                    sqlx::query(
-                        "INSERT INTO sequences (name, next) VALUES ($1, $2) ON CONFLICT(name) DO UPDATE SET next = excluded.next",
-                    )
-                    .bind(*name)
-                    .bind(*next as i64)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                DbOp::PutPolicy(text) => {
-                    sqlx::query("INSERT INTO policies (data, created_at) VALUES ($1, $2)")
-                        .bind(text)
-                        .bind(ts(OffsetDateTime::now_utc()))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                DbOp::PutSetting(key, value) => {
-                    sqlx::query(
-                        "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    )
-                    .bind(key)
-                    .bind(value)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
+        apply(&mut tx, ops).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether the tailnet holds anything yet: (users, nodes).
+    pub async fn tailnet_counts(&self) -> Result<(u64, u64), StoreError> {
+        let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        let nodes: i64 = sqlx::query_scalar("SELECT count(*) FROM nodes")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((users as u64, nodes as u64))
+    }
+
+    /// Replaces the whole tailnet (users, nodes, keys, sequences, policy history) with what
+    /// `ops` write, in one transaction: an import either lands whole or not at all. Settings,
+    /// console accounts and the audit log stay.
+    pub async fn replace_tailnet(&self, ops: &[DbOp]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for table in [
+            "nodes",
+            "pre_auth_keys",
+            "api_keys",
+            "users",
+            "sequences",
+            "policies",
+        ] {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await?;
         }
+        apply(&mut tx, ops).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -379,6 +306,122 @@ impl Store {
                 .map(|r| r.get("data")),
         )
     }
+}
+
+async fn apply(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    ops: &[DbOp],
+) -> Result<(), StoreError> {
+    for op in coalesce(ops) {
+        match op {
+            DbOp::PutUser(u) => {
+                sqlx::query(
+                    "INSERT INTO users (id, name, display_name, email, created_at, provider_issuer,
+                                        provider_subject, picture_url, provider_groups)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT(id) DO UPDATE SET name = excluded.name, display_name = excluded.display_name,
+                     email = excluded.email, provider_issuer = excluded.provider_issuer,
+                     provider_subject = excluded.provider_subject, picture_url = excluded.picture_url,
+                     provider_groups = excluded.provider_groups",
+                )
+                .bind(u.id as i64)
+                .bind(&u.name)
+                .bind(&u.display_name)
+                .bind(&u.email)
+                .bind(ts(u.created))
+                .bind(u.provider.as_ref().map(|p| p.issuer.as_str()))
+                .bind(u.provider.as_ref().map(|p| p.subject.as_str()))
+                .bind(&u.picture_url)
+                .bind(json(&u.provider_groups))
+                .execute(&mut **tx)
+                .await?;
+            }
+            DbOp::DeleteUser(id) => {
+                sqlx::query("DELETE FROM users WHERE id = $1")
+                    .bind(*id as i64)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            DbOp::PutNode(n) => put_node(tx, n).await?,
+            DbOp::DeleteNode(id) => {
+                sqlx::query("DELETE FROM nodes WHERE id = $1")
+                    .bind(*id as i64)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            DbOp::PutPreAuthKey(k) => {
+                sqlx::query(
+                    "INSERT INTO pre_auth_keys (id, prefix, hash, user_id, reusable, ephemeral, used, tags, expiration, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                     ON CONFLICT(id) DO UPDATE SET used = excluded.used, expiration = excluded.expiration",
+                )
+                .bind(k.id as i64)
+                .bind(&k.prefix)
+                .bind(k.hash.to_bytes())
+                .bind(k.user.map(|u| u as i64))
+                .bind(k.reusable)
+                .bind(k.ephemeral)
+                .bind(k.used)
+                .bind(json(&k.tags))
+                .bind(ts(k.expiration))
+                .bind(ts(k.created))
+                .execute(&mut **tx)
+                .await?;
+            }
+            DbOp::DeletePreAuthKey(id) => {
+                sqlx::query("DELETE FROM pre_auth_keys WHERE id = $1")
+                    .bind(*id as i64)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            DbOp::PutApiKey(k) => {
+                sqlx::query(
+                    "INSERT INTO api_keys (id, prefix, hash, expiration, created_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT(id) DO UPDATE SET expiration = excluded.expiration, last_seen = excluded.last_seen",
+                )
+                .bind(k.id as i64)
+                .bind(&k.prefix)
+                .bind(k.hash.to_bytes())
+                .bind(ts(k.expiration))
+                .bind(ts(k.created))
+                .bind(k.last_seen.map(ts))
+                .execute(&mut **tx)
+                .await?;
+            }
+            DbOp::DeleteApiKey(id) => {
+                sqlx::query("DELETE FROM api_keys WHERE id = $1")
+                    .bind(*id as i64)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            DbOp::PutSequence(name, next) => {
+                sqlx::query(
+                    "INSERT INTO sequences (name, next) VALUES ($1, $2) ON CONFLICT(name) DO UPDATE SET next = excluded.next",
+                )
+                .bind(*name)
+                .bind(*next as i64)
+                .execute(&mut **tx)
+                .await?;
+            }
+            DbOp::PutPolicy(text) => {
+                sqlx::query("INSERT INTO policies (data, created_at) VALUES ($1, $2)")
+                    .bind(text)
+                    .bind(ts(OffsetDateTime::now_utc()))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            DbOp::PutSetting(key, value) => {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Keeps only the last write of each row in a batch (a node that changed ten times in one

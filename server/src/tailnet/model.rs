@@ -6,6 +6,8 @@ use ipnet::IpNet;
 use oxiscale_tailcfg::{DiscoPublic, Hostinfo, MachinePublic, NodePublic};
 use time::OffsetDateTime;
 
+pub use super::secret::KeyHash;
+
 pub type UserId = u64;
 pub type NodeId = u64;
 pub type KeyId = u64;
@@ -237,12 +239,13 @@ impl Node {
 }
 
 /// A pre-authentication key. The secret itself is never stored: only a prefix to find it
-/// and a SHA-256 of the whole key to check it.
+/// and a SHA-256 of the whole key to check it (or headscale's bcrypt, for keys imported
+/// from it: [`KeyHash`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreAuthKey {
     pub id: KeyId,
     pub prefix: String,
-    pub hash: [u8; 32],
+    pub hash: KeyHash,
     /// Owner of nodes registered with it; `None` when the key carries tags instead.
     pub user: Option<UserId>,
     pub reusable: bool,
@@ -274,7 +277,7 @@ impl PreAuthKey {
 pub struct ApiKey {
     pub id: KeyId,
     pub prefix: String,
-    pub hash: [u8; 32],
+    pub hash: KeyHash,
     pub expiration: OffsetDateTime,
     pub created: OffsetDateTime,
     pub last_seen: Option<OffsetDateTime>,

@@ -4,6 +4,10 @@
 //! (a slow password hash protects low-entropy secrets, which these are not). Lookups go by
 //! prefix; the comparison of hashes is constant-time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -69,6 +73,145 @@ pub fn matches(text: &str, stored: &[u8; 32]) -> bool {
     digest(text).ct_eq(stored).into()
 }
 
+/// How a key's secret is kept. Keys oxiscale mints keep a SHA-256 of the whole text; keys
+/// taken over from headscale keep what headscale kept: the SHA-256 of a legacy plaintext
+/// pre-auth key (headscale stored the key itself), or headscale's bcrypt of the secret part
+/// (`hskey-auth-…`, `hskey-api-…`, legacy API keys `prefix.secret`).
+#[derive(Debug, Clone)]
+pub enum KeyHash {
+    Sha256([u8; 32]),
+    Bcrypt {
+        /// `$2a$10$…`, as headscale stored it.
+        hash: String,
+        /// The SHA-256 of the whole key text once bcrypt accepted it: bcrypt is slow on
+        /// purpose, and a key's text never changes, so it runs once per key and process.
+        verified: Arc<OnceLock<[u8; 32]>>,
+        /// When bcrypt last refused a guess (ms since the process's first check, 0 = never):
+        /// guesses at a known prefix run bcrypt at most once a second per key, so they
+        /// cannot keep the CPU (or the tailnet's lock) busy.
+        refused_at: Arc<AtomicU64>,
+    },
+}
+
+/// Least time between two bcrypt runs that refuse a guess at the same key.
+const BCRYPT_RETRY_MS: u64 = 1000;
+
+fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    // Starts at 1 so that 0 can mean "never".
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+impl PartialEq for KeyHash {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (KeyHash::Sha256(a), KeyHash::Sha256(b)) => a == b,
+            (KeyHash::Bcrypt { hash: a, .. }, KeyHash::Bcrypt { hash: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for KeyHash {}
+
+impl KeyHash {
+    pub fn bcrypt(hash: String) -> KeyHash {
+        KeyHash::Bcrypt {
+            hash,
+            verified: Arc::default(),
+            refused_at: Arc::default(),
+        }
+    }
+
+    /// The stored form: 32 bytes of SHA-256, or the bcrypt string (60 bytes, never 32).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            KeyHash::Sha256(h) => h.to_vec(),
+            KeyHash::Bcrypt { hash, .. } => hash.as_bytes().to_vec(),
+        }
+    }
+
+    pub fn from_bytes(bytes: Vec<u8>) -> Option<KeyHash> {
+        if bytes.len() == 32 {
+            return Some(KeyHash::Sha256(bytes.try_into().ok()?));
+        }
+        let text = String::from_utf8(bytes).ok()?;
+        text.starts_with("$2").then(|| KeyHash::bcrypt(text))
+    }
+
+    /// Whether `text` (the whole key as presented) opens this key; `secret` is its part
+    /// that headscale hashed (see [`parse_presented`]).
+    pub fn verify(&self, text: &str, secret: &str) -> bool {
+        match self {
+            KeyHash::Sha256(h) => matches(text, h),
+            KeyHash::Bcrypt {
+                hash,
+                verified,
+                refused_at,
+            } => {
+                if let Some(known) = verified.get() {
+                    return matches(text, known);
+                }
+                let last = refused_at.load(Ordering::Relaxed);
+                if last != 0 && clock_ms().saturating_sub(last) < BCRYPT_RETRY_MS {
+                    return false;
+                }
+                let ok = bcrypt::verify(secret, hash).unwrap_or(false);
+                if ok {
+                    let _ = verified.set(digest(text));
+                } else {
+                    refused_at.store(clock_ms(), Ordering::Relaxed);
+                }
+                ok
+            }
+        }
+    }
+}
+
+const HS_PREFIX_LEN: usize = 12;
+const HS_SECRET_LEN: usize = 64;
+
+/// The lookup prefix and the hashed part of a presented key, for every form that may be
+/// stored: oxiscale's own (`oxskey-…`), headscale 0.28+'s (`hskey-auth-<12>-<64>`,
+/// `hskey-api-<12>-<64>`; fixed lengths, the secret may hold `-`), headscale's legacy API
+/// keys (`<prefix>.<secret>`) and legacy pre-auth keys (the plaintext itself, found by
+/// its first 12 characters, which the import stored as its prefix).
+pub fn parse_presented(kind: SecretKind, text: &str) -> Option<(&str, &str)> {
+    if let Some(prefix) = prefix_of(kind, text) {
+        return Some((prefix, text));
+    }
+    let hs_tag = match kind {
+        SecretKind::PreAuth => "hskey-auth-",
+        SecretKind::Api => "hskey-api-",
+    };
+    if let Some(rest) = text.strip_prefix(hs_tag) {
+        let valid = rest.len() == HS_PREFIX_LEN + 1 + HS_SECRET_LEN
+            && rest.is_char_boundary(HS_PREFIX_LEN)
+            && rest.as_bytes()[HS_PREFIX_LEN] == b'-';
+        return valid.then(|| (&rest[..HS_PREFIX_LEN], &rest[HS_PREFIX_LEN + 1..]));
+    }
+    if text.starts_with("oxskey-") || !text.is_ascii() || text.len() > 256 {
+        return None;
+    }
+    match kind {
+        SecretKind::Api => {
+            let (prefix, secret) = text.split_once('.')?;
+            (!prefix.is_empty() && prefix.len() <= 32 && !secret.is_empty())
+                .then_some((prefix, secret))
+        }
+        SecretKind::PreAuth => (text.len() >= 24
+            && text.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| (&text[..HS_PREFIX_LEN], text)),
+    }
+}
+
+/// The lookup prefix a legacy headscale pre-auth key (its plaintext) is stored under.
+pub fn legacy_preauth_prefix(key: &str) -> Option<&str> {
+    parse_presented(SecretKind::PreAuth, key)
+        .filter(|(_, secret)| *secret == key)
+        .map(|(prefix, _)| prefix)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +232,38 @@ mod tests {
             "kinds do not mix"
         );
         assert_ne!(mint(SecretKind::PreAuth).text, m.text);
+    }
+
+    #[test]
+    fn headscale_key_forms_are_recognised() {
+        let secret = "a-".repeat(32);
+        let hs = format!("hskey-auth-abcdefghijkl-{secret}");
+        assert_eq!(
+            parse_presented(SecretKind::PreAuth, &hs),
+            Some(("abcdefghijkl", secret.as_str()))
+        );
+        assert_eq!(parse_presented(SecretKind::Api, &hs), None);
+        let legacy = "0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(legacy_preauth_prefix(legacy), Some("0123456789ab"));
+        assert_eq!(
+            parse_presented(SecretKind::Api, "abcdefg.secretpart"),
+            Some(("abcdefg", "secretpart"))
+        );
+        let hash = KeyHash::bcrypt(bcrypt::hash("secretpart", 4).unwrap());
+        assert!(!hash.verify("abcdefg.other", "other"));
+        assert!(
+            !hash.verify("abcdefg.secretpart", "secretpart"),
+            "within a second of a wrong guess, bcrypt does not run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(BCRYPT_RETRY_MS + 50));
+        assert!(hash.verify("abcdefg.secretpart", "secretpart"));
+        assert!(hash.verify("abcdefg.secretpart", "secretpart"), "cached");
+        assert!(!hash.verify("abcdefg.other", "other"));
+        assert!(
+            hash.verify("abcdefg.secretpart", "secretpart"),
+            "a verified key is not slowed by guesses"
+        );
+        assert_eq!(KeyHash::from_bytes(hash.to_bytes()), Some(hash));
     }
 
     #[test]

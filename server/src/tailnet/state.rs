@@ -27,7 +27,7 @@ use super::effects::{Change, DbOp, Effects};
 use super::model::{ApiKey, KeyId, Node, NodeId, PreAuthKey, RegisterMethod, User, UserId};
 use super::names::{is_valid_label, sanitize_hostname, unique_label};
 use super::nodes::NodeTable;
-use super::secret::{self, SecretKind};
+use super::secret::{self, KeyHash, SecretKind};
 
 mod identity;
 pub use identity::ProviderProfile;
@@ -357,13 +357,13 @@ impl State {
     }
 
     pub fn verify_api_key(&self, text: &str, now: OffsetDateTime) -> bool {
-        let Some(prefix) = secret::prefix_of(SecretKind::Api, text) else {
+        let Some((prefix, hashed)) = secret::parse_presented(SecretKind::Api, text) else {
             return false;
         };
         self.api_by_prefix
             .get(prefix)
             .and_then(|id| self.api_keys.get(id))
-            .is_some_and(|k| k.expiration > now && secret::matches(text, &k.hash))
+            .is_some_and(|k| k.expiration > now && k.hash.verify(text, hashed))
     }
 
     // ----- users ---------------------------------------------------------------------
@@ -494,7 +494,7 @@ impl State {
         let key = PreAuthKey {
             id: self.seq.preauth,
             prefix: minted.prefix,
-            hash: minted.hash,
+            hash: KeyHash::Sha256(minted.hash),
             user,
             reusable,
             ephemeral,
@@ -559,7 +559,7 @@ impl State {
         let key = ApiKey {
             id: self.seq.api,
             prefix: minted.prefix,
-            hash: minted.hash,
+            hash: KeyHash::Sha256(minted.hash),
             expiration,
             created: now,
             last_seen: None,
@@ -720,11 +720,13 @@ impl State {
         hostinfo: Hostinfo,
         now: OffsetDateTime,
     ) -> Result<RegisterOutcome, TailnetError> {
-        let key = secret::prefix_of(SecretKind::PreAuth, text)
-            .and_then(|p| self.preauth_by_prefix.get(p))
-            .and_then(|id| self.preauth.get(id))
-            .filter(|k| secret::matches(text, &k.hash))
-            .cloned();
+        let key = secret::parse_presented(SecretKind::PreAuth, text).and_then(|(p, hashed)| {
+            self.preauth_by_prefix
+                .get(p)
+                .and_then(|id| self.preauth.get(id))
+                .filter(|k| k.hash.verify(text, hashed))
+                .cloned()
+        });
         let Some(key) = key else {
             return Ok(RegisterOutcome::Refused("invalid authkey".into()));
         };
