@@ -148,9 +148,24 @@ fn meta_content(name: &str) -> Option<String> {
         .get_attribute("content")
 }
 
-/// Leaves for `/login?next=<this page>` (the sign-in form returns there).
+/// Set when the page is being left on purpose (signing out): a server function that fails
+/// with "signed out" meanwhile must not turn that navigation into a sign-in redirect.
+#[cfg(feature = "hydrate")]
+static LEAVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called as the page starts leaving on purpose (the sign-out form is submitted).
+pub fn leaving() {
+    #[cfg(feature = "hydrate")]
+    LEAVING.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Leaves for `/login?next=<this page>` (the sign-in form returns there), unless the page is
+/// already on its way somewhere.
 #[cfg(feature = "hydrate")]
 fn go_to_sign_in() {
+    if LEAVING.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let Some(location) = web_sys::window().map(|w| w.location()) else {
         return;
     };

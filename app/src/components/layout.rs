@@ -48,7 +48,14 @@ pub fn Layout(children: Children) -> impl IntoView {
                                         .collect_view()}
                                 </ul>
                             </nav>
-                            <form class="session-menu" method="post" action="/logout">
+                            // A server function that fails during sign-out (the session is gone)
+                            // must not redirect the page elsewhere: it is leaving for /login.
+                            <form
+                                class="session-menu"
+                                method="post"
+                                action="/logout"
+                                on:submit=|_| crate::api::leaving()
+                            >
                                 <span class="session-menu__name">
                                     <span class="visually-hidden">"Signed in as "</span>
                                     {name}
