@@ -34,6 +34,9 @@ pub use identity::ProviderProfile;
 
 /// How long an interactive login may stay pending.
 pub const PENDING_LOGIN_TTL: Duration = Duration::from_secs(15 * 60);
+/// Interactive logins waiting at once. Anyone can start one (a machine key costs nothing)
+/// and each holds its machine's Hostinfo until it completes or times out.
+pub const MAX_PENDING_LOGINS: usize = 1_000;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum TailnetError {
@@ -689,7 +692,17 @@ impl State {
             return self.register_with_auth_key(fx, machine, req, text, hostinfo, now);
         }
 
-        // Nothing vouches for this machine: an administrator has to.
+        // Nothing vouches for this machine: an administrator has to. One waiting login per
+        // machine (starting again replaces the previous one), and a bounded number in all.
+        self.pending.retain(|_, p| p.machine != machine);
+        if self.pending.len() >= MAX_PENDING_LOGINS {
+            self.expire_pending_logins(now);
+        }
+        if self.pending.len() >= MAX_PENDING_LOGINS {
+            return Ok(RegisterOutcome::Refused(
+                "too many sign-ins are waiting on this server; try again in a few minutes".into(),
+            ));
+        }
         let auth_id = format!("oxsreq-{}", hex::encode(rand::random::<[u8; 12]>()));
         let (done, _) = watch::channel(None);
         self.pending.insert(
@@ -2076,5 +2089,88 @@ mod approval_tests {
         let fx = approve(&mut s, router);
         assert_eq!(s.primary_routes_of(router), vec![route]);
         assert!(fx.changes.contains(&Change::Visibility), "{:?}", fx.changes);
+    }
+}
+
+#[cfg(test)]
+mod pending_login_tests {
+    use super::*;
+    use crate::config::Allocation;
+
+    fn state() -> State {
+        let settings = Settings {
+            server_url: "http://127.0.0.1:8080".into(),
+            base_domain: "tail.test".into(),
+            magic_dns: true,
+            node_expiry: None,
+            approval_required: false,
+        };
+        let pool = AddressPool::new(
+            Some("100.64.0.0/10".parse().unwrap()),
+            Some("fd7a:115c:a1e0::/48".parse().unwrap()),
+            Allocation::Sequential,
+        );
+        State::new(settings, pool, Loaded::default())
+    }
+
+    /// A registration with nothing vouching for it, from machine `m` (two bytes of key).
+    fn start(s: &mut State, m: u16, now: OffsetDateTime) -> RegisterOutcome {
+        let mut key = [1u8; 32];
+        key[..2].copy_from_slice(&m.to_be_bytes());
+        let req = RegisterRequest {
+            version: 130,
+            node_key: NodePublic::from_bytes(key),
+            ..Default::default()
+        };
+        s.register(
+            &mut Effects::default(),
+            MachinePublic::from_bytes(key),
+            &req,
+            now,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_machine_that_starts_again_replaces_its_waiting_login() {
+        let mut s = state();
+        let now = OffsetDateTime::now_utc();
+        let RegisterOutcome::NeedsLogin { auth_id: first, .. } = start(&mut s, 7, now) else {
+            panic!("expected a login URL")
+        };
+        let RegisterOutcome::NeedsLogin {
+            auth_id: second, ..
+        } = start(&mut s, 7, now)
+        else {
+            panic!("expected a login URL")
+        };
+        assert!(s.pending_login(&first).is_none(), "the first is gone");
+        assert!(s.pending_login(&second).is_some());
+        assert_eq!(s.pending.len(), 1);
+    }
+
+    #[test]
+    fn waiting_logins_are_bounded_and_make_room_as_they_time_out() {
+        let mut s = state();
+        let now = OffsetDateTime::now_utc();
+        for m in 0..MAX_PENDING_LOGINS as u16 {
+            assert!(matches!(
+                start(&mut s, m, now),
+                RegisterOutcome::NeedsLogin { .. }
+            ));
+        }
+        let refused = start(&mut s, u16::MAX, now);
+        assert!(
+            matches!(&refused, RegisterOutcome::Refused(r) if r.contains("too many")),
+            "{refused:?}"
+        );
+        assert_eq!(s.pending.len(), MAX_PENDING_LOGINS);
+        // Once the waiting ones time out, a new machine gets its login.
+        let later = now + PENDING_LOGIN_TTL;
+        assert!(matches!(
+            start(&mut s, u16::MAX, later),
+            RegisterOutcome::NeedsLogin { .. }
+        ));
+        assert_eq!(s.pending.len(), 1);
     }
 }
