@@ -256,3 +256,67 @@ async fn every_command_prints_the_json_scripts_read() {
     assert_eq!(admin.list_users().len(), 1);
     server.stop().await;
 }
+
+/// Remote mode: with `cli.address` and an API key (oxiscale's or headscale's variable
+/// names) the CLI works against a server it has no socket of, over the REST API; a wrong
+/// key is refused on stderr, and remote mode without a key says what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_works_remotely_with_an_api_key() {
+    let server = TestServer::start().await;
+    server.user("alice").await;
+    let key = server
+        .running()
+        .admin
+        .create_api_key(oxiscale::admin::CreateApiKey::default())
+        .await
+        .unwrap()
+        .key
+        .unwrap();
+    let elsewhere =
+        std::env::temp_dir().join(format!("oxiscale-cli-remote-{}", rand::random::<u64>()));
+    let run = |vars: Vec<(&'static str, String)>| {
+        let elsewhere = elsewhere.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_oxiscale"));
+            command
+                .args(["users", "list", "-o", "json"])
+                .env("OXISCALE_DATA_DIR", &elsewhere);
+            for (k, v) in vars {
+                command.env(k, v);
+            }
+            command.output().unwrap()
+        })
+    };
+
+    for (address, api_key) in [
+        ("OXISCALE_CLI_ADDRESS", "OXISCALE_CLI_API_KEY"),
+        ("HEADSCALE_CLI_ADDRESS", "HEADSCALE_CLI_API_KEY"),
+    ] {
+        let out = run(vec![(address, server.url.clone()), (api_key, key.clone())])
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{address}: {stderr}");
+        let users: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(users[0]["name"], "alice", "{users}");
+    }
+
+    let out = run(vec![
+        ("OXISCALE_CLI_ADDRESS", server.url.clone()),
+        ("OXISCALE_CLI_API_KEY", "oxskey-api-wrong".into()),
+    ])
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    let out = run(vec![("OXISCALE_CLI_ADDRESS", server.url.clone())])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("API key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.stop().await;
+}

@@ -1,4 +1,5 @@
-//! The CLI's connection to a running server: HTTP/1.1 over the local admin socket.
+//! The CLI's connection to a running server: HTTP/1.1 over the local admin socket, or, in
+//! remote mode (`cli.address`), the server's REST API with an API key.
 
 use std::path::{Path, PathBuf};
 
@@ -19,20 +20,55 @@ pub enum ClientError {
     },
     #[error("talking to the server: {0}")]
     Http(String),
+    #[error("remote mode (cli.address) needs an API key: set cli.api_key or OXISCALE_CLI_API_KEY")]
+    NoApiKey,
     /// The server refused the request; its message is shown as is.
     #[error("{message}")]
     Refused { status: StatusCode, message: String },
 }
 
 pub struct LocalClient {
-    socket: PathBuf,
+    target: Target,
+}
+
+enum Target {
+    Socket(PathBuf),
+    Remote {
+        base: String,
+        api_key: String,
+        http: reqwest::Client,
+    },
 }
 
 impl LocalClient {
     pub fn new(socket: &Path) -> Self {
         LocalClient {
-            socket: socket.to_owned(),
+            target: Target::Socket(socket.to_owned()),
         }
+    }
+
+    /// The REST API of the server at `base` (its URL), with `api_key`.
+    pub fn remote(
+        base: String,
+        api_key: Option<String>,
+        cli: &crate::config::CliConfig,
+    ) -> Result<Self, ClientError> {
+        let api_key = api_key
+            .filter(|k| !k.is_empty())
+            .ok_or(ClientError::NoApiKey)?;
+        let http = reqwest::Client::builder()
+            .timeout(cli.timeout.0)
+            .danger_accept_invalid_certs(cli.insecure)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        Ok(LocalClient {
+            target: Target::Remote {
+                base,
+                api_key,
+                http,
+            },
+        })
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
@@ -57,10 +93,47 @@ impl LocalClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
+        let (status, bytes) = match &self.target {
+            Target::Socket(socket) => over_socket(socket, method, path, body).await?,
+            Target::Remote {
+                base,
+                api_key,
+                http,
+            } => {
+                let mut req = http
+                    .request(method, format!("{base}{path}"))
+                    .bearer_auth(api_key)
+                    .header(http::header::CONTENT_TYPE, "application/json");
+                if let Some(body) = body {
+                    req = req.body(body.to_string());
+                }
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| ClientError::Http(format!("{base}: {e}")))?;
+                let status = resp.status();
+                let bytes = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| ClientError::Http(e.to_string()))?;
+                (status, bytes)
+            }
+        };
+        answer(status, bytes)
+    }
+}
+
+async fn over_socket(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(StatusCode, Bytes), ClientError> {
+    {
+        let stream = tokio::net::UnixStream::connect(socket)
             .await
             .map_err(|source| ClientError::Connect {
-                path: self.socket.clone(),
+                path: socket.to_owned(),
                 source,
             })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -86,6 +159,13 @@ impl LocalClient {
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?
             .to_bytes();
+        Ok((status, bytes))
+    }
+}
+
+/// The server's answer as JSON, or its refusal with the message it gave.
+fn answer(status: StatusCode, bytes: Bytes) -> Result<Value, ClientError> {
+    {
         let value: Value = if bytes.is_empty() {
             Value::Null
         } else {

@@ -459,7 +459,18 @@ pub fn main() -> ExitCode {
             }
         }
         command => {
-            let client = LocalClient::new(&config.socket_path());
+            let client = match config.cli.base_url() {
+                Some(base) => {
+                    match LocalClient::remote(base, config.cli.api_key.clone(), &config.cli) {
+                        Ok(client) => client,
+                        Err(e) => {
+                            Output::new(cli.output).error(&e.into());
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                None => LocalClient::new(&config.socket_path()),
+            };
             let out = Output::new(cli.output);
             match runtime.block_on(admin_command(&client, &out, cli.force, command)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -95,8 +95,8 @@ pub struct Config {
     pub trusted_proxies: Option<Vec<String>>,
     pub tuning: Option<Value>,
     pub auto_update: Option<Value>,
-    /// headscale's remote CLI settings (`cli.address`, `cli.api_key`, …).
-    pub cli: Option<Value>,
+    /// The CLI against a server elsewhere, over the REST API (headscale's `cli.*` keys).
+    pub cli: CliConfig,
     /// What a person should know about this config (unknown keys, renamed ones); filled by
     /// [`Config::load`].
     #[serde(skip)]
@@ -261,6 +261,49 @@ pub struct ConsoleConfig {
     pub roles: oidc::ConsoleRolesConfig,
 }
 
+/// Remote mode of the CLI: with an address, commands go to that server's REST API with the
+/// API key instead of the local admin socket.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CliConfig {
+    /// The server's URL (`https://vpn.example.com`); a bare `host:port`, as headscale's
+    /// gRPC address is written, means `https://host:port`.
+    pub address: Option<String>,
+    /// Never printed: `configtest` shows it as `<set>`.
+    #[serde(serialize_with = "oidc::redacted")]
+    pub api_key: Option<String>,
+    pub timeout: HumanDuration,
+    /// Accept a certificate that does not verify (a test server's own).
+    pub insecure: bool,
+}
+
+impl Default for CliConfig {
+    fn default() -> Self {
+        CliConfig {
+            address: None,
+            api_key: None,
+            timeout: HumanDuration(std::time::Duration::from_secs(5)),
+            insecure: false,
+        }
+    }
+}
+
+impl CliConfig {
+    /// The base URL of the remote server, when remote mode is asked for.
+    pub fn base_url(&self) -> Option<String> {
+        let address = self.address.as_deref()?.trim();
+        if address.is_empty() {
+            return None;
+        }
+        let url = if address.contains("://") {
+            address.to_owned()
+        } else {
+            format!("https://{address}")
+        };
+        Some(url.trim_end_matches('/').to_owned())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
@@ -312,7 +355,7 @@ impl Default for Config {
             trusted_proxies: None,
             tuning: None,
             auto_update: None,
-            cli: None,
+            cli: CliConfig::default(),
             notices: Vec::new(),
         }
     }
@@ -932,6 +975,22 @@ mod tests {
                 suggestion: None
             }]
         );
+    }
+
+    #[test]
+    fn the_cli_address_is_a_url_or_headscales_host_and_port() {
+        let c = load_yaml("cli:\n  address: vpn.example.com:443\n  api_key: k\n", &[]).unwrap();
+        assert_eq!(
+            c.cli.base_url().as_deref(),
+            Some("https://vpn.example.com:443")
+        );
+        assert!(
+            !c.to_yaml().contains("api_key: k"),
+            "the key is never printed"
+        );
+        let c = load_yaml("", &[("OXISCALE_CLI_ADDRESS", "http://127.0.0.1:8080/")]).unwrap();
+        assert_eq!(c.cli.base_url().as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(load_yaml("", &[]).unwrap().cli.base_url(), None);
     }
 
     #[test]

@@ -148,7 +148,10 @@ impl ConsoleRolesConfig {
     }
 }
 
-fn redacted<S: serde::Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn redacted<S: serde::Serializer>(
+    value: &Option<String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match value {
         Some(_) => s.serialize_some("<set>"),
         None => s.serialize_none(),
