@@ -1863,12 +1863,9 @@ fn normalize_tags(tags: Vec<String>) -> Result<Vec<String>, TailnetError> {
 }
 
 #[cfg(test)]
-mod approval_tests {
-    use super::*;
-    use crate::config::Allocation;
-    use oxiscale_tailcfg::RegisterAuth;
-
-    fn state(approval_required: bool) -> State {
+impl State {
+    /// An empty tailnet on the default address ranges, as the unit tests of its rules use.
+    pub(crate) fn for_tests(approval_required: bool) -> State {
         let settings = Settings {
             server_url: "http://127.0.0.1:8080".into(),
             base_domain: "tail.test".into(),
@@ -1879,9 +1876,19 @@ mod approval_tests {
         let pool = AddressPool::new(
             Some("100.64.0.0/10".parse().unwrap()),
             Some("fd7a:115c:a1e0::/48".parse().unwrap()),
-            Allocation::Sequential,
+            crate::config::Allocation::Sequential,
         );
         State::new(settings, pool, Loaded::default())
+    }
+}
+
+#[cfg(test)]
+mod approval_tests {
+    use super::*;
+    use oxiscale_tailcfg::RegisterAuth;
+
+    fn state(approval_required: bool) -> State {
+        State::for_tests(approval_required)
     }
 
     /// A reusable pre-auth key of a new user "alice" (or carrying `tags`).
@@ -2095,22 +2102,9 @@ mod approval_tests {
 #[cfg(test)]
 mod pending_login_tests {
     use super::*;
-    use crate::config::Allocation;
 
     fn state() -> State {
-        let settings = Settings {
-            server_url: "http://127.0.0.1:8080".into(),
-            base_domain: "tail.test".into(),
-            magic_dns: true,
-            node_expiry: None,
-            approval_required: false,
-        };
-        let pool = AddressPool::new(
-            Some("100.64.0.0/10".parse().unwrap()),
-            Some("fd7a:115c:a1e0::/48".parse().unwrap()),
-            Allocation::Sequential,
-        );
-        State::new(settings, pool, Loaded::default())
+        State::for_tests(false)
     }
 
     /// A registration with nothing vouching for it, from machine `m` (two bytes of key).

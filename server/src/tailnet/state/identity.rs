@@ -136,24 +136,9 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Allocation;
-    use crate::tailnet::addresses::AddressPool;
-    use crate::tailnet::state::{Loaded, Settings};
 
     fn state() -> State {
-        let settings = Settings {
-            server_url: "http://127.0.0.1:8080".into(),
-            base_domain: "tail.test".into(),
-            magic_dns: true,
-            node_expiry: None,
-            approval_required: false,
-        };
-        let pool = AddressPool::new(
-            Some("100.64.0.0/10".parse().unwrap()),
-            Some("fd7a:115c:a1e0::/48".parse().unwrap()),
-            Allocation::Sequential,
-        );
-        State::new(settings, pool, Loaded::default())
+        State::for_tests(false)
     }
 
     fn alice() -> ProviderProfile {
