@@ -263,7 +263,7 @@ pub struct ConsoleConfig {
 
 /// Remote mode of the CLI: with an address, commands go to that server's REST API with the
 /// API key instead of the local admin socket.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CliConfig {
     /// The server's URL (`https://vpn.example.com`); a bare `host:port`, as headscale's
@@ -285,6 +285,14 @@ impl Default for CliConfig {
             timeout: HumanDuration(std::time::Duration::from_secs(5)),
             insecure: false,
         }
+    }
+}
+
+/// As for `OidcConfig`: the serialised form, with the API key as `<set>`.
+impl std::fmt::Debug for CliConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        write!(f, "CliConfig {shown}")
     }
 }
 

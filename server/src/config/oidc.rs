@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, HumanDuration};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OidcConfig {
     /// Stop at start when the provider cannot be discovered (else retry in the background).
@@ -145,6 +145,15 @@ impl ConsoleRolesConfig {
         .find(|(_, mapped)| in_any(mapped))
         .map(|(role, _)| role)
         .or_else(|| Role::parse(&self.default))
+    }
+}
+
+/// Debug output is the serialised form, where the secret is `<set>`: a config printed in
+/// a log or a panic message never carries it.
+impl std::fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        write!(f, "OidcConfig {shown}")
     }
 }
 
