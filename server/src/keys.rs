@@ -18,41 +18,57 @@ pub enum KeyFileError {
 
 /// Reads the key at `path`, or creates it with fresh randomness.
 pub fn load_or_create(path: &Path) -> Result<[u8; 32], KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let hex_part = text.trim().strip_prefix("privkey:").unwrap_or(text.trim());
-            let mut key = [0u8; 32];
-            hex::decode_to_slice(hex_part, &mut key).map_err(|_| KeyFileError::Malformed {
-                path: path.display().to_string(),
-            })?;
+    match read_key(path) {
+        Ok(key) => {
             // Tighten a key file someone made readable.
+            let io = io_at(path);
             let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
             if mode & 0o077 != 0 {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io)?;
+                    .map_err(io_at(path))?;
             }
             Ok(key)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(io)?;
-            }
+        Err(KeyFileError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             let key: [u8; 32] = rand::random();
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io)?;
-            writeln!(f, "privkey:{}", hex::encode(key)).map_err(io)?;
-            f.sync_all().map_err(io)?;
+            write_new_key(path, &key)?;
             Ok(key)
         }
-        Err(e) => Err(io(e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The key in the file at `path` (`privkey:<hex>`, or the bare hex).
+pub fn read_key(path: &Path) -> Result<[u8; 32], KeyFileError> {
+    let text = std::fs::read_to_string(path).map_err(io_at(path))?;
+    let hex_part = text.trim().strip_prefix("privkey:").unwrap_or(text.trim());
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(hex_part, &mut key).map_err(|_| KeyFileError::Malformed {
+        path: path.display().to_string(),
+    })?;
+    Ok(key)
+}
+
+/// Writes `key` to a new file at `path` as headscale does (`privkey:<hex>`, no newline),
+/// mode 0600, its directory made if missing; an existing file is never overwritten.
+pub fn write_new_key(path: &Path, key: &[u8; 32]) -> Result<(), KeyFileError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_at(path))?;
+    write!(f, "privkey:{}", hex::encode(key)).map_err(io_at(path))?;
+    f.sync_all().map_err(io_at(path))
+}
+
+fn io_at(path: &Path) -> impl Fn(std::io::Error) -> KeyFileError + '_ {
+    move |source| KeyFileError::Io {
+        path: path.display().to_string(),
+        source,
     }
 }
 

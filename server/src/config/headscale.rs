@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_norway::Value;
 
-use super::ConfigError;
+use super::{ConfigError, get_path, remove_path};
 
 /// The file names tried in each directory of the search path, in order (headscale's viper
 /// takes `config.<any extension>`; these are the ones people use).
@@ -120,12 +120,12 @@ pub fn upgrade(tree: &mut Value, known: &[String]) -> Result<Vec<ConfigNotice>, 
     let mut notices = Vec::new();
     let mut refused = Vec::new();
     for (old, new) in REFUSED {
-        if get(tree, old).is_none_or(Value::is_null) {
+        if get_path(tree, old).is_none_or(Value::is_null) {
             continue;
         }
         match new {
-            Some(new) if get(tree, new).is_some_and(|v| !v.is_null()) => {
-                remove(tree, old);
+            Some(new) if get_path(tree, new).is_some_and(|v| !v.is_null()) => {
+                remove_path(tree, old);
                 notices.push(ConfigNotice::Renamed { old, new });
             }
             Some(new) => refused.push(format!(
@@ -141,8 +141,8 @@ pub fn upgrade(tree: &mut Value, known: &[String]) -> Result<Vec<ConfigNotice>, 
     }
 
     // Renamed in headscale 0.29; the new key wins when both are set, as in headscale.
-    if let Some(old) = remove(tree, "ephemeral_node_inactivity_timeout") {
-        if get(tree, "node.ephemeral.inactivity_timeout").is_none_or(Value::is_null) {
+    if let Some(old) = remove_path(tree, "ephemeral_node_inactivity_timeout") {
+        if get_path(tree, "node.ephemeral.inactivity_timeout").is_none_or(Value::is_null) {
             super::set_path(tree, "node.ephemeral.inactivity_timeout", old);
         }
         notices.push(ConfigNotice::Renamed {
@@ -151,7 +151,7 @@ pub fn upgrade(tree: &mut Value, known: &[String]) -> Result<Vec<ConfigNotice>, 
         });
     }
     // In every 0.26-0.28 example file as `false`; headscale 0.29 moved it to the policy.
-    if let Some(value) = remove(tree, "randomize_client_port")
+    if let Some(value) = remove_path(tree, "randomize_client_port")
         && value.as_bool() == Some(true)
     {
         notices.push(ConfigNotice::Removed {
@@ -163,7 +163,7 @@ pub fn upgrade(tree: &mut Value, known: &[String]) -> Result<Vec<ConfigNotice>, 
     let mut unknown = Vec::new();
     collect_unknown(tree, "", known, &mut unknown);
     for key in unknown {
-        remove(tree, &key);
+        remove_path(tree, &key);
         let suggestion = closest(&key, known);
         notices.push(ConfigNotice::Unknown { key, suggestion });
     }
@@ -222,24 +222,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn get<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.')
-        .try_fold(tree, |node, part| node.as_mapping()?.get(part))
-}
-
-fn remove(tree: &mut Value, path: &str) -> Option<Value> {
-    let (parent, leaf) = match path.rsplit_once('.') {
-        Some((parent, leaf)) => (
-            parent
-                .split('.')
-                .try_fold(tree, |node, part| node.as_mapping_mut()?.get_mut(part))?,
-            leaf,
-        ),
-        None => (tree, path),
-    };
-    parent.as_mapping_mut()?.remove(leaf)
-}
-
 /// `HEADSCALE_<KEY>` variables headscale reads that are not configuration keys.
 pub fn is_headscale_non_config_env(var: &str) -> bool {
     var == "HEADSCALE_CONFIG" || var.starts_with("HEADSCALE_DEBUG_")
@@ -281,8 +263,11 @@ mod tests {
     fn an_old_key_beside_its_new_one_is_only_named() {
         let mut t = tree("acl_policy_path: /a.hujson\npolicy:\n  path: /b.hujson\n");
         let notices = upgrade(&mut t, &known()).unwrap();
-        assert_eq!(get(&t, "acl_policy_path"), None);
-        assert_eq!(get(&t, "policy.path").unwrap().as_str(), Some("/b.hujson"));
+        assert_eq!(get_path(&t, "acl_policy_path"), None);
+        assert_eq!(
+            get_path(&t, "policy.path").unwrap().as_str(),
+            Some("/b.hujson")
+        );
         assert_eq!(notices.len(), 1, "{notices:?}");
     }
 
@@ -291,7 +276,7 @@ mod tests {
         let mut t = tree("ephemeral_node_inactivity_timeout: 30m\n");
         upgrade(&mut t, &known()).unwrap();
         assert_eq!(
-            get(&t, "node.ephemeral.inactivity_timeout")
+            get_path(&t, "node.ephemeral.inactivity_timeout")
                 .unwrap()
                 .as_str(),
             Some("30m")
@@ -301,7 +286,7 @@ mod tests {
         );
         let notices = upgrade(&mut t, &known()).unwrap();
         assert_eq!(
-            get(&t, "node.ephemeral.inactivity_timeout")
+            get_path(&t, "node.ephemeral.inactivity_timeout")
                 .unwrap()
                 .as_str(),
             Some("5m"),
@@ -330,10 +315,10 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(get(&t, "dns.base_domian"), None);
-        assert!(get(&t, "dns.magic_dns").is_some());
+        assert_eq!(get_path(&t, "dns.base_domian"), None);
+        assert!(get_path(&t, "dns.magic_dns").is_some());
         assert!(
-            get(&t, "oidc.extra_params.domain_hint").is_some(),
+            get_path(&t, "oidc.extra_params.domain_hint").is_some(),
             "a section's own entries are its values, not keys"
         );
     }

@@ -204,7 +204,7 @@ impl Oidc {
     /// Keeps a verified console sign-in for the console to pick up with the returned token
     /// (which travels in a cookie, never in a URL).
     pub fn hand_over(&self, signed: SignedIn) -> Result<String, Full> {
-        let token = pending::random_token();
+        let token = crate::tailnet::secret::random_token();
         self.handovers
             .insert(token.clone(), signed, Instant::now())?;
         Ok(token)
@@ -259,7 +259,7 @@ impl Oidc {
         cookie: Option<&str>,
         code: &str,
     ) -> Result<SignedIn, SignInError> {
-        if !cookie.is_some_and(|c| constant_time_eq(c, state)) {
+        if !cookie.is_some_and(|c| crate::tailnet::secret::tokens_equal(c, state)) {
             // Not taken: the browser that started it may still come back with it.
             return Err(SignInError::ForeignBrowser);
         }
@@ -388,11 +388,6 @@ fn verified_groups(jwt: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
 /// An error with its causes, for logs and pages ("discovery failed: request failed: …").
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -433,8 +428,8 @@ mod tests {
 
     #[test]
     fn a_state_from_another_browser_is_refused() {
-        assert!(constant_time_eq("abc", "abc"));
-        assert!(!constant_time_eq("abc", "abd"));
-        assert!(!constant_time_eq("abc", "abcd"));
+        assert!(crate::tailnet::secret::tokens_equal("abc", "abc"));
+        assert!(!crate::tailnet::secret::tokens_equal("abc", "abd"));
+        assert!(!crate::tailnet::secret::tokens_equal("abc", "abcd"));
     }
 }

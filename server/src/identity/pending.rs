@@ -59,11 +59,6 @@ impl<T> ShortLived<T> {
     }
 }
 
-/// A random token for URLs and cookies (128 bits, hex).
-pub fn random_token() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,10 +23,11 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::pages::{self, MachineSummary};
-use super::pending::{ShortLived, random_token};
-use super::{Oidc, OidcHandle, Purpose, SignInError, SignedIn, constant_time_eq};
+use super::pending::ShortLived;
+use super::{Oidc, OidcHandle, Purpose, SignInError, SignedIn};
 use crate::audit::{self, Actor, ActorKind, AuditLog};
 use crate::tailnet::Tailnet;
+use crate::tailnet::secret::{random_token, tokens_equal};
 use crate::tailnet::state::{KeyExpiry, ProviderProfile};
 
 /// Cookie that carries the `state` of a sign-in started in this browser.
@@ -311,7 +312,7 @@ async fn confirm(
     axum::Form(form): axum::Form<ConfirmForm>,
 ) -> Response {
     let from_this_browser = read_cookie(&headers, CONFIRM_COOKIE)
-        .is_some_and(|c| !form.token.is_empty() && constant_time_eq(c, &form.token));
+        .is_some_and(|c| !form.token.is_empty() && tokens_equal(c, &form.token));
     if !from_this_browser {
         return pages::failed(
             StatusCode::BAD_REQUEST,

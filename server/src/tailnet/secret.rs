@@ -69,6 +69,20 @@ pub fn prefix_of(kind: SecretKind, text: &str) -> Option<&str> {
     (prefix.len() == PREFIX_LEN && secret.len() == SECRET_LEN).then_some(prefix)
 }
 
+/// 32 random bytes from the OS as URL-safe base64 (no padding): session, CSRF, sign-in
+/// state and setup tokens.
+pub fn random_token() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether two tokens are equal, in time that does not depend on where they differ.
+pub fn tokens_equal(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
 pub fn matches(text: &str, stored: &[u8; 32]) -> bool {
     digest(text).ct_eq(stored).into()
 }

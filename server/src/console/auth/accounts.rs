@@ -7,7 +7,6 @@ use app::api::Role;
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sqlx::{Row, SqlitePool};
 use time::OffsetDateTime;
@@ -125,13 +124,7 @@ fn token_hash(token: &str) -> Vec<u8> {
     crate::tailnet::secret::digest(token).to_vec()
 }
 
-/// 32 random bytes from the OS as URL-safe base64 (no padding): tokens and CSRF secrets.
-pub fn random_token() -> String {
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
+pub use crate::tailnet::secret::random_token;
 
 fn account_from_row(r: &sqlx::sqlite::SqliteRow) -> AdminAccount {
     let ts = |v: i64| OffsetDateTime::from_unix_timestamp(v).unwrap_or(OffsetDateTime::UNIX_EPOCH);

@@ -41,7 +41,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use sqlx::SqlitePool;
-use subtle::ConstantTimeEq;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::session_store::ExpiredDeletion;
 use tower_sessions::{Expiry, Session, SessionManagerLayer};
@@ -192,7 +191,9 @@ enum Kind {
 
 fn classify(path: &str, in_fallback: bool) -> Kind {
     match path {
-        "/login" | "/setup" | "/login/oidc" | "/login/oidc/finish" => Kind::SignIn,
+        "/login" | "/setup" | "/login/oidc" | crate::identity::routes::HANDOVER_PATH => {
+            Kind::SignIn
+        }
         "/logout" => Kind::Logout,
         "/favicon.svg" => Kind::Asset,
         _ if path.starts_with("/pkg/") => Kind::Asset,
@@ -318,10 +319,10 @@ async fn identity(
             .filter(|sso| sso.oidc.configured())
             .and_then(|sso| {
                 let user = identity.user_id?;
-                let groups = sso
-                    .tailnet
-                    .read(|s| s.user(user).map(|u| u.provider_groups.clone()))?;
-                let role = sso.roles.role_for(&groups)?;
+                let role = sso.tailnet.read(|s| {
+                    s.user(user)
+                        .and_then(|u| sso.roles.role_for(&u.provider_groups))
+                })?;
                 Some(ConsoleIdentity {
                     role,
                     ..identity.clone()
@@ -347,9 +348,7 @@ async fn csrf_token(session: &Session) -> Result<String, Response> {
     Ok(token)
 }
 
-fn tokens_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
+use crate::tailnet::secret::tokens_equal;
 
 /// Checks the `Origin` and the CSRF token of a state-changing request. Reads a form body
 /// to find `_csrf` when the header is absent, and gives the body back.

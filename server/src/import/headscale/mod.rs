@@ -418,16 +418,11 @@ fn carry_noise_key(config: &Config, opts: &ImportOptions) -> Result<String, Impo
             },
         );
     };
-    let text = std::fs::read_to_string(source).map_err(io(format!("{}", source.display())))?;
-    let hex_part = text.trim().strip_prefix("privkey:").unwrap_or(text.trim());
-    let mut key = [0u8; 32];
-    if hex::decode_to_slice(hex_part, &mut key).is_err() {
-        return Err(refused(format!(
-            "{} does not hold a key (expected privkey:<64 hex digits>); the database was \
-             imported, the Noise key was not",
-            source.display()
-        )));
-    }
+    let key = crate::keys::read_key(source).map_err(|e| {
+        refused(format!(
+            "{e}; the database was imported, the Noise key was not"
+        ))
+    })?;
     let same_file = match (source.canonicalize(), target.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -439,7 +434,7 @@ fn carry_noise_key(config: &Config, opts: &ImportOptions) -> Result<String, Impo
         ));
     }
     if target.is_file() {
-        if let Ok(existing) = crate::keys::load_or_create(&target)
+        if let Ok(existing) = crate::keys::read_key(&target)
             && existing == key
         {
             return Ok(format!(
@@ -450,21 +445,7 @@ fn carry_noise_key(config: &Config, opts: &ImportOptions) -> Result<String, Impo
         let kept = with_suffix(&target, &format!(".backup-{}", timestamp()));
         std::fs::rename(&target, &kept).map_err(io(format!("{}", target.display())))?;
     }
-    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io(format!("{}", dir.display())))?;
-    }
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&target)
-            .map_err(io(format!("{}", target.display())))?;
-        write!(f, "privkey:{}", hex::encode(key)).map_err(io(format!("{}", target.display())))?;
-        f.sync_all().map_err(io(format!("{}", target.display())))?;
-    }
+    crate::keys::write_new_key(&target, &key).map_err(|e| refused(e.to_string()))?;
     Ok(format!(
         "copied from {} to {}",
         source.display(),
