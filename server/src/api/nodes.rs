@@ -16,14 +16,27 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The wire form of a node, with the pre-auth key it registered with (masked).
 pub fn node_wire(a: &Admin, n: &NodeView) -> wire::Node {
+    nodes_wire(a, std::slice::from_ref(n))
+        .pop()
+        .expect("one node in, one out")
+}
+
+/// [`node_wire`] for a list, under one read of the tailnet.
+fn nodes_wire(a: &Admin, nodes: &[NodeView]) -> Vec<wire::Node> {
     let now = OffsetDateTime::now_utc();
-    let key = a.tailnet().read(|s| {
-        s.node(n.id)
-            .and_then(|node| node.auth_key_id)
-            .and_then(|k| s.preauth_key(k))
-            .map(|k| PreAuthKeyView::from(s, k, None, now))
-    });
-    wire::Node::from_view(n, key.as_ref())
+    a.tailnet().read(|s| {
+        nodes
+            .iter()
+            .map(|n| {
+                let key = s
+                    .node(n.id)
+                    .and_then(|node| node.auth_key_id)
+                    .and_then(|k| s.preauth_key(k))
+                    .map(|k| PreAuthKeyView::from(s, k, None, now));
+                wire::Node::from_view(n, key.as_ref())
+            })
+            .collect()
+    })
 }
 
 fn envelope(a: &Admin, n: NodeView) -> Json<NodeResponse> {
@@ -48,7 +61,7 @@ pub async fn list_nodes(
     };
     let nodes = a.list_nodes(user);
     Ok(Json(NodesResponse {
-        nodes: nodes.iter().map(|n| node_wire(&a, n)).collect(),
+        nodes: nodes_wire(&a, &nodes),
     }))
 }
 
