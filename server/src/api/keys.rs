@@ -9,6 +9,7 @@ use time::format_description::well_known::Rfc3339;
 use super::errors::{ApiError, WireJson, WireQuery};
 use super::wire::{self, ApiKeysResponse, PreAuthKeyResponse, PreAuthKeysResponse};
 use crate::admin::{Admin, CreateApiKey, CreatePreAuthKey, KeySelector};
+use crate::tailnet::secret::SecretKind;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -104,17 +105,10 @@ pub async fn create_api_key(
     }))
 }
 
-/// A key's lookup prefix from what a client sends: the bare prefix, or the display form
-/// the list shows (`oxskey-api-<prefix>-***`, as headscale's `hskey-api-<prefix>-***`).
-fn bare_prefix(text: &str) -> String {
-    let text = text.trim();
-    let text = text.strip_prefix("oxskey-api-").unwrap_or(text);
-    let text = text.strip_suffix("***").unwrap_or(text);
-    text.strip_suffix('-').unwrap_or(text).to_owned()
-}
-
 fn selector(prefix: Option<String>, id: Option<u64>) -> Result<KeySelector, ApiError> {
-    let prefix = prefix.map(|p| bare_prefix(&p)).filter(|p| !p.is_empty());
+    let prefix = prefix
+        .map(|p| SecretKind::Api.bare_prefix(&p))
+        .filter(|p| !p.is_empty());
     if prefix.is_none() && id.is_none() {
         return Err(ApiError::invalid("give the key's prefix or id"));
     }
@@ -142,7 +136,7 @@ pub async fn delete_api_key(
             let known = a
                 .list_api_keys()
                 .iter()
-                .any(|k| k.prefix == bare_prefix(&prefix));
+                .any(|k| k.prefix == SecretKind::Api.bare_prefix(&prefix));
             match prefix.parse::<u64>() {
                 Ok(id) if !known => selector(None, Some(id))?,
                 _ => selector(Some(prefix), None)?,

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::admin::dto::{ApiKeyView, NodeView, PreAuthKeyView, RoutesView, UserView};
+use crate::tailnet::secret::SecretKind;
 
 /// A uint64 as protojson writes it (a string); read from a string or a number.
 pub mod id {
@@ -178,7 +179,7 @@ impl ApiKey {
     pub fn from_view(k: &ApiKeyView) -> Self {
         ApiKey {
             id: k.id,
-            prefix: format!("oxskey-api-{}-***", k.prefix),
+            prefix: SecretKind::Api.display(&k.prefix),
             expiration: Some(k.expiration.clone()),
             created_at: Some(k.created_at.clone()),
             last_seen: k.last_seen.clone(),
@@ -187,11 +188,7 @@ impl ApiKey {
     }
 
     pub fn into_view(self) -> ApiKeyView {
-        let prefix = self
-            .prefix
-            .strip_prefix("oxskey-api-")
-            .unwrap_or(&self.prefix);
-        let prefix = prefix.strip_suffix("-***").unwrap_or(prefix).to_owned();
+        let prefix = SecretKind::Api.bare_prefix(&self.prefix);
         ApiKeyView {
             id: self.id,
             prefix,

@@ -34,6 +34,29 @@ impl SecretKind {
     }
 }
 
+impl SecretKind {
+    /// How a key is shown once its secret is gone: `oxskey-api-<prefix>-***`, as headscale
+    /// shows `hskey-api-<prefix>-***`.
+    pub fn display(self, prefix: &str) -> String {
+        format!("{}-{prefix}-***", self.tag())
+    }
+
+    /// The lookup prefix in what a client sends: the bare prefix or the display form.
+    pub fn bare_prefix(self, text: &str) -> String {
+        let text = text.trim();
+        let tagged = text
+            .strip_prefix(self.tag())
+            .and_then(|t| t.strip_prefix('-'));
+        let text = tagged.unwrap_or(text);
+        // An imported headscale prefix may itself end in `-`: only the mask's own goes.
+        let text = text
+            .strip_suffix("-***")
+            .or_else(|| text.strip_suffix("***"))
+            .unwrap_or(text);
+        text.to_owned()
+    }
+}
+
 /// A freshly minted secret: the full text (to show once) and what to store.
 pub struct Minted {
     pub text: String,
@@ -229,6 +252,15 @@ pub fn legacy_preauth_prefix(key: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_found_by_its_prefix_or_its_display_form() {
+        let shown = SecretKind::Api.display("ab3k9");
+        assert_eq!(shown, "oxskey-api-ab3k9-***");
+        assert_eq!(SecretKind::Api.bare_prefix(&shown), "ab3k9");
+        assert_eq!(SecretKind::Api.bare_prefix(" ab3k9 "), "ab3k9");
+        assert_eq!(SecretKind::Api.bare_prefix("oxskey-api-a-b--***"), "a-b-");
+    }
 
     #[test]
     fn minted_keys_verify_and_expose_their_prefix() {
