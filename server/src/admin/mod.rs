@@ -107,9 +107,18 @@ fn expiration_after(
     text: Option<&str>,
     default: Duration,
 ) -> Result<OffsetDateTime, AdminError> {
-    let lifetime = match text {
+    let lifetime = match text.map(str::trim) {
         None | Some("") => default,
-        Some(t) => duration::parse(t).map_err(|e| AdminError::BadRequest(e.to_string()))?,
+        // headscale's clients send the time itself (RFC 3339).
+        Some(t) => match OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
+            Ok(at) if at <= now => {
+                return Err(AdminError::BadRequest(format!(
+                    "expiration {t:?} is in the past"
+                )));
+            }
+            Ok(at) => (at - now).try_into().unwrap_or(Duration::MAX),
+            Err(_) => duration::parse(t).map_err(|e| AdminError::BadRequest(e.to_string()))?,
+        },
     };
     time::Duration::try_from(lifetime)
         .ok()

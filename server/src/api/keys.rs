@@ -3,8 +3,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::errors::{ApiError, WireJson, WireQuery};
 use super::wire::{self, ApiKeysResponse, PreAuthKeyResponse, PreAuthKeysResponse};
@@ -12,26 +10,6 @@ use crate::admin::{Admin, CreateApiKey, CreatePreAuthKey, KeySelector};
 use crate::tailnet::secret::SecretKind;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
-
-/// An `expiration` as the administration takes it (a lifetime from now): headscale sends an
-/// RFC 3339 time; oxiscale's CLI and scripts may send a lifetime such as `1h` or `90d`.
-fn lifetime(expiration: Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(text) = expiration.filter(|t| !t.trim().is_empty()) else {
-        return Ok(None);
-    };
-    match OffsetDateTime::parse(text.trim(), &Rfc3339) {
-        Ok(at) => {
-            let ms = (at - OffsetDateTime::now_utc()).whole_milliseconds();
-            if ms <= 0 {
-                return Err(ApiError::invalid(format!(
-                    "expiration {text:?} is in the past"
-                )));
-            }
-            Ok(Some(format!("{ms}ms")))
-        }
-        Err(_) => Ok(Some(text)),
-    }
-}
 
 pub async fn list_preauth_keys(State(a): State<Admin>) -> ApiResult<PreAuthKeysResponse> {
     Ok(Json(PreAuthKeysResponse {
@@ -52,7 +30,7 @@ pub async fn create_preauth_key(
             user: req.user,
             reusable: req.reusable,
             ephemeral: req.ephemeral,
-            expiration: lifetime(req.expiration)?,
+            expiration: req.expiration,
             tags: req.acl_tags,
         })
         .await?;
@@ -97,7 +75,7 @@ pub async fn create_api_key(
 ) -> ApiResult<wire::CreateApiKeyResponse> {
     let view = a
         .create_api_key(CreateApiKey {
-            expiration: lifetime(req.expiration)?,
+            expiration: req.expiration,
         })
         .await?;
     Ok(Json(wire::CreateApiKeyResponse {
