@@ -27,7 +27,7 @@ pub enum ClientError {
     Refused { status: StatusCode, message: String },
 }
 
-pub struct LocalClient {
+pub struct AdminClient {
     target: Target,
 }
 
@@ -40,9 +40,9 @@ enum Target {
     },
 }
 
-impl LocalClient {
+impl AdminClient {
     pub fn new(socket: &Path) -> Self {
-        LocalClient {
+        AdminClient {
             target: Target::Socket(socket.to_owned()),
         }
     }
@@ -62,7 +62,7 @@ impl LocalClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        Ok(LocalClient {
+        Ok(AdminClient {
             target: Target::Remote {
                 base,
                 api_key,

@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
 use crate::config::{Config, LogFormat};
-use client::LocalClient;
+use client::AdminClient;
 use output::Output;
 
 #[derive(Parser, Debug)]
@@ -461,7 +461,7 @@ pub fn main() -> ExitCode {
         command => {
             let client = match config.cli.base_url() {
                 Some(base) => {
-                    match LocalClient::remote(base, config.cli.api_key.clone(), &config.cli) {
+                    match AdminClient::remote(base, config.cli.api_key.clone(), &config.cli) {
                         Ok(client) => client,
                         Err(e) => {
                             Output::new(cli.output).error(&e.into());
@@ -469,7 +469,7 @@ pub fn main() -> ExitCode {
                         }
                     }
                 }
-                None => LocalClient::new(&config.socket_path()),
+                None => AdminClient::new(&config.socket_path()),
             };
             let out = Output::new(cli.output);
             match runtime.block_on(admin_command(&client, &out, cli.force, command)) {
@@ -545,7 +545,7 @@ fn confirm(force: bool, question: &str) -> anyhow::Result<()> {
 }
 
 async fn admin_command(
-    client: &LocalClient,
+    client: &AdminClient,
     out: &Output,
     force: bool,
     command: Command,
@@ -1013,7 +1013,7 @@ fn read_password(mut input: impl std::io::BufRead) -> anyhow::Result<String> {
     Ok(password.to_owned())
 }
 
-async fn resolve_user_id(client: &LocalClient, user: &str) -> anyhow::Result<u64> {
+async fn resolve_user_id(client: &AdminClient, user: &str) -> anyhow::Result<u64> {
     let users = views::users(client.get("/api/v1/user").await?)?;
     users
         .as_array()
