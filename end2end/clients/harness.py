@@ -191,6 +191,9 @@ class Server:
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        # Set between stops to start the next run differently (a config file, say).
+        self.extra_args: list[str] = []
+        self.extra_env: dict[str, str] = {}
 
     @property
     def env(self) -> dict[str, str]:
@@ -205,6 +208,7 @@ class Server:
             "OXISCALE_LOG_LEVEL": "debug",
             "NO_COLOR": "1",
         })
+        env.update(self.extra_env)
         return env
 
     @property
@@ -224,7 +228,7 @@ class Server:
         log.write(f"\n===== harness: start #{self.starts} of {self.binary} serve =====\n".encode())
         log.flush()
         self.proc = subprocess.Popen(
-            [str(self.binary), "serve"], env=self.env, cwd=self.workdir,
+            [str(self.binary), *self.extra_args, "serve"], env=self.env, cwd=self.workdir,
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         log.close()

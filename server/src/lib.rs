@@ -2,7 +2,7 @@
 //!
 //! Layers, with dependencies pointing down only:
 //! - `cli`, `serve` (composition root), `http`, `api` (the edge), `import` (offline takeover
-//!   of a headscale database);
+//!   of a headscale database), `export` (the way back to it);
 //! - `control` (the Tailscale control protocol inside Noise: register, map streams),
 //!   `relay` (keeps the embedded DERP in step), `lifecycle` (expiry, ephemeral nodes);
 //! - `mapper` (what each node is told: full maps, deltas, sessions);
@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod control;
+pub mod export;
 pub mod http;
 pub mod identity;
 pub mod import;

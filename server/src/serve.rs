@@ -91,6 +91,20 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         None
     };
 
+    // headscale's config names headscale's database: it is backed up and taken over.
+    if let Some(summary) = crate::import::headscale::take_over_at_start(&config)
+        .await
+        .with_context(|| {
+            format!(
+                "{} is headscale's database and could not be taken over",
+                config.sqlite_path().display()
+            )
+        })?
+    {
+        for line in summary.to_text().lines() {
+            info!("headscale takeover: {}", line.trim());
+        }
+    }
     let noise_key = crate::keys::load_or_create(&config.noise_key_path())?;
     let database_was_there = config.sqlite_path().exists();
     let store = Store::open_sqlite(

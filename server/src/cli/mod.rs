@@ -86,6 +86,22 @@ pub enum Command {
     /// Take over another server's database (offline: with both servers stopped).
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Write the tailnet into another server's database format (offline: with oxiscale
+    /// stopped).
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExportCommand {
+    /// Write users, nodes, keys headscale can check and the policy into a new SQLite
+    /// database in headscale 0.29's schema: the way back to headscale. Clients keep their
+    /// sessions when headscale gets oxiscale's Noise key (noise_private.key).
+    Headscale {
+        /// The database file to create; it must not exist.
+        #[arg(long = "to", value_name = "FILE")]
+        to: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -454,6 +470,20 @@ pub fn main() -> ExitCode {
                 }
                 Err(e) => {
                     out.error(&anyhow::anyhow!("import refused: {e}"));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Export(ExportCommand::Headscale { to }) => {
+            let out = Output::new(cli.output);
+            match runtime.block_on(crate::export::headscale::export(&config, &to)) {
+                Ok(summary) => {
+                    let value = serde_json::to_value(&summary).expect("plain data serialises");
+                    out.value(&value, |_| summary.to_text().trim_end().to_owned());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    out.error(&anyhow::anyhow!("export refused: {e}"));
                     ExitCode::FAILURE
                 }
             }
@@ -994,7 +1024,11 @@ async fn admin_command(
                 out.value(&v, |_| "Console administrator deleted".into());
             }
         },
-        Command::Serve | Command::Configtest | Command::Version | Command::Import(_) => {
+        Command::Serve
+        | Command::Configtest
+        | Command::Version
+        | Command::Import(_)
+        | Command::Export(_) => {
             unreachable!("handled before connecting")
         }
     }

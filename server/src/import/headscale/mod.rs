@@ -123,12 +123,24 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImportError {
     move |source| ImportError::Io { what, source }
 }
 
-/// Migration ids in the order headscale's releases added them, with the release.
 mod rows;
 mod schema;
+mod takeover;
 
+#[cfg(test)]
+pub(crate) use rows::parse_time;
 use rows::*;
 use schema::*;
+pub use takeover::take_over_at_start;
+
+/// The headscale release a migration id belongs to, if the import knows it.
+#[cfg(test)]
+pub(crate) fn release_of(id: &str) -> Option<&'static str> {
+    MIGRATIONS
+        .iter()
+        .find(|(known, _)| *known == id)
+        .map(|(_, release)| *release)
+}
 
 /// Runs the whole import; see the module documentation.
 pub async fn import(config: &Config, opts: &ImportOptions) -> Result<ImportSummary, ImportError> {
@@ -342,7 +354,7 @@ async fn read_and_write(
     Ok(summary)
 }
 
-fn refuse_if_running(config: &Config) -> Result<(), ImportError> {
+pub(crate) fn refuse_if_running(config: &Config) -> Result<(), ImportError> {
     let socket = config.socket_path();
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return Err(refused(format!(
@@ -353,7 +365,7 @@ fn refuse_if_running(config: &Config) -> Result<(), ImportError> {
     Ok(())
 }
 
-fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     let now = OffsetDateTime::now_utc();
     format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
@@ -366,7 +378,7 @@ fn timestamp() -> String {
     )
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)

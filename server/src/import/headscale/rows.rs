@@ -20,7 +20,7 @@ pub(super) fn flag(r: &SqliteRow, col: &str) -> bool {
 
 /// headscale's datetimes: `2023-04-09 22:34:28.624250346+00:00` (the driver's text form),
 /// RFC 3339, or unix seconds.
-pub(super) fn parse_time(s: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_time(s: &str) -> Option<OffsetDateTime> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<i64>() {
         return OffsetDateTime::from_unix_timestamp(secs).ok();
