@@ -283,8 +283,10 @@ async fn every_route_of_headscales_swagger_answers_in_its_schema() {
             "POST",
             "/api/v1/preauthkey",
             "/api/v1/preauthkey",
+            // protojson reads `null` as unset (clients that dump their models send it).
             Some(
-                json!({ "user": alice_id.parse::<u64>().unwrap(), "expiration": rfc3339_in(600) }),
+                json!({ "user": alice_id.parse::<u64>().unwrap(), "expiration": rfc3339_in(600),
+                         "reusable": null, "ephemeral": null, "aclTags": null }),
             ),
             Ok,
         )
@@ -368,7 +370,8 @@ async fn every_route_of_headscales_swagger_answers_in_its_schema() {
     c.call(
         "POST",
         "/api/v1/node/backfillips",
-        "/api/v1/node/backfillips?confirmed=true",
+        // grpc-gateway parses bools with Go's strconv.ParseBool (Python's requests sends True).
+        "/api/v1/node/backfillips?confirmed=True",
         None,
         Ok,
     )
@@ -484,10 +487,16 @@ async fn every_route_of_headscales_swagger_answers_in_its_schema() {
         )
         .await;
     assert_eq!(set["policy"], policy);
+    // Database mode: headscale answers when the policy was stored.
+    let updated = set["updatedAt"]
+        .as_str()
+        .expect("updatedAt set in database mode");
+    OffsetDateTime::parse(updated, &Rfc3339).unwrap();
     let got = c
         .call("GET", "/api/v1/policy", "/api/v1/policy", None, Ok)
         .await;
     assert_eq!(got["policy"], policy);
+    assert_eq!(got["updatedAt"], set["updatedAt"]);
     c.call(
         "POST",
         "/api/v1/policy/check",
@@ -649,6 +658,20 @@ async fn every_route_of_headscales_swagger_answers_in_its_schema() {
     assert_eq!(resp.status().as_u16(), 404);
     let body: Value = resp.json().await.unwrap();
     assert_eq!((&body["code"], &body["details"]), (&json!(5), &json!([])));
+    // A known path with another method: grpc-gateway's 405 as Unimplemented (501).
+    let resp = c
+        .http
+        .get(format!("{}/api/v1/user/1", c.url))
+        .bearer_auth(&c.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 501);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (&body["code"], &body["message"], &body["details"]),
+        (&json!(12), &json!("Method Not Allowed"), &json!([]))
+    );
     c.key = "oxskey-api-not-a-key".into();
     c.call("GET", "/api/v1/node", "/api/v1/node", None, Error(16, 401))
         .await;

@@ -205,6 +205,22 @@ impl Admin {
         }
     }
 
+    /// When the policy in force was stored: database mode only (headscale's `updatedAt`;
+    /// a policy file has none).
+    pub async fn policy_updated_at(&self) -> Option<String> {
+        let p = self.policy.as_ref()?;
+        if p.mode() != crate::config::PolicyMode::Database {
+            return None;
+        }
+        match self.tailnet.store().latest_policy_time().await {
+            Ok(t) => t.map(dto::rfc3339),
+            Err(e) => {
+                tracing::warn!(error = %e, "the policy's time could not be read");
+                None
+            }
+        }
+    }
+
     /// Stores a new policy (database mode) once it is valid for the live tailnet.
     pub async fn set_policy(&self, text: String) -> Result<PolicyView, AdminError> {
         match &self.policy {

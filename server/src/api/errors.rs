@@ -168,9 +168,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for WireJson<T> {
         } else {
             &bytes
         };
-        serde_json::from_slice(text)
-            .map(WireJson)
-            .map_err(|e| ApiError::invalid(format!("the request body is not valid: {e}")))
+        let invalid =
+            |e: serde_json::Error| ApiError::invalid(format!("the request body is not valid: {e}"));
+        let mut value: Value = serde_json::from_slice(text).map_err(invalid)?;
+        drop_nulls(&mut value);
+        T::deserialize(value).map(WireJson).map_err(invalid)
+    }
+}
+
+/// protojson reads a field given as `null` as not given, at any depth (clients that dump
+/// their request models whole send `"ephemeral": null` for what they leave unset).
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(members) => {
+            members.retain(|_, v| !v.is_null());
+            members.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
     }
 }
 

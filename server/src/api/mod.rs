@@ -99,6 +99,10 @@ pub fn routes(admin: Admin) -> Router {
             "/api/v1/{*rest}",
             any(|| async { ApiError::not_found("Not Found") }),
         )
+        // ... and to a path it knows with another method (its 405 is Unimplemented: 501).
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(Code::Unimplemented, "Method Not Allowed")
+        })
         .with_state(admin)
 }
 

@@ -81,6 +81,7 @@ pub async fn delete_node(State(a): State<Admin>, Path(id): Path<String>) -> ApiR
 #[serde(rename_all = "camelCase", default)]
 pub struct ExpireQuery {
     expiry: Option<String>,
+    #[serde(deserialize_with = "wire::query_bool")]
     disable_expiry: bool,
 }
 
@@ -155,6 +156,7 @@ fn routes(views: Vec<crate::admin::dto::RoutesView>) -> ApiResult<wire::RoutesRe
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub struct BackfillQuery {
+    #[serde(deserialize_with = "wire::query_bool")]
     confirmed: bool,
 }
 

@@ -11,10 +11,14 @@ use crate::tailnet::dns::DnsSettings;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-fn policy_response(v: PolicyView) -> PolicyResponse {
+async fn policy_response(a: &Admin, v: PolicyView) -> PolicyResponse {
+    let updated_at = match v.policy {
+        Some(_) => a.policy_updated_at().await,
+        None => None,
+    };
     PolicyResponse {
         policy: v.policy.unwrap_or_default(),
-        updated_at: None,
+        updated_at,
         mode: serde_json::to_value(v.mode).unwrap_or_default(),
         path: v.path,
         problem: v.problem,
@@ -22,14 +26,16 @@ fn policy_response(v: PolicyView) -> PolicyResponse {
 }
 
 pub async fn get_policy(State(a): State<Admin>) -> ApiResult<PolicyResponse> {
-    Ok(Json(policy_response(a.get_policy().await)))
+    let view = a.get_policy().await;
+    Ok(Json(policy_response(&a, view).await))
 }
 
 pub async fn set_policy(
     State(a): State<Admin>,
     WireJson(b): WireJson<wire::PolicyRequest>,
 ) -> ApiResult<PolicyResponse> {
-    Ok(Json(policy_response(a.set_policy(b.policy).await?)))
+    let view = a.set_policy(b.policy).await?;
+    Ok(Json(policy_response(&a, view).await))
 }
 
 /// headscale answers `{}` to a valid policy; oxiscale adds the per-node report of the policy

@@ -46,6 +46,20 @@ pub mod id {
     }
 }
 
+/// A boolean query parameter as grpc-gateway reads it (Go's `strconv.ParseBool`): `1`, `t`,
+/// `T`, `TRUE`, `true`, `True` and their `0`/`f`/`false` counterparts (Python's `requests`
+/// sends `True`).
+pub fn query_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.as_str() {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(serde::de::Error::custom(format!(
+            "{text:?} is not a boolean"
+        ))),
+    }
+}
+
 /// headscale's `RegisterMethod` enum from oxiscale's method.
 pub fn register_method(method: &str) -> &'static str {
     match method {
@@ -410,7 +424,8 @@ pub struct BackfillResponse {
 pub struct PolicyResponse {
     /// The policy text; `""`: no policy (every node may reach every other).
     pub policy: String,
-    /// oxiscale does not keep when the policy changed (the audit log does): `null`.
+    /// When the policy was stored (database mode, as headscale); `null` for a policy file
+    /// or no policy.
     pub updated_at: Option<String>,
     #[serde(default)]
     pub mode: serde_json::Value,
@@ -546,6 +561,16 @@ mod tests {
             assert_eq!(r.user, None, "{unset}");
         }
         assert!(serde_json::from_str::<CreatePreAuthKeyRequest>(r#"{"user": "x"}"#).is_err());
+        #[derive(Deserialize)]
+        struct Q {
+            #[serde(deserialize_with = "query_bool")]
+            b: bool,
+        }
+        for (text, want) in [("True", true), ("1", true), ("true", true), ("F", false)] {
+            let q: Q = serde_json::from_value(serde_json::json!({ "b": text })).unwrap();
+            assert_eq!(q.b, want, "{text}");
+        }
+        assert!(serde_json::from_value::<Q>(serde_json::json!({ "b": "yes" })).is_err());
         let out = serde_json::to_value(Routes {
             id: 3,
             name: "a".into(),

@@ -297,6 +297,15 @@ impl Store {
         Ok(())
     }
 
+    /// When the newest policy row was stored (headscale's `updatedAt` in database mode).
+    pub async fn latest_policy_time(&self) -> Result<Option<OffsetDateTime>, StoreError> {
+        let row = sqlx::query("SELECT created_at FROM policies ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| from_ts("policies", r.get("created_at")))
+            .transpose()
+    }
+
     /// The policy in force in database mode, if one was ever set.
     pub async fn latest_policy(&self) -> Result<Option<String>, StoreError> {
         Ok(
