@@ -24,10 +24,11 @@ reusable_key() {
 
 # new_api_key BIN: prints a new one-day API key, made with the CLI BIN.
 new_api_key() {
-  "$1" apikeys create --expiration 1d -o json | json_key
+  # headscale's -o json prints the new API key alone, as a JSON string.
+  "$1" apikeys create --expiration 1d -o json | python3 -c 'import json,sys; print(json.load(sys.stdin))'
 }
 
-# The "key" of the JSON object on standard input (a secret, shown once by the CLI).
+# The "key" of the pre-auth key JSON on standard input (a secret, shown once by the CLI).
 json_key() {
   python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
 }

@@ -16,6 +16,19 @@ pub enum KeyFileError {
     Malformed { path: String },
 }
 
+/// A fresh X25519 private key, clamped as Tailscale's `key.NewMachine` makes one.
+pub fn new_private_key() -> [u8; 32] {
+    let mut key: [u8; 32] = rand::random();
+    key[0] &= 248;
+    key[31] = (key[31] & 127) | 64;
+    key
+}
+
+/// A key as its file holds it: `privkey:<hex>`.
+pub fn key_text(key: &[u8; 32]) -> String {
+    format!("privkey:{}", hex::encode(key))
+}
+
 /// Reads the key at `path`, or creates it with fresh randomness.
 pub fn load_or_create(path: &Path) -> Result<[u8; 32], KeyFileError> {
     match read_key(path) {
@@ -30,7 +43,7 @@ pub fn load_or_create(path: &Path) -> Result<[u8; 32], KeyFileError> {
             Ok(key)
         }
         Err(KeyFileError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            let key: [u8; 32] = rand::random();
+            let key = new_private_key();
             write_new_key(path, &key)?;
             Ok(key)
         }
@@ -61,7 +74,7 @@ pub fn write_new_key(path: &Path, key: &[u8; 32]) -> Result<(), KeyFileError> {
         .mode(0o600)
         .open(path)
         .map_err(io_at(path))?;
-    write!(f, "privkey:{}", hex::encode(key)).map_err(io_at(path))?;
+    write!(f, "{}", key_text(key)).map_err(io_at(path))?;
     f.sync_all().map_err(io_at(path))
 }
 

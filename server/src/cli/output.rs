@@ -3,9 +3,12 @@
 use std::fmt::Display;
 use std::io::{ErrorKind, Write};
 
+use serde::Serialize;
 use serde_json::Value;
 
 use super::Format;
+use super::headscale_json;
+use super::views::Shown;
 
 /// Writes `text` to standard output. A reader that went away (`oxiscale nodes list | head -3`)
 /// ends the program quietly and successfully, as a Unix tool does, instead of a panic.
@@ -34,16 +37,36 @@ impl Output {
         Output { format }
     }
 
-    /// Whether results are printed for people (tables and sentences).
-    pub fn is_human(&self) -> bool {
-        self.format == Format::Human
-    }
-
     /// Prints a single result; `human` renders it for people.
     pub fn value(&self, v: &Value, human: impl FnOnce(&Value) -> String) {
         match self.format {
             Format::Human => print_line(human(v)),
             _ => self.machine(v),
+        }
+    }
+
+    /// Prints headscale's message `v` for programs (`headscale_json`), `human()` for people.
+    pub fn headscale<T: Serialize + ?Sized>(&self, v: &T, human: impl FnOnce() -> String) {
+        match self.format {
+            Format::Human => print_line(human()),
+            Format::Json => print_line(headscale_json::render(v, true)),
+            Format::JsonLine => print_line(headscale_json::render(v, false)),
+            Format::Yaml => print_out(serde_norway::to_string(v).unwrap_or_default()),
+        }
+    }
+
+    /// A single result: headscale's message for programs; for people, `human` of its view.
+    pub fn shown<T: Serialize>(&self, s: &Shown<T>, human: impl FnOnce(&Value) -> String) {
+        self.headscale(&s.machine, || human(&s.human));
+    }
+
+    /// A list: headscale's messages (`null` when none) for programs; for people, a table of
+    /// the views with the given (header, field path) columns.
+    pub fn shown_table<T: Serialize>(&self, s: &Shown<Vec<T>>, columns: &[(&str, &str)]) {
+        if self.format == Format::Human {
+            self.table(&s.human, columns);
+        } else {
+            self.headscale(&headscale_json::list(&s.machine), String::new);
         }
     }
 
@@ -90,12 +113,12 @@ impl Output {
     /// Errors go to standard error in every format (a program reading standard output never
     /// mistakes one for a result); under a machine format they are that format.
     pub fn error(&self, e: &anyhow::Error) {
+        let error = serde_json::json!({ "error": format!("{e:#}") });
         match self.format {
             Format::Human => eprintln!("oxiscale: {e:#}"),
-            _ => eprint!(
-                "{}",
-                self.render(&serde_json::json!({ "error": format!("{e:#}") }))
-            ),
+            Format::Json => eprintln!("{}", headscale_json::render(&error, true)),
+            Format::JsonLine => eprintln!("{}", headscale_json::render(&error, false)),
+            Format::Yaml => eprint!("{}", self.render(&error)),
         }
     }
 
