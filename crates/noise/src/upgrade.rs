@@ -258,7 +258,12 @@ pub fn upgrade<B>(mut req: Request<B>, cfg: Arc<ServerConfig>) -> Upgrade {
         let mut io = match form {
             Form::Http => ServerIo::Http(upgraded),
             Form::WebSocket => ServerIo::WebSocket(Box::new(WebSocketIo::new(
-                WebSocketStream::from_raw_socket(upgraded, Role::Server, None).await,
+                WebSocketStream::from_raw_socket(
+                    upgraded,
+                    Role::Server,
+                    Some(crate::ws::ts2021_ws_config()),
+                )
+                .await,
             ))),
         };
         match outcome {

@@ -12,7 +12,22 @@ use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
+
+/// The largest WebSocket message (and frame) a ts2021 client may send. A message carries
+/// Noise records of at most 4 KiB each, a few of them when a client batches writes;
+/// tungstenite's own default (64 MiB) let three connections hold 300 MiB.
+pub const MAX_MESSAGE: usize = 256 << 10;
+
+/// WebSocket limits for the browser form of ts2021; small buffers keep idle connections
+/// cheap.
+pub fn ts2021_ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(16 << 10)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
+}
 
 fn ws_io_error(err: tungstenite::Error) -> io::Error {
     match err {

@@ -565,11 +565,12 @@ async fn exact_101_and_nothing_before_the_response() {
     assert_eq!(&first.unwrap()[..5], b"\xff\xff\xffTS");
 }
 
-#[tokio::test]
-async fn websocket_form_round_trip() {
-    let mut server = start_server(ServerConfig::new(StaticKey::generate())).await;
-    let machine = StaticKey::generate();
-    let (initiator, init) = Initiator::new(&machine, &server.server_pub, 130).unwrap();
+/// Opens the WebSocket form of ts2021 as `machine`; the handshake's reply is still unread.
+async fn open_websocket(
+    server: &TestServer,
+    machine: &StaticKey,
+) -> (tokio_tungstenite::WebSocketStream<TcpStream>, Initiator) {
+    let (initiator, init) = Initiator::new(machine, &server.server_pub, 130).unwrap();
     let encoded = BASE64
         .encode(init)
         .replace('+', "%2B")
@@ -594,6 +595,14 @@ async fn websocket_form_round_trip() {
         "tailscale-control-protocol"
     );
 
+    (ws, initiator)
+}
+
+#[tokio::test]
+async fn websocket_form_round_trip() {
+    let mut server = start_server(ServerConfig::new(StaticKey::generate())).await;
+    let machine = StaticKey::generate();
+    let (ws, initiator) = open_websocket(&server, &machine).await;
     let mut io = WebSocketIo::new(ws);
     let mut reply = [0u8; RESPONSE_LEN];
     timeout(WAIT, io.read_exact(&mut reply))
@@ -623,6 +632,31 @@ async fn websocket_form_round_trip() {
     assert_eq!((status, path.as_str()), (StatusCode::OK, "/over/websocket"));
     assert!(body == big, "echoed body differs");
     assert!(early.challenge().unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_oversized_websocket_message_closes_the_connection() {
+    use futures_util::SinkExt;
+    let mut server = start_server(ServerConfig::new(StaticKey::generate())).await;
+    let (mut ws, _) = open_websocket(&server, &StaticKey::generate()).await;
+    let message = vec![0u8; oxiscale_noise::ws::MAX_MESSAGE + 1];
+    // The server may close before the whole message is written.
+    let _ = ws
+        .send(tokio_tungstenite::tungstenite::Message::binary(message))
+        .await;
+    loop {
+        match server.next_event().await {
+            Event::Connected { .. } => continue,
+            Event::Closed(Err(text)) => {
+                assert!(
+                    text.contains("too long") || text.contains("Space limit"),
+                    "{text}"
+                );
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
