@@ -141,8 +141,15 @@ def figures():
 
 
 @pytest.fixture
-def server(test_dir: Path, request: pytest.FixtureRequest):
-    srv = Server(oxiscale_bin(), test_dir / "srv")
+def server_tls():
+    """Certificate files for the `server` fixture (None: plain HTTP); a module that tests
+    HTTPS overrides this fixture (test_tls.py)."""
+    return None
+
+
+@pytest.fixture
+def server(test_dir: Path, request: pytest.FixtureRequest, server_tls):
+    srv = Server(oxiscale_bin(), test_dir / "srv", tls=server_tls)
     _register_log(request, "server", srv.log_path)
     try:
         srv.start()
@@ -179,7 +186,8 @@ def caddy_node(test_dir: Path, server: Server, request: pytest.FixtureRequest):
         node = CaddyNode(name=name, authkey=authkey, control_url=server.url,
                          workdir=test_dir / f"{name}-{len(nodes)}", ephemeral=ephemeral,
                          always_derp=always_derp, serve_text=serve_text,
-                         proxy_to=list(proxy_to or []), extra_env=dict(extra_env or {}))
+                         proxy_to=list(proxy_to or []), extra_env=dict(extra_env or {}),
+                         ca_file=server.tls.ca if server.tls else None)
         nodes.append(node)
         _register_log(request, f"caddy {name}", node.log_path)
         if start:

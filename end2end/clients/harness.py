@@ -11,13 +11,17 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
+
+if TYPE_CHECKING:
+    from pki import TlsFiles
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OXISCALE_BIN = REPO_ROOT / "target" / "debug" / "oxiscale"
@@ -129,9 +133,14 @@ def rss_kib(pid: int) -> int:
     raise HarnessError(f"no VmRSS in /proc/{pid}/status")
 
 
-def http_get(url: str, timeout: float = 10.0) -> tuple[int, str]:
-    """GET without proxies; returns (status, body). Non-2xx is a result, not an exception."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def http_get(url: str, timeout: float = 10.0, cafile: Path | None = None) -> tuple[int, str]:
+    """GET without proxies; returns (status, body). Non-2xx is a result, not an exception.
+    `cafile`: trust only this CA for https (a test server's)."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if cafile is not None:
+        context = ssl.create_default_context(cafile=str(cafile))
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(url, timeout=timeout) as resp:
             return resp.status, resp.read().decode("utf-8", "replace")
@@ -178,16 +187,20 @@ class CliError(HarnessError):
 
 
 class Server:
-    """One `oxiscale serve` process with its own data dir and ports; restartable in place."""
+    """One `oxiscale serve` process with its own data dir and ports; restartable in place.
 
-    def __init__(self, binary: Path, workdir: Path):
+    tls: serve HTTPS only, with these certificate files (server_url is then https://).
+    """
+
+    def __init__(self, binary: Path, workdir: Path, tls: TlsFiles | None = None):
         self.binary = binary
         self.workdir = workdir
         self.data_dir = workdir / "d"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.http_port = free_tcp_port()
         self.stun_port = free_udp_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.tls = tls
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.http_port}"
         self.log_path = workdir / "server.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
@@ -208,6 +221,9 @@ class Server:
             "OXISCALE_LOG_LEVEL": "debug",
             "NO_COLOR": "1",
         })
+        if self.tls is not None:
+            env["OXISCALE_TLS_CERT_PATH"] = str(self.tls.cert)
+            env["OXISCALE_TLS_KEY_PATH"] = str(self.tls.key)
         env.update(self.extra_env)
         return env
 
@@ -235,7 +251,8 @@ class Server:
         self.wait_healthy(timeout)
 
     def healthy(self) -> bool:
-        status, body = http_get(f"{self.url}/health", timeout=2)
+        status, body = http_get(f"{self.url}/health", timeout=2,
+                                cafile=self.tls.ca if self.tls else None)
         if status != 200:
             return False
         try:
@@ -387,6 +404,9 @@ class CaddyNode:
     serve_text: str | None = None
     proxy_to: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # A TLS server's CA: trusted through SSL_CERT_FILE, and DERP is then spoken over TLS as
+    # by any unmodified client (no TS_DEBUG_USE_DERP_HTTP).
+    ca_file: Path | None = None
     admin_port: int = field(default_factory=free_tcp_port)
     proxy_ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
@@ -462,6 +482,9 @@ class CaddyNode:
                 env.pop(var, None)
         if self.always_derp:
             env["TS_DEBUG_ALWAYS_USE_DERP"] = "1"
+        if self.ca_file is not None:
+            env["SSL_CERT_FILE"] = str(self.ca_file)
+            env.pop("TS_DEBUG_USE_DERP_HTTP", None)
         env.update(self.extra_env)
         return env
 

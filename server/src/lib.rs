@@ -1,8 +1,9 @@
 //! oxiscale: a self-hosted Tailscale coordination server with its admin console built in.
 //!
 //! Layers, with dependencies pointing down only:
-//! - `cli`, `serve` (composition root), `http`, `api` (the edge), `import` (offline takeover
-//!   of a headscale database), `export` (the way back to it);
+//! - `cli`, `serve` (composition root), `http`, `tls` (HTTPS on the main listener), `api`
+//!   (the edge), `import` (offline takeover of a headscale database), `export` (the way
+//!   back to it);
 //! - `control` (the Tailscale control protocol inside Noise: register, map streams),
 //!   `relay` (keeps the embedded DERP in step), `lifecycle` (expiry, ephemeral nodes);
 //! - `mapper` (what each node is told: full maps, deltas, sessions);
@@ -32,3 +33,4 @@ pub mod relay;
 pub mod serve;
 pub mod store;
 pub mod tailnet;
+pub mod tls;

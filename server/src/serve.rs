@@ -73,12 +73,15 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         warn!("configuration: {notice}");
     }
     create_private_dir(&config.data_dir)?;
+    // Before anything listens: a TLS configuration that cannot be served stops the server.
+    let tls = crate::tls::Tls::load(&config)?;
 
     let listener = bind_tcp(config.listen_addr)
         .with_context(|| format!("binding {} (listen_addr)", config.listen_addr))?;
     let http_addr = listener.local_addr()?;
     if config.server_port() == 0 {
-        config.server_url = format!("http://{http_addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        config.server_url = format!("{scheme}://{http_addr}");
     }
     let stun_socket = if config.derp.server.enabled {
         let addr = config.derp.server.stun_listen_addr;
@@ -239,16 +242,28 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     };
     tokio::spawn(lifecycle.run(shutdown_rx.clone()));
 
-    info!(addr = %http_addr, server_url = %config.server_url, "oxiscale listening");
-    let http = tokio::spawn(
-        // The peer address keys the console's sign-in throttle.
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(wait_for(shutdown_rx.clone()))
-        .into_future(),
-    );
+    info!(addr = %http_addr, server_url = %config.server_url, tls = tls.is_some(), "oxiscale listening");
+    let http = match &tls {
+        Some(tls) => {
+            tls.spawn_watchers(shutdown_rx.clone());
+            let serving = crate::tls::listener::serve(
+                listener,
+                tls.acceptor(),
+                router,
+                wait_for(shutdown_rx.clone()),
+            );
+            tokio::spawn(serving)
+        }
+        None => tokio::spawn(
+            // The peer address keys the console's sign-in throttle.
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(wait_for(shutdown_rx.clone()))
+            .into_future(),
+        ),
+    };
     Ok(Running {
         http_addr,
         stun_addr,

@@ -9,6 +9,7 @@
 pub mod duration;
 pub mod headscale;
 pub mod oidc;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use serde_norway::Value;
 pub use duration::HumanDuration;
 pub use headscale::ConfigNotice;
 pub use oidc::OidcConfig;
+pub use tls::TlsSource;
 
 /// Environment variables with the prefix that are not configuration keys.
 const NON_CONFIG_ENV: &[&str] = &["OXISCALE_CONFIG"];
@@ -77,13 +79,15 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// Sign-in through an OpenID Connect provider (devices and, later, the console).
     pub oidc: OidcConfig,
-    // headscale keys accepted for compatibility and not acted on yet (see `ignored_keys`).
+    /// HTTPS on the main listener from a PEM certificate chain and its key (`tls`).
+    pub tls_cert_path: Option<PathBuf>,
+    pub tls_key_path: Option<PathBuf>,
+    // headscale keys accepted for compatibility and not acted on yet (see `ignored_keys`;
+    // `tls_letsencrypt_hostname` is refused by `tls_source` until ACME is supported).
     pub metrics_listen_addr: Option<String>,
     pub grpc_listen_addr: Option<String>,
     pub grpc_allow_insecure: Option<bool>,
     pub disable_check_updates: Option<bool>,
-    pub tls_cert_path: Option<String>,
-    pub tls_key_path: Option<String>,
     pub acme_url: Option<String>,
     pub acme_email: Option<String>,
     pub tls_letsencrypt_hostname: Option<String>,
@@ -534,6 +538,8 @@ impl Config {
         resolve(&mut self.database.sqlite.path);
         resolve(&mut self.policy.path);
         resolve(&mut self.dns.extra_records_path);
+        resolve(&mut self.tls_cert_path);
+        resolve(&mut self.tls_key_path);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -610,6 +616,7 @@ impl Config {
                 message: "must be greater than zero".into(),
             });
         }
+        self.tls_source()?;
         self.oidc.validate()?;
         self.console.roles.validate()?;
         u32::from_str_radix(&self.unix_socket_permission, 8).map_err(|_| ConfigError::Invalid {
@@ -623,10 +630,10 @@ impl Config {
     }
 
     /// headscale keys in this config that ask for something oxiscale does not do (yet).
-    /// A key left at headscale's example value (an empty TLS path, `logtail.enabled: false`)
-    /// asks for nothing and is not named; nor are tuning knobs of headscale's own internals
-    /// (`tuning`, `database.gorm`) or settings of features only used with another one
-    /// (`acme_*` without `tls_letsencrypt_hostname`).
+    /// A key left at headscale's example value (`logtail.enabled: false`) asks for nothing
+    /// and is not named; nor are tuning knobs of headscale's own internals (`tuning`,
+    /// `database.gorm`) or settings of features only used with another one (`acme_*` and
+    /// `tls_letsencrypt_*`, whose hostname `tls_source` refuses until ACME is supported).
     pub fn ignored_keys(&self) -> Vec<&'static str> {
         fn set(v: &Option<String>) -> bool {
             v.as_deref().is_some_and(|s| !s.trim().is_empty())
@@ -643,12 +650,6 @@ impl Config {
         });
         if remote_grpc {
             keys.push("grpc_listen_addr");
-        }
-        if set(&self.tls_cert_path) || set(&self.tls_key_path) {
-            keys.push("tls_cert_path");
-        }
-        if set(&self.tls_letsencrypt_hostname) {
-            keys.push("tls_letsencrypt_hostname");
         }
         if flag(&self.logtail, "enabled") == Some(true) {
             keys.push("logtail.enabled");

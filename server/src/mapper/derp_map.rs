@@ -3,13 +3,13 @@
 //! (headscale's YAML format, keys in any case; a region set to `null` removes it), then the
 //! embedded relay's region, which wins an id collision.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use oxiscale_tailcfg::{DerpMap, DerpNode, DerpRegion};
 use serde_json::Value;
 
-use crate::config::Config;
+use crate::config::{Config, DerpServerConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DerpMapError {
@@ -17,6 +17,14 @@ pub enum DerpMapError {
     File { path: String, message: String },
     #[error("DERP map {url}: {message}")]
     Remote { url: String, message: String },
+    #[error(
+        "{key}: {value:?} is not an {family} address (or \"none\"); clients dial it as written"
+    )]
+    Address {
+        key: &'static str,
+        value: String,
+        family: &'static str,
+    },
 }
 
 /// The embedded relay's region, reachable at the server_url's host and port.
@@ -65,10 +73,42 @@ pub fn build(config: &Config, remote: &[DerpMap]) -> Result<DerpMap, DerpMapErro
         merge_file(&mut map, path)?;
     }
     if config.derp.server.enabled && config.derp.server.automatically_add_embedded_derp_region {
+        check_addresses(&config.derp.server)?;
         let region = embedded_region(config);
         map.regions.insert(region.region_id, region);
     }
     Ok(map)
+}
+
+/// Clients parse `IPv4`/`IPv6` as addresses and dial them (over TLS, checking the
+/// certificate against `HostName`): a name or a typo there would leave the relay unreachable,
+/// so it stops the server instead. `none` (no path of that family) is Tailscale's own value.
+fn check_addresses(s: &DerpServerConfig) -> Result<(), DerpMapError> {
+    let given = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && *v != "none")
+            .map(str::to_owned)
+    };
+    if let Some(v) = given(&s.ipv4)
+        && v.parse::<Ipv4Addr>().is_err()
+    {
+        return Err(DerpMapError::Address {
+            key: "derp.server.ipv4",
+            value: v,
+            family: "IPv4",
+        });
+    }
+    if let Some(v) = given(&s.ipv6)
+        && v.parse::<Ipv6Addr>().is_err()
+    {
+        return Err(DerpMapError::Address {
+            key: "derp.server.ipv6",
+            value: v,
+            family: "IPv6",
+        });
+    }
+    Ok(())
 }
 
 /// Fetches the remote maps of `derp.urls`. A map that cannot be fetched keeps its previous
@@ -210,6 +250,51 @@ mod tests {
             ("127.0.0.1", "127.0.0.1", "none")
         );
         assert_eq!((node.derp_port, node.stun_port), (8081, 3479));
+    }
+
+    /// With an https server_url the node is what an unmodified client dials over TLS: the
+    /// certificate's name as HostName, the public addresses from derp.server.ipv4/ipv6,
+    /// the listener's port, and certificate checks left on.
+    #[test]
+    fn embedded_region_for_tls_clients() {
+        let mut c = Config {
+            server_url: "https://vpn.example.org".into(),
+            ..Config::default()
+        };
+        c.derp.server.ipv4 = Some("198.51.100.7".into());
+        c.derp.server.ipv6 = Some("2001:db8::7".into());
+        c.derp.server.stun_listen_addr = "0.0.0.0:3478".parse().unwrap();
+        let node = embedded_region(&c).nodes.remove(0);
+        assert_eq!(
+            (
+                node.host_name.as_str(),
+                node.ipv4.as_str(),
+                node.ipv6.as_str()
+            ),
+            ("vpn.example.org", "198.51.100.7", "2001:db8::7")
+        );
+        assert_eq!((node.derp_port, node.stun_port), (443, 3478));
+        assert!(!node.insecure_for_tests && node.cert_name.is_empty());
+
+        c.derp.server.ipv4 = Some("vpn.example.org".into());
+        let err = build(&c, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("derp.server.ipv4") && err.contains("not an IPv4 address"),
+            "{err}"
+        );
+        c.derp.server.ipv4 = Some("198.51.100.7".into());
+        c.derp.server.ipv6 = Some("198.51.100.7".into());
+        let err = build(&c, &[]).unwrap_err().to_string();
+        assert!(err.contains("derp.server.ipv6"), "{err}");
+
+        c.server_url = "https://127.0.0.1:8443".into();
+        c.derp.server.ipv4 = None;
+        c.derp.server.ipv6 = None;
+        let node = embedded_region(&c).nodes.remove(0);
+        assert_eq!(
+            (node.host_name.as_str(), node.ipv4.as_str(), node.derp_port),
+            ("127.0.0.1", "127.0.0.1", 8443)
+        );
     }
 
     #[test]
