@@ -34,6 +34,7 @@ pub fn router(edge: Edge) -> Router {
         .route("/key", get(key))
         .route("/ts2021", any(ts2021))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/version", get(version))
         .route(
             "/robots.txt",
@@ -108,6 +109,25 @@ async fn health(State(edge): State<Edge>) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/health+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Readiness, for a load balancer or an orchestrator: whether new clients should be sent
+/// here. Unlike `/health`, it turns 503 as soon as the server starts shutting down.
+async fn ready(State(edge): State<Edge>) -> Response {
+    let stopping = *edge.control.shutdown.borrow();
+    let ok = !stopping && edge.control.tailnet.store().ping().await.is_ok();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({ "ready": ok, "shutting_down": stopping });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
         body.to_string(),
     )
         .into_response()

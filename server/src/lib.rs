@@ -28,6 +28,7 @@ pub mod import;
 pub mod keys;
 pub mod lifecycle;
 pub mod mapper;
+pub mod telemetry;
 pub mod policy;
 pub mod relay;
 pub mod serve;

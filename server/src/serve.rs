@@ -83,6 +83,17 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         config.server_url = format!("{scheme}://{http_addr}");
     }
+    let metrics_listener = match config.metrics_listen_addr.as_deref().map(str::trim) {
+        Some(text) if !text.is_empty() => {
+            let addr = crate::telemetry::parse_addr(text).map_err(anyhow::Error::msg)?;
+            crate::telemetry::install();
+            Some(
+                bind_tcp(addr)
+                    .with_context(|| format!("binding {addr} (metrics_listen_addr)"))?,
+            )
+        }
+        _ => None,
+    };
     let stun_socket = if config.derp.server.enabled {
         let addr = config.derp.server.stun_listen_addr;
         let socket = tokio::net::UdpSocket::bind(addr)
@@ -200,6 +211,20 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         min_version: oxiscale_tailcfg::MIN_CAPABILITY_VERSION as u16,
         early_payload: true,
     });
+    if let Some(listener) = metrics_listener {
+        let addr = listener.local_addr()?;
+        let sources = crate::telemetry::Sources {
+            control: control.clone(),
+            derp: derp.clone(),
+        };
+        let shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::telemetry::serve(listener, sources, shutdown).await {
+                warn!(error = %e, "metrics listener stopped");
+            }
+        });
+        info!(%addr, "metrics listening (/metrics)");
+    }
     let edge = Edge {
         control: control.clone(),
         noise,
@@ -213,6 +238,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     crate::console::auth::announce_setup_link(store.pool(), &config.server_url).await;
     let router = crate::http::router(edge)
         .merge(console)
+        .route_layer(axum::middleware::from_fn(crate::telemetry::time_request))
         .fallback_service(console_fallback)
         .layer(tower_http::trace::TraceLayer::new_for_http());
 

@@ -151,3 +151,18 @@ async fn a_waiting_node_is_approved_over_rest() {
     assert_eq!(body["code"], 5, "{body}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness_answer_without_a_key() {
+    let server = TestServer::start().await;
+    for (path, field, want) in [
+        ("/health", "status", Value::from("pass")),
+        ("/ready", "ready", Value::from(true)),
+    ] {
+        let resp = reqwest::get(format!("{}{path}", server.url)).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body[field], want, "{path}: {body}");
+    }
+    server.stop().await;
+}

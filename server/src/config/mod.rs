@@ -635,16 +635,10 @@ impl Config {
     /// `database.gorm`) or settings of features only used with another one (`acme_*` and
     /// `tls_letsencrypt_*`, whose hostname `tls_source` refuses until ACME is supported).
     pub fn ignored_keys(&self) -> Vec<&'static str> {
-        fn set(v: &Option<String>) -> bool {
-            v.as_deref().is_some_and(|s| !s.trim().is_empty())
-        }
         fn flag(section: &Option<Value>, key: &str) -> Option<bool> {
             section.as_ref()?.get(key)?.as_bool()
         }
         let mut keys = Vec::new();
-        if set(&self.metrics_listen_addr) {
-            keys.push("metrics_listen_addr");
-        }
         let remote_grpc = self.grpc_listen_addr.as_deref().is_some_and(|a| {
             !(a.starts_with("127.") || a.starts_with("localhost:") || a.starts_with("[::1]"))
         });

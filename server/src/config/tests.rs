@@ -49,7 +49,8 @@ fn reads_headscale_keys() {
          prefixes:\n  v4: 100.64.0.0/16\n  allocation: random\n\
          dns:\n  base_domain: ts.example.net\n  nameservers:\n    global: [1.1.1.1]\n    split:\n      corp.example: [10.0.0.53]\n\
          node:\n  expiry: 180d\n  ephemeral:\n    inactivity_timeout: 30m\n\
-         tls_cert_path: ''\nmetrics_listen_addr: 127.0.0.1:9090\ntaildrop:\n  enabled: true\n",
+         tls_cert_path: ''\nmetrics_listen_addr: 127.0.0.1:9090\ntaildrop:\n  enabled: true\n\
+         logtail:\n  enabled: true\n",
         &[],
     )
     .unwrap();
@@ -62,8 +63,8 @@ fn reads_headscale_keys() {
     assert_eq!(c.node.expiry.0.as_secs(), 180 * 86_400);
     assert_eq!(
         c.ignored_keys(),
-        vec!["metrics_listen_addr"],
-        "an empty TLS path and taildrop on ask for nothing"
+        vec!["logtail.enabled"],
+        "metrics are served; an empty TLS path and taildrop on ask for nothing"
     );
     assert_eq!(c.server_host(), "hs.example.org");
     assert_eq!(c.server_port(), 443);

@@ -21,6 +21,7 @@ use crate::mapper::build::FullMapSnapshot;
 use crate::mapper::session::{Delta, SessionSlot};
 use crate::mapper::{encode_message, keep_alive_message};
 use crate::tailnet::model::NodeId;
+use crate::telemetry::{self, MapKind};
 
 /// Messages queued between the session task and the HTTP/2 writer. Small on purpose:
 /// pending changes coalesce in the session while the client is slow.
@@ -169,6 +170,7 @@ async fn stream_map(
     };
     let mut sent = snapshot.sent();
     let first = render_full_map(cp, snapshot, config, now).await;
+    telemetry::map_message(MapKind::Full, first.iter().map(Bytes::len).sum());
     // Whatever changed while the full map was built is re-checked in the first delta.
     // The pieces go one by one: shared chunks stay shared until h2 writes them. `reserve`
     // before taking a piece, so that the hold timeout cannot drop one half-sent.
@@ -225,9 +227,11 @@ async fn stream_map(
                     Delta::Nothing => continue,
                     Delta::End => return "node deleted or expired",
                 };
+                let bytes = message.len();
                 if tx.send(message).await.is_err() {
                     return "client went away";
                 }
+                telemetry::map_message(MapKind::Delta, bytes);
                 clock.sent(Instant::now());
             }
             _ = &mut timer => {
@@ -235,6 +239,7 @@ async fn stream_map(
                     if tx.send(keep_alive.clone()).await.is_err() {
                         return "client went away";
                     }
+                    telemetry::map_message(MapKind::KeepAlive, keep_alive.len());
                     clock = KeepAliveClock::new(Instant::now(), gap());
                 }
                 timer.as_mut().reset(clock.due());

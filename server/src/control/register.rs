@@ -13,6 +13,7 @@ use crate::mapper::build::{TAGGED_DEVICES_LOGIN, TAGGED_DEVICES_USER_ID};
 use crate::tailnet::model::NodeId;
 use crate::tailnet::state::PENDING_LOGIN_TTL;
 use crate::tailnet::{RegisterOutcome, State};
+use crate::telemetry;
 
 pub async fn handle(
     cp: &Arc<ControlPlane>,
@@ -23,10 +24,12 @@ pub async fn handle(
         Ok(r) => r,
         Err(e) => {
             warn!(machine = %machine.short(), error = %e, "invalid register request");
+            telemetry::registration("invalid");
             return text(StatusCode::BAD_REQUEST, "invalid register request");
         }
     };
     if req.version < cp.settings.min_capability {
+        telemetry::registration("client_too_old");
         return json(&RegisterResponse::error(format!(
             "this Tailscale client is too old (capability version {}); oxiscale needs {} (Tailscale 1.80) or newer",
             req.version, cp.settings.min_capability
@@ -34,6 +37,7 @@ pub async fn handle(
     }
     if let Err(e) = req.check_bounds() {
         warn!(machine = %machine.short(), error = %e, "registration refused");
+        telemetry::registration("invalid");
         return text(StatusCode::BAD_REQUEST, &e.to_string());
     }
 
@@ -56,14 +60,19 @@ pub async fn handle(
             info!(machine = %machine.short(), node = id, "node registered");
             // Only authorized registrations count: anyone can send register requests.
             cp.first_maps.registration_seen();
+            telemetry::registration("authorized");
             json(&authorized(cp, id))
         }
-        Ok(RegisterOutcome::KeyExpired) => json(&RegisterResponse {
-            node_key_expired: true,
-            ..Default::default()
-        }),
+        Ok(RegisterOutcome::KeyExpired) => {
+            telemetry::registration("key_expired");
+            json(&RegisterResponse {
+                node_key_expired: true,
+                ..Default::default()
+            })
+        }
         Ok(RegisterOutcome::NeedsLogin { auth_url, auth_id }) => {
             info!(machine = %machine.short(), auth_id, "registration waits for approval: oxiscale auth register --auth-id {auth_id} --user <USER>");
+            telemetry::registration("needs_login");
             json(&RegisterResponse {
                 auth_url,
                 ..Default::default()
@@ -71,10 +80,12 @@ pub async fn handle(
         }
         Ok(RegisterOutcome::Refused(reason)) => {
             info!(machine = %machine.short(), reason, "registration refused");
+            telemetry::registration("refused");
             json(&RegisterResponse::error(reason))
         }
         Err(e) => {
             warn!(machine = %machine.short(), error = %e, "registration failed");
+            telemetry::registration("failed");
             match ControlError::from(&e) {
                 // Not the client's fault: it retries the request after a backoff.
                 unavailable @ ControlError::Unavailable => {
@@ -103,8 +114,14 @@ async fn wait_for_followup(
         _ => Err("login timed out".to_owned()),
     };
     Some(match result {
-        Ok(id) => json(&authorized(cp, id)),
-        Err(reason) => json(&RegisterResponse::error(reason)),
+        Ok(id) => {
+            telemetry::registration("authorized");
+            json(&authorized(cp, id))
+        }
+        Err(reason) => {
+            telemetry::registration("refused");
+            json(&RegisterResponse::error(reason))
+        }
     })
 }
 

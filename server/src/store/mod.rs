@@ -258,9 +258,12 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
         apply(&mut tx, ops).await?;
         tx.commit().await?;
+        metrics::histogram!(crate::telemetry::COMMIT_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         Ok(())
     }
 

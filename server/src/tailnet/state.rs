@@ -1463,9 +1463,26 @@ impl State {
         &self,
         policy: &Policy,
     ) -> Result<(oxiscale_policy::Compiled, Topology), PolicyError> {
+        self.compile_policy(policy, true)
+    }
+
+    /// Compiles `policy` against the live tailnet, its `tests` evaluated when asked; every
+    /// compile goes through here, so that the metrics see its time.
+    fn compile_policy(
+        &self,
+        policy: &Policy,
+        run_tests: bool,
+    ) -> Result<(oxiscale_policy::Compiled, Topology), PolicyError> {
         let topo = self.policy_topology();
-        let compiled = policy.compile_with_url(&topo, &self.settings.server_url)?;
-        Ok((compiled, topo))
+        let started = std::time::Instant::now();
+        let compiled = if run_tests {
+            policy.compile_with_url(&topo, &self.settings.server_url)
+        } else {
+            policy.compile_untested(&topo, &self.settings.server_url)
+        };
+        metrics::histogram!(crate::telemetry::POLICY_COMPILE_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        Ok((compiled?, topo))
     }
 
     /// Puts `policy` in force (`None`: allow-all) once it compiled against the live tailnet
@@ -1503,11 +1520,7 @@ impl State {
                 self.policy_problem = None;
             }
             Some(policy) => {
-                let compiled = if run_tests {
-                    self.check_policy(&policy)?.0
-                } else {
-                    policy.compile_untested(&self.policy_topology(), &self.settings.server_url)?
-                };
+                let (compiled, _) = self.compile_policy(&policy, run_tests)?;
                 self.access = Access::Policy(Arc::new(PolicyAccess::new(
                     policy.clone(),
                     compiled,
@@ -1582,10 +1595,9 @@ impl State {
             return false;
         }
         self.compiled_for = Some(fingerprint);
-        let topo = self.policy_topology();
         let any_routes = self.any_routes();
-        self.access = match policy.compile_untested(&topo, &self.settings.server_url) {
-            Ok(compiled) => {
+        self.access = match self.compile_policy(&policy, false) {
+            Ok((compiled, _)) => {
                 self.policy_problem = None;
                 Access::Policy(Arc::new(PolicyAccess::new(policy, compiled, any_routes)))
             }
@@ -1597,7 +1609,7 @@ impl State {
                 self.policy_problem = Some(problem);
                 let deny = Arc::new(Policy::parse(r#"{"acls": []}"#).expect("valid literal"));
                 let compiled = deny
-                    .compile_untested(&topo, &self.settings.server_url)
+                    .compile_untested(&self.policy_topology(), &self.settings.server_url)
                     .expect("a policy without rules compiles against any tailnet");
                 Access::Policy(Arc::new(PolicyAccess::new(deny, compiled, false)))
             }
