@@ -58,12 +58,22 @@ impl Running {
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    raise_open_file_limit();
     let running = start(config).await?;
     shutdown_signal().await;
     info!("shutting down");
     running.stop().await?;
     info!("stopped");
     Ok(())
+}
+
+/// Every client holds a socket (and the relay another): the soft limit of open files, often
+/// 1,024, is raised to the hard limit, so that the server is not the first to run out.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!(limit, "open file limit"),
+        Err(e) => warn!(error = %e, "the open file limit could not be raised"),
+    }
 }
 
 /// Builds and starts everything. A listen address with port 0 picks a free port; when the

@@ -44,3 +44,42 @@ async fn oversized_hostinfo_and_endpoints_are_refused_and_not_stored() {
     assert_eq!(view.endpoints, vec!["192.0.2.1:41641".to_string()]);
     server.stop().await;
 }
+
+/// `oxiscale serve` started with a soft limit of 256 open files (a common service default
+/// is 1,024) raises it to the hard limit: idle connections must not exhaust it first.
+#[test]
+fn serve_raises_its_open_file_limit_to_the_hard_limit() {
+    let dir = std::env::temp_dir().join(format!("oxiscale-nofile-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\" serve"])
+        .arg(env!("CARGO_BIN_EXE_oxiscale"))
+        .env("OXISCALE_DATA_DIR", &dir)
+        .env("OXISCALE_LISTEN_ADDR", "127.0.0.1:0")
+        .env("OXISCALE_SERVER_URL", "http://127.0.0.1:0")
+        .env("OXISCALE_DERP_SERVER_STUN_LISTEN_ADDR", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let open_files = |which: usize| -> Option<String> {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line.split_whitespace().nth(which).map(str::to_owned)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = None;
+    while std::time::Instant::now() < deadline {
+        seen = open_files(3).zip(open_files(4));
+        if seen.as_ref().is_some_and(|(soft, hard)| soft == hard) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().ok();
+    child.wait().ok();
+    std::fs::remove_dir_all(&dir).ok();
+    let (soft, hard) = seen.expect("the server's limits were readable");
+    assert_eq!(soft, hard, "soft limit raised to the hard one");
+    assert_ne!(soft, "256");
+}
