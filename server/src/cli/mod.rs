@@ -104,6 +104,18 @@ pub enum Command {
     /// stopped).
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Copy the database (consistently, also while the server runs) and the server's keys
+    /// into a new or empty directory.
+    Backup {
+        #[arg(long = "to", value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Put a backup in place of the database and keys (with the server stopped); what it
+    /// replaces is kept beside it as `<file>.before-restore-<time>`.
+    Restore {
+        #[arg(long = "from", value_name = "DIR")]
+        from: PathBuf,
+    },
     /// Check that the server answers and reaches its database; exits 1 when it does not.
     Health,
     /// Generate keys.
@@ -254,6 +266,55 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+        Command::Backup { to } => {
+            let out = Output::new(cli.output);
+            match runtime.block_on(crate::backup::backup(&config, &to)) {
+                Ok(manifest) => {
+                    let value = serde_json::to_value(&manifest).expect("plain data serialises");
+                    out.value(&value, |_| {
+                        format!(
+                            "backup written to {}: {}",
+                            to.display(),
+                            manifest.files.join(", ")
+                        )
+                    });
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    out.error(&anyhow::anyhow!("backup failed: {e}"));
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Restore { from } => {
+            let out = Output::new(cli.output);
+            match runtime.block_on(crate::backup::restore(&config, &from)) {
+                Ok(restored) => {
+                    let value = serde_json::to_value(&restored).expect("plain data serialises");
+                    out.value(&value, |_| {
+                        let mut text = format!(
+                            "restored the backup of {} (oxiscale {}) from {}",
+                            restored.backup_of.created_at,
+                            restored.backup_of.oxiscale_version,
+                            from.display()
+                        );
+                        for (file, kept) in &restored.replaced {
+                            text.push_str(&format!(
+                                "\n  {} was kept as {}",
+                                file.display(),
+                                kept.display()
+                            ));
+                        }
+                        text
+                    });
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    out.error(&anyhow::anyhow!("restore refused: {e}"));
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Generate(GenerateCommand::PrivateKey) => {
             let key = crate::keys::key_text(&crate::keys::new_private_key());
             Output::new(cli.output).headscale(&json!({ "private_key": key }), || key.clone());
@@ -370,6 +431,8 @@ async fn admin_command(
         | Command::Version
         | Command::Import(_)
         | Command::Export(_)
+        | Command::Backup { .. }
+        | Command::Restore { .. }
         | Command::Generate(_)
         | Command::Completion { .. } => {
             unreachable!("handled before connecting")

@@ -21,6 +21,8 @@ use crate::tailnet::model::{
 };
 use crate::tailnet::state::Loaded;
 
+pub mod upgrade;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,15 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error(
+        "database {path} was written by a newer oxiscale (its migration {migration} is unknown to \
+         oxiscale {version}); it was left as it is: run the newer oxiscale, or restore a backup \
+         made for this one",
+        version = env!("CARGO_PKG_VERSION")
+    )]
+    Newer { path: String, migration: i64 },
+    #[error("backup {path}: {message}")]
+    Backup { path: String, message: String },
     #[error("corrupt row in {table}: {message}")]
     Corrupt {
         table: &'static str,
@@ -118,8 +129,20 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             })?;
+        upgrade::prepare(&pool, &MIGRATOR, path).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Store { pool })
+    }
+
+    /// Whether the database file at `path` could replace this server's (see
+    /// [`upgrade::check_restorable`]); the number of its applied migrations.
+    pub async fn check_restorable(path: &Path) -> Result<usize, StoreError> {
+        upgrade::check_restorable(&MIGRATOR, path).await
+    }
+
+    /// A consistent copy of the whole database at `to` (a new file), taken while it is in use.
+    pub async fn backup_to(&self, to: &Path) -> Result<(), StoreError> {
+        upgrade::copy_consistent(&self.pool, to).await
     }
 
     /// A setting saved at run time (`settings` table), if any.
