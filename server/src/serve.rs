@@ -97,10 +97,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         Some(text) if !text.is_empty() => {
             let addr = crate::telemetry::parse_addr(text).map_err(anyhow::Error::msg)?;
             crate::telemetry::install();
-            Some(
-                bind_tcp(addr)
-                    .with_context(|| format!("binding {addr} (metrics_listen_addr)"))?,
-            )
+            Some(bind_tcp(addr).with_context(|| format!("binding {addr} (metrics_listen_addr)"))?)
         }
         _ => None,
     };
