@@ -166,3 +166,48 @@ async fn health_and_readiness_answer_without_a_key() {
     }
     server.stop().await;
 }
+
+/// headscale's `pictureUrl` on user creation: an http(s) URL is kept and shown as
+/// `profilePicUrl`; anything else (a `javascript:` URL) is refused and creates nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_is_created_with_a_picture_url_and_a_script_url_is_refused() {
+    let server = TestServer::start().await;
+    let key = api_key(&server).await;
+    let create = |body: Value| {
+        let request = reqwest::Client::new()
+            .post(format!("{}/api/v1/user", server.url))
+            .bearer_auth(&key)
+            .json(&body);
+        async move {
+            let resp = request.send().await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = create(serde_json::json!({
+        "name": "alice", "pictureUrl": "https://pics.example.com/alice.png"
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["user"]["profilePicUrl"],
+        "https://pics.example.com/alice.png"
+    );
+    let (status, body) = create(serde_json::json!({
+        "name": "mallory", "pictureUrl": "javascript:alert(1)"
+    }))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("picture URL"),
+        "{body}"
+    );
+    let names: Vec<_> = server
+        .running()
+        .admin
+        .list_users()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["alice"]);
+    server.stop().await;
+}

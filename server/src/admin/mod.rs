@@ -34,6 +34,10 @@ pub struct CreateUser {
     pub display_name: String,
     #[serde(default)]
     pub email: String,
+    /// A profile picture (http or https); people who sign in through the identity
+    /// provider get theirs from it.
+    #[serde(default)]
+    pub picture_url: String,
 }
 
 #[derive(Debug, Deserialize, Serialize, Default)]
@@ -262,7 +266,16 @@ impl Admin {
         let now = OffsetDateTime::now_utc();
         let user = self
             .tailnet
-            .mutate(move |s, fx| s.create_user(fx, &req.name, &req.display_name, &req.email, now))
+            .mutate(move |s, fx| {
+                s.create_user(
+                    fx,
+                    &req.name,
+                    &req.display_name,
+                    &req.email,
+                    &req.picture_url,
+                    now,
+                )
+            })
             .await?;
         let view = UserView::from(&user);
         self.record(

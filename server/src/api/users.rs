@@ -43,16 +43,12 @@ pub async fn create_user(
     State(a): State<Admin>,
     WireJson(req): WireJson<wire::CreateUserRequest>,
 ) -> ApiResult<UserResponse> {
-    if !req.picture_url.is_empty() {
-        return Err(ApiError::invalid(
-            "pictureUrl cannot be set: oxiscale takes profile pictures from the identity provider",
-        ));
-    }
     let view = a
         .create_user(CreateUser {
             name: req.name,
             display_name: req.display_name,
             email: req.email,
+            picture_url: req.picture_url,
         })
         .await?;
     Ok(Json(UserResponse {

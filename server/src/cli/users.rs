@@ -27,6 +27,9 @@ pub enum UsersCommand {
         display_name: String,
         #[arg(short = 'e', long = "email", default_value = "")]
         email: String,
+        /// Profile picture URL (http or https).
+        #[arg(short = 'p', long = "picture-url", default_value = "")]
+        picture_url: String,
     },
     /// List users.
     #[command(visible_aliases = ["ls", "show"])]
@@ -63,11 +66,12 @@ pub async fn run(
             name,
             display_name,
             email,
+            picture_url,
         } => {
             let v = client
                 .post(
                     "/api/v1/user",
-                    json!({ "name": name, "displayName": display_name, "email": email }),
+                    json!({ "name": name, "displayName": display_name, "email": email, "pictureUrl": picture_url }),
                 )
                 .await?;
             let shown = views::user(v)?;

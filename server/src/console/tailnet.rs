@@ -229,6 +229,7 @@ impl app::backend::TailnetBackend for Backend {
                 name,
                 display_name,
                 email,
+                ..Default::default()
             };
             let u = self.admin.create_user(req).await.map_err(console_error)?;
             Ok(user_row(u, &[]))

@@ -377,9 +377,11 @@ impl State {
         name: &str,
         display_name: &str,
         email: &str,
+        picture_url: &str,
         now: OffsetDateTime,
     ) -> Result<User, TailnetError> {
         validate_user_name(name)?;
+        validate_picture_url(picture_url)?;
         if self.user_by_name(name).is_some() {
             return Err(TailnetError::Conflict(format!(
                 "user {name:?} already exists"
@@ -393,7 +395,7 @@ impl State {
             email: email.to_owned(),
             created: now,
             provider: None,
-            picture_url: String::new(),
+            picture_url: picture_url.to_owned(),
             provider_groups: Vec::new(),
         };
         fx.write(DbOp::PutSequence("user", self.seq.user + 1));
@@ -1848,6 +1850,23 @@ fn validate_user_name(name: &str) -> Result<(), TailnetError> {
         Err(TailnetError::Invalid(format!(
             "{name:?} is not a valid user name: 1-63 letters, digits, '-', '_', '.', '@' or '+'"
         )))
+    }
+}
+
+/// A profile picture set by an administrator (headscale's `pictureUrl`): empty, or an
+/// http(s) URL of at most 2,048 bytes without spaces. Nothing else reaches an `<img src>`.
+fn validate_picture_url(url: &str) -> Result<(), TailnetError> {
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    if url.is_empty()
+        || (scheme_ok
+            && url.len() <= 2048
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        Ok(())
+    } else {
+        Err(TailnetError::Invalid(
+            "a picture URL is an http:// or https:// URL of at most 2,048 characters".into(),
+        ))
     }
 }
 

@@ -13,7 +13,7 @@ fn auth_key(s: &mut State, tags: &[&str]) -> String {
     let mut fx = Effects::default();
     let user = match s.user_by_name("alice") {
         Some(u) => u.id,
-        None => s.create_user(&mut fx, "alice", "", "", now).unwrap().id,
+        None => s.create_user(&mut fx, "alice", "", "", "", now).unwrap().id,
     };
     let spec = PreAuthKeySpec {
         user: tags.is_empty().then_some(user),

@@ -180,7 +180,7 @@ mod tests {
         let mut s = state();
         let now = OffsetDateTime::now_utc();
         let mut fx = Effects::default();
-        let local = s.create_user(&mut fx, "alice", "", "", now).unwrap();
+        let local = s.create_user(&mut fx, "alice", "", "", "", now).unwrap();
         let from_provider = s.sign_in_user(&mut fx, &alice(), now).unwrap();
         assert_ne!(from_provider.id, local.id);
         assert_eq!(from_provider.name, "alice-2");
