@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod console;
 pub mod headscale;
 
 use std::path::PathBuf;

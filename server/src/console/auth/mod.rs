@@ -1,9 +1,9 @@
 //! Console sign-in: local administrator accounts, sessions and CSRF protection around every
 //! console route.
 //!
-//! - Sessions: tower-sessions on the server's SQLite pool (`console_sessions`), cookie
-//!   `oxiscale_session`: HttpOnly, SameSite=Lax, Secure when `server_url` is https, expiring
-//!   after 12 h without activity. Lax rather than Strict so that a link to a console page
+//! - Sessions: tower-sessions on the server's SQLite pool (`console_sessions`, under a hash
+//!   of the id: [`session_store`]), cookie `oxiscale_session`: HttpOnly, SameSite=Lax,
+//!   Secure when `server_url` is https, expiring after 12 h without activity. Lax rather than Strict so that a link to a console page
 //!   from mail or chat opens signed in; cross-site POSTs still carry no cookie, and every
 //!   state-changing request needs the CSRF token anyway.
 //! - [`guard`] runs before every console route: pages without a session redirect to
@@ -23,6 +23,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod accounts;
+mod session_store;
 pub mod sso;
 mod throttle;
 
@@ -125,7 +126,7 @@ pub fn protect(
             .clone()
             .continuously_delete_expired(tokio::time::Duration::from_secs(600)),
     );
-    let sessions = SessionManagerLayer::new(store)
+    let sessions = SessionManagerLayer::new(session_store::HashedIds(store))
         .with_name(SESSION_COOKIE)
         .with_http_only(true)
         .with_same_site(SameSite::Lax)
