@@ -3,23 +3,28 @@
 
 use std::time::Duration;
 
-use oxiscale::console::auth::SESSION_COOKIE;
+use oxiscale::console::auth::{PRESIGN_COOKIE, SESSION_COOKIE};
 use reqwest::{Client, Method, Response, StatusCode, header};
 
 /// The administrator the console tests sign in as, and the password.
 pub const ADMIN: &str = "auditor";
 pub const PASSWORD: &str = "correct horse battery staple 42";
 
-/// The value of the session cookie a response sets, if any.
-pub fn session_cookie(resp: &Response) -> Option<String> {
+/// The value of the cookie `name` a response sets, if any.
+pub fn cookie_set(resp: &Response, name: &str) -> Option<String> {
     resp.headers()
         .get_all(header::SET_COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| v.split(';').next())
-        .filter_map(|kv| kv.trim().strip_prefix(&format!("{SESSION_COOKIE}=")))
+        .filter_map(|kv| kv.trim().strip_prefix(&format!("{name}=")))
         .map(str::to_owned)
         .next()
+}
+
+/// The value of the session cookie a response sets, if any.
+pub fn session_cookie(resp: &Response) -> Option<String> {
+    cookie_set(resp, SESSION_COOKIE)
 }
 
 /// The CSRF token a console page renders into `<meta name="csrf-token" content=…>`.
@@ -38,11 +43,21 @@ pub struct Console {
     pub url: String,
 }
 
-/// A browser-like session: its cookie and CSRF token.
+/// A browser-like session: the cookie it sends (`name=value`) and its CSRF token.
 #[derive(Clone, Debug)]
 pub struct Session {
     pub cookie: String,
     pub csrf: String,
+}
+
+impl Session {
+    /// A signed-in session with the session cookie's `value`.
+    pub fn signed_in(value: &str, csrf: &str) -> Session {
+        Session {
+            cookie: format!("{SESSION_COOKIE}={value}"),
+            csrf: csrf.to_owned(),
+        }
+    }
 }
 
 impl Console {
@@ -65,7 +80,7 @@ impl Console {
     ) -> reqwest::RequestBuilder {
         let mut req = self.http.request(method, format!("{}{path}", self.url));
         if let Some(s) = session {
-            req = req.header(header::COOKIE, format!("{SESSION_COOKIE}={}", s.cookie));
+            req = req.header(header::COOKIE, &s.cookie);
         }
         req
     }
@@ -123,11 +138,13 @@ impl Console {
         (resp.status(), resp.text().await.unwrap_or_default())
     }
 
-    /// `GET /login`: a fresh pre-sign-in session and its token.
+    /// `GET /login`: the pre-sign-in cookie and its token. It starts no session.
     pub async fn presession(&self) -> Session {
         let resp = self.get("/login", None).await;
         assert_eq!(resp.status(), StatusCode::OK, "GET /login");
-        let cookie = session_cookie(&resp).expect("GET /login starts a session");
+        assert_eq!(session_cookie(&resp), None, "GET /login starts no session");
+        let value = cookie_set(&resp, PRESIGN_COOKIE).expect("GET /login sets the presign cookie");
+        let cookie = format!("{PRESIGN_COOKIE}={value}");
         let html = resp.text().await.unwrap();
         let csrf = meta_csrf(&html).expect("the login page renders the CSRF token");
         assert!(
@@ -180,16 +197,13 @@ impl Console {
             "/users",
             "login follows next"
         );
-        let cookie = session_cookie(&resp).expect("login sets the session cookie");
-        assert_ne!(cookie, pre.cookie, "the session id changes on sign-in");
-        let signed_in = Session {
-            cookie: cookie.clone(),
-            csrf: String::new(),
-        };
-        let page = self.get("/users", Some(&signed_in)).await;
+        let value = session_cookie(&resp).expect("login sets the session cookie");
+        let page = self
+            .get("/users", Some(&Session::signed_in(&value, "")))
+            .await;
         assert_eq!(page.status(), StatusCode::OK, "a page opens signed in");
         let csrf = meta_csrf(&page.text().await.unwrap()).expect("pages render the CSRF token");
         assert_ne!(csrf, pre.csrf, "the CSRF token is rotated on sign-in");
-        Session { cookie, csrf }
+        Session::signed_in(&value, &csrf)
     }
 }

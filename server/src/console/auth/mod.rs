@@ -10,8 +10,8 @@
 //!   `/login?next=…`, `/console/*` (server functions, events) answer 401; only `/login`,
 //!   `/setup`, `/pkg/*` and `/favicon.svg` are open. It puts the [`ConsoleIdentity`] and the
 //!   [`CsrfToken`] in the request extensions (`app::api::current_admin` reads them).
-//! - CSRF: one random token per session (also before sign-in, for the login form), rotated on
-//!   sign-in. Every POST/PUT/PATCH/DELETE must carry it as `x-csrf-token` (server functions,
+//! - CSRF: one random token per session, rotated on sign-in; before sign-in (the login and
+//!   setup forms) it is kept in its own cookie instead of a session ([`presign`]). Every POST/PUT/PATCH/DELETE must carry it as `x-csrf-token` (server functions,
 //!   via `app::api::ConsoleClient`) or as the `_csrf` field of a form post, and must not come
 //!   with a foreign `Origin`, else 403. The browser half reads it from a `<meta>` the shell
 //!   renders: no JavaScript-readable cookie, and nothing for other sites to read.
@@ -23,6 +23,8 @@
 #![allow(clippy::result_large_err)]
 
 pub mod accounts;
+mod presign;
+pub use presign::PRESIGN_COOKIE;
 mod session_store;
 pub mod sso;
 mod throttle;
@@ -354,7 +356,7 @@ use crate::tailnet::secret::tokens_equal;
 /// Checks the `Origin` and the CSRF token of a state-changing request. Reads a form body
 /// to find `_csrf` when the header is absent, and gives the body back.
 async fn check_csrf(
-    session: &Session,
+    expected: Option<String>,
     auth: &ConsoleAuth,
     kind: Kind,
     req: Request,
@@ -369,7 +371,7 @@ async fn check_csrf(
             return Err(forbidden(kind, "The request came from another site"));
         }
     }
-    let Some(expected) = session.get::<String>(CSRF_KEY).await.map_err(internal)? else {
+    let Some(expected) = expected else {
         return Err(forbidden(kind, "The request lacks a valid CSRF token"));
     };
     if let Some(presented) = req.headers().get(CSRF_HEADER) {
@@ -435,8 +437,15 @@ async fn check(auth: Arc<ConsoleAuth>, kind: Kind, req: Request, next: Next) -> 
         _ => {}
     }
     let mut req = req;
+    // The token a change must carry: the session's; signed out, the pre-sign-in cookie's.
+    let session_token = match session.get::<String>(CSRF_KEY).await {
+        Ok(t) => t,
+        Err(e) => return internal(e),
+    };
+    let presign_token = presign::from_request(req.headers()).filter(|_| identity.is_none());
+    let expected = session_token.clone().or_else(|| presign_token.clone());
     if is_state_changing(&method) && kind != Kind::NotFound {
-        req = match check_csrf(&session, &auth, kind, req).await {
+        req = match check_csrf(expected.clone(), &auth, kind, req).await {
             Ok(r) => r,
             Err(response) => return response,
         };
@@ -458,14 +467,23 @@ async fn check(auth: Arc<ConsoleAuth>, kind: Kind, req: Request, next: Next) -> 
     {
         req.extensions_mut().insert(app::api::SsoOffer(label));
     }
-    // Pages and forms need the token; a signed-out 404 does not start a session.
+    // Pages and forms need the token. Signed out it comes from (or goes into) the
+    // pre-sign-in cookie: a visitor who only looks at the sign-in page stores nothing.
+    let mut new_presign = None;
     if kind != Kind::NotFound || identity.is_some() {
-        match csrf_token(&session).await {
-            Ok(token) => {
-                req.extensions_mut().insert(CsrfToken(token));
+        let token = if identity.is_some() {
+            match csrf_token(&session).await {
+                Ok(token) => token,
+                Err(response) => return response,
             }
-            Err(response) => return response,
-        }
+        } else if let Some(token) = expected {
+            token
+        } else {
+            let token = accounts::random_token();
+            new_presign = Some(token.clone());
+            token
+        };
+        req.extensions_mut().insert(CsrfToken(token));
     }
     if let Some(identity) = identity {
         if let Err(response) = touch(&session).await {
@@ -478,7 +496,14 @@ async fn check(auth: Arc<ConsoleAuth>, kind: Kind, req: Request, next: Next) -> 
         req.extensions_mut().insert(identity);
         return audit::acting_as(actor, next.run(req)).await;
     }
-    next.run(req).await
+    let mut response = next.run(req).await;
+    if let Some(token) = new_presign {
+        let secure = auth.origin.starts_with("https://");
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, presign::set_cookie(&token, secure));
+    }
+    response
 }
 
 /// Marks the session used, so its inactivity expiry restarts; written at most once a minute.
