@@ -71,42 +71,15 @@ async fn every_change_is_logged_with_who_made_it_and_exported_as_json_lines() {
         )
         .await
         .unwrap();
-    let console = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let login = console
-        .get(format!("{}/login", server.url))
-        .send()
-        .await
-        .unwrap();
-    let pre = session_cookie(&login);
-    let csrf = meta(&login.text().await.unwrap(), "csrf-token");
-    let signed_in = console
-        .post(format!("{}/login", server.url))
-        .header("cookie", &pre)
-        .form(&[
-            ("_csrf", csrf.as_str()),
-            ("username", "audit-admin"),
-            ("password", "correct horse battery staple 42"),
-            ("next", "/users"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_in.status(), 303);
-    let session = session_cookie(&signed_in);
-    let page = console
-        .get(format!("{}/users", server.url))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
-    let csrf = meta(&page.text().await.unwrap(), "csrf-token");
+    let console = common::console::Console::new(&server.url);
+    let session = console
+        .sign_in_as("audit-admin", "correct horse battery staple 42")
+        .await;
     let created = console
+        .http
         .post(format!("{}/console/fn/user/create", server.url))
-        .header("cookie", &session)
-        .header("x-csrf-token", &csrf)
+        .header("cookie", &session.cookie)
+        .header("x-csrf-token", &session.csrf)
         .json(&serde_json::json!({ "name": "from-console", "display_name": "", "email": "" }))
         .send()
         .await
@@ -175,26 +148,4 @@ async fn every_change_is_logged_with_who_made_it_and_exported_as_json_lines() {
     assert_eq!(text.lines().count(), 1, "{text}");
     assert!(text.contains("from-console"));
     server.stop().await;
-}
-
-/// `name=value` of the session cookie a response sets.
-fn session_cookie(resp: &reqwest::Response) -> String {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .find(|kv| kv.starts_with("oxiscale_session="))
-        .expect("a session cookie")
-        .to_owned()
-}
-
-/// The `content` of `<meta name="…">` in a console page.
-fn meta(html: &str, name: &str) -> String {
-    let at = html
-        .find(&format!("name=\"{name}\""))
-        .expect("the meta tag");
-    let tag = &html[html[..at].rfind('<').unwrap()..at + html[at..].find('>').unwrap()];
-    let start = tag.find("content=\"").unwrap() + "content=\"".len();
-    tag[start..start + tag[start..].find('"').unwrap()].to_owned()
 }
