@@ -428,47 +428,22 @@ async fn a_provider_down_at_start_is_retried_until_it_answers() {
 
 // ---- Over HTTP, as the console's page calls it ----
 
-/// Signs `name` in through the login form; returns (session cookie, CSRF token).
+/// Signs `name` in through the login form; returns (session cookie, CSRF token of the
+/// identity settings page).
 async fn sign_in(server: &TestServer, name: &str, password: &str) -> (String, String) {
-    let client = http();
-    let cookie_of = |resp: &reqwest::Response| {
-        resp.headers()
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.split(';').next())
-            .find_map(|kv| kv.trim().strip_prefix(&format!("{SESSION_COOKIE}=")))
-            .map(str::to_owned)
-    };
-    let csrf_of = |html: &str| {
-        let at = html.find("name=\"csrf-token\" content=\"").unwrap() + 27;
-        html[at..at + html[at..].find('"').unwrap()].to_owned()
-    };
-    let login = client
-        .get(format!("{}/login", server.url))
-        .send()
-        .await
-        .unwrap();
-    let pre = cookie_of(&login).unwrap();
-    let csrf = csrf_of(&login.text().await.unwrap());
-    let resp = client
-        .post(format!("{}/login", server.url))
-        .header(header::COOKIE, format!("{SESSION_COOKIE}={pre}"))
-        .form(&[("username", name), ("password", password), ("_csrf", &csrf)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    let cookie = cookie_of(&resp).unwrap();
-    let page = client
+    let session = common::console::Console::new(&server.url)
+        .sign_in_as(name, password)
+        .await;
+    let page = http()
         .get(format!("{}/settings/identity", server.url))
-        .header(header::COOKIE, format!("{SESSION_COOKIE}={cookie}"))
+        .header(header::COOKIE, &session.cookie)
         .send()
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    let csrf = csrf_of(&page.text().await.unwrap());
-    (cookie, csrf)
+    let csrf = common::console::meta_csrf(&page.text().await.unwrap()).unwrap();
+    let value = session.cookie.split_once('=').unwrap().1.to_owned();
+    (value, csrf)
 }
 
 async fn call(
