@@ -29,6 +29,7 @@ pub mod import;
 pub mod keys;
 pub mod lifecycle;
 pub mod mapper;
+pub mod net;
 pub mod policy;
 pub mod relay;
 pub mod serve;

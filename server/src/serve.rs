@@ -89,6 +89,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let listener = bind_tcp(config.listen_addr)
         .with_context(|| format!("binding {} (listen_addr)", config.listen_addr))?;
     let http_addr = listener.local_addr()?;
+    if let Some(tls) = &tls {
+        // ACME: a certificate in force before anything is served (TLS-ALPN-01 validations
+        // are answered on this listener meanwhile); none stops the server.
+        tls.obtain(&listener).await?;
+    }
     if config.server_port() == 0 {
         let scheme = if tls.is_some() { "https" } else { "http" };
         config.server_url = format!("{scheme}://{http_addr}");
@@ -352,14 +357,7 @@ async fn refresh_derp_maps(
 /// Binds the main listener with a deep accept queue: a reconnect storm of thousands of
 /// clients must not overflow it (tokio's default backlog is 1024).
 fn bind_tcp(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(8192)
+    crate::net::bind_reusable(addr, 8192)
 }
 
 /// The data directory holds keys and the database: only its owner may enter it.

@@ -425,7 +425,8 @@ async fn bad_tls_input_stops_the_server_naming_the_reason() {
     .await;
     assert!(err.contains("holds no private key"), "{err}");
 
-    // Only one of the two paths; ACME; plain http:// with certificate files.
+    // Only one of the two paths; an ACME hostname that is not server_url's; an ACME server
+    // that cannot be reached; plain http:// with certificate files.
     let err = refusal(|c, dir| {
         let (cert, _) = install(dir, &good);
         c.server_url = "https://127.0.0.1:0".into();
@@ -438,10 +439,41 @@ async fn bad_tls_input_stops_the_server_naming_the_reason() {
     );
     let err = refusal(|c, _| {
         c.server_url = "https://vpn.example.org".into();
-        c.tls_letsencrypt_hostname = Some("vpn.example.org".into());
+        c.tls_letsencrypt_hostname = Some("other.example.org".into());
     })
     .await;
-    assert!(err.contains("ACME is not supported yet"), "{err}");
+    assert!(
+        err.contains("tls_letsencrypt_hostname") && err.contains("clients dial vpn.example.org"),
+        "{err}"
+    );
+    // An ACME server that cannot be reached (a closed local port): named, nothing served.
+    // (The conversation with a real one, pebble, is end2end/clients/test_acme.py.)
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let acme_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = refusal(|c, _| {
+        c.server_url = "https://vpn.example.org".into();
+        c.listen_addr = acme_port;
+        c.tls_letsencrypt_hostname = Some("vpn.example.org".into());
+        c.tls_letsencrypt_challenge_type = Some("TLS-ALPN-01".into());
+        c.acme_url = Some(format!("https://{closed}/dir"));
+    })
+    .await;
+    assert!(
+        err.contains(&format!(
+            "cannot use the ACME server at https://{closed}/dir (acme_url)"
+        )),
+        "{err}"
+    );
+    assert!(
+        TcpStream::connect(acme_port).await.is_err(),
+        "nothing listens"
+    );
     let err = refusal(|c, dir| {
         let (cert, key) = install(dir, &good);
         with_files(c, &cert, &key);

@@ -22,7 +22,7 @@ use serde_norway::Value;
 pub use duration::HumanDuration;
 pub use headscale::ConfigNotice;
 pub use oidc::OidcConfig;
-pub use tls::TlsSource;
+pub use tls::{AcmeSettings, ChallengeType, TlsSource};
 
 /// Environment variables with the prefix that are not configuration keys.
 const NON_CONFIG_ENV: &[&str] = &["OXISCALE_CONFIG"];
@@ -82,18 +82,21 @@ pub struct Config {
     /// HTTPS on the main listener from a PEM certificate chain and its key (`tls`).
     pub tls_cert_path: Option<PathBuf>,
     pub tls_key_path: Option<PathBuf>,
-    // headscale keys accepted for compatibility and not acted on yet (see `ignored_keys`;
-    // `tls_letsencrypt_hostname` is refused by `tls_source` until ACME is supported).
-    pub metrics_listen_addr: Option<String>,
-    pub grpc_listen_addr: Option<String>,
-    pub grpc_allow_insecure: Option<bool>,
-    pub disable_check_updates: Option<bool>,
+    /// HTTPS with a certificate from ACME (`tls_letsencrypt_hostname`; see `tls_source`).
     pub acme_url: Option<String>,
     pub acme_email: Option<String>,
     pub tls_letsencrypt_hostname: Option<String>,
     pub tls_letsencrypt_cache_dir: Option<String>,
     pub tls_letsencrypt_challenge_type: Option<String>,
     pub tls_letsencrypt_listen: Option<String>,
+    /// oxiscale's own, for tests against a private ACME server (pebble): a PEM CA trusted,
+    /// besides the public roots, for the connection to acme_url.
+    pub acme_ca_file: Option<PathBuf>,
+    // headscale keys accepted for compatibility and not acted on yet (see `ignored_keys`).
+    pub metrics_listen_addr: Option<String>,
+    pub grpc_listen_addr: Option<String>,
+    pub grpc_allow_insecure: Option<bool>,
+    pub disable_check_updates: Option<bool>,
     pub logtail: Option<Value>,
     pub taildrop: Option<Value>,
     pub trusted_proxies: Option<Vec<String>>,
@@ -362,6 +365,7 @@ impl Default for Config {
             tls_letsencrypt_cache_dir: None,
             tls_letsencrypt_challenge_type: None,
             tls_letsencrypt_listen: None,
+            acme_ca_file: None,
             logtail: None,
             taildrop: None,
             trusted_proxies: None,
@@ -540,6 +544,7 @@ impl Config {
         resolve(&mut self.dns.extra_records_path);
         resolve(&mut self.tls_cert_path);
         resolve(&mut self.tls_key_path);
+        resolve(&mut self.acme_ca_file);
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -633,7 +638,7 @@ impl Config {
     /// A key left at headscale's example value (`logtail.enabled: false`) asks for nothing
     /// and is not named; nor are tuning knobs of headscale's own internals (`tuning`,
     /// `database.gorm`) or settings of features only used with another one (`acme_*` and
-    /// `tls_letsencrypt_*`, whose hostname `tls_source` refuses until ACME is supported).
+    /// `tls_letsencrypt_*` without `tls_letsencrypt_hostname`).
     pub fn ignored_keys(&self) -> Vec<&'static str> {
         fn flag(section: &Option<Value>, key: &str) -> Option<bool> {
             section.as_ref()?.get(key)?.as_bool()

@@ -46,6 +46,14 @@ impl TlsListener {
         let acceptor = self.acceptor.clone();
         self.handshakes.spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                // A TLS-ALPN-01 validation: the handshake was all it wanted.
+                Ok(Ok(tls))
+                    if tls.get_ref().1.alpn_protocol()
+                        == Some(super::acme::challenge::ACME_TLS_ALPN) =>
+                {
+                    debug!(%peer, "answered an ACME TLS-ALPN-01 validation");
+                    None
+                }
                 Ok(Ok(tls)) => Some((tls, peer)),
                 Ok(Err(e)) => {
                     debug!(%peer, error = %e, "TLS handshake failed");

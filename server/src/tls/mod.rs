@@ -2,15 +2,17 @@
 //! the console; with TLS configured it serves HTTPS only (HTTP/1.1 and HTTP/2 by ALPN) and
 //! never falls back to plain HTTP.
 //!
-//! Where certificates come from is behind rustls's `ResolvesServerCert`: `files` (PEM files,
-//! reloaded) today; an ACME source plugs into the same seam ([`Tls::resolver`]).
+//! Where certificates come from is behind rustls's `ResolvesServerCert` ([`Tls::resolver`]):
+//! `files` (PEM files, reloaded) or `acme` (ordered, cached and renewed).
 
+pub mod acme;
 pub mod files;
 pub mod listener;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
@@ -18,7 +20,8 @@ use tokio_rustls::rustls::crypto::CryptoProvider;
 use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::rustls::server::ResolvesServerCert;
 
-use crate::config::{Config, TlsSource};
+use crate::config::{ChallengeType, Config, TlsSource};
+use acme::Acme;
 use files::{CertFiles, FileResolver};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,12 +69,15 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Acme(#[from] acme::AcmeError),
 }
 
 /// The TLS side of the main listener: the certificate source and the acceptor using it.
 pub struct Tls {
     resolver: Arc<dyn ResolvesServerCert>,
     files: Option<Arc<FileResolver>>,
+    acme: Option<Arc<Acme>>,
     acceptor: TlsAcceptor,
 }
 
@@ -84,22 +90,46 @@ impl Tls {
         let files = match source {
             TlsSource::Off => return Ok(None),
             TlsSource::Files { cert, key } => CertFiles { cert, key },
+            TlsSource::Acme(settings) => {
+                let acme = Acme::new(settings, &config.server_url, provider.clone())?;
+                let validations = acme.challenge() == ChallengeType::TlsAlpn01;
+                let acceptor = acceptor(provider, acme.resolver(), validations)?;
+                return Ok(Some(Tls {
+                    resolver: acme.resolver(),
+                    files: None,
+                    acme: Some(acme),
+                    acceptor,
+                }));
+            }
         };
         let host = config.server_host();
         let host = ServerName::try_from(host.clone()).map_err(|_| TlsError::BadHost { host })?;
         let resolver = FileResolver::open(files, host, provider.clone())?;
-        let acceptor = acceptor(provider, resolver.clone())?;
+        let acceptor = acceptor(provider, resolver.clone(), false)?;
         Ok(Some(Tls {
             resolver: resolver.clone(),
             files: Some(resolver),
+            acme: None,
             acceptor,
         }))
     }
 
-    /// Starts reloading (file changes, SIGHUP) until `shutdown` flips.
+    /// Before `main` serves: with ACME, a certificate in force (cached, or ordered now).
+    /// An error stops the server.
+    pub async fn obtain(&self, main: &TcpListener) -> Result<(), TlsError> {
+        if let Some(acme) = &self.acme {
+            acme.obtain(main, &self.acceptor).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts reloading (file changes, SIGHUP) or renewing (ACME) until `shutdown` flips.
     pub fn spawn_watchers(&self, shutdown: watch::Receiver<bool>) {
         if let Some(files) = &self.files {
-            files.spawn_watchers(shutdown);
+            files.spawn_watchers(shutdown.clone());
+        }
+        if let Some(acme) = &self.acme {
+            acme.spawn_renewals(shutdown);
         }
     }
 
@@ -114,16 +144,23 @@ impl Tls {
 }
 
 /// TLS 1.2 and 1.3 with `provider`'s safe defaults; HTTP/2 and HTTP/1.1 by ALPN (Tailscale's
-/// control and DERP upgrades offer no ALPN and get HTTP/1.1).
+/// control and DERP upgrades offer no ALPN and get HTTP/1.1); with `acme_validations`, also
+/// "acme-tls/1" (TLS-ALPN-01), whose connections the listener closes after the handshake.
 fn acceptor(
     provider: Arc<CryptoProvider>,
     resolver: Arc<dyn ResolvesServerCert>,
+    acme_validations: bool,
 ) -> Result<TlsAcceptor, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if acme_validations {
+        config
+            .alpn_protocols
+            .push(acme::challenge::ACME_TLS_ALPN.to_vec());
+    }
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
