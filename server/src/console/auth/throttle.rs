@@ -38,8 +38,23 @@ fn delay(count: u32, free: u32) -> Duration {
     Duration::from_secs(1u64 << doublings).min(MAX_DELAY)
 }
 
+/// Where attempts come from: the IPv4 address, or the IPv6 /64 (one subscriber's network:
+/// its addresses are free to rotate, so keying on each would give a guesser 2^64 budgets).
+fn source(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 fn keys(name: &str, addr: Option<IpAddr>) -> [(String, u32); 2] {
-    let addr = addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+    let addr = addr.map(source).unwrap_or_else(|| "-".into());
     [
         (
             format!("n:{}|{addr}", name.to_ascii_lowercase()),
@@ -160,6 +175,24 @@ mod tests {
             .filter(|_| t.attempt_at("alice", ip("10.0.0.1"), now).is_ok())
             .count();
         assert_eq!(through, FREE_PER_NAME as usize);
+    }
+
+    #[test]
+    fn an_ipv6_guesser_rotating_addresses_in_its_64_shares_one_budget() {
+        let t = Throttle::default();
+        let now = Instant::now();
+        let through = (0..100u16)
+            .filter(|i| {
+                let addr = ip(&format!("2001:db8:1:2:{i:x}::1"));
+                t.attempt_at("alice", addr, now).is_ok()
+            })
+            .count();
+        assert_eq!(through, FREE_PER_NAME as usize);
+        assert!(
+            t.attempt_at("alice", ip("2001:db8:1:3::1"), now).is_ok(),
+            "another /64"
+        );
+        assert_eq!(source("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
     }
 
     #[test]
