@@ -622,6 +622,7 @@ impl Config {
             });
         }
         self.tls_source()?;
+        self.trusted_proxy_nets()?;
         self.oidc.validate()?;
         self.console.roles.validate()?;
         u32::from_str_radix(&self.unix_socket_permission, 8).map_err(|_| ConfigError::Invalid {
@@ -632,6 +633,24 @@ impl Config {
             ),
         })?;
         Ok(())
+    }
+
+    /// `trusted_proxies` (headscale's key): reverse proxies whose `X-Forwarded-For` names the
+    /// client; networks (`10.0.0.0/8`) or single addresses.
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.trusted_proxies
+            .iter()
+            .flatten()
+            .map(|e| {
+                let e = e.trim();
+                e.parse::<ipnet::IpNet>()
+                    .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| ConfigError::Invalid {
+                        key: "trusted_proxies",
+                        message: format!("{e:?} is not an address or a network (10.0.0.0/8)"),
+                    })
+            })
+            .collect()
     }
 
     /// headscale keys in this config that ask for something oxiscale does not do (yet).
@@ -655,9 +674,6 @@ impl Config {
         }
         if flag(&self.taildrop, "enabled") == Some(false) {
             keys.push("taildrop.enabled");
-        }
-        if self.trusted_proxies.as_ref().is_some_and(|p| !p.is_empty()) {
-            keys.push("trusted_proxies");
         }
         if flag(&self.auto_update, "enabled") == Some(true) {
             keys.push("auto_update.enabled");

@@ -222,3 +222,21 @@ fn invalid_values_are_refused_with_their_key() {
     .unwrap_err();
     assert!(err.to_string().contains("dns.base_domain"));
 }
+
+#[test]
+fn trusted_proxies_are_networks_or_addresses_and_anything_else_is_refused() {
+    let c = load_yaml("trusted_proxies: [10.0.0.0/8, \"::1\"]\n", &[]).unwrap();
+    let nets: Vec<String> = c
+        .trusted_proxy_nets()
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(nets, ["10.0.0.0/8", "::1/128"]);
+    assert!(c.ignored_keys().is_empty(), "trusted_proxies is acted on");
+    let err = load_yaml("trusted_proxies: [10.0.0.0/33]\n", &[])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("10.0.0.0/33"), "{err}");
+}

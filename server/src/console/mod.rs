@@ -119,7 +119,11 @@ pub fn routes(
     let console = app::ssr::console_router(options.clone(), backend.clone()).merge(events);
     let fallback = app::ssr::console_fallback(options, backend);
     // Last, so that every console route added above is behind sign-in and CSRF checks.
-    let (console, fallback) = auth::protect(console, fallback, &config.server_url, pool, sso);
+    let trusted = config
+        .trusted_proxy_nets()
+        .expect("validated with the config");
+    let (console, fallback) =
+        auth::protect(console, fallback, &config.server_url, pool, sso, trusted);
     let headers = axum::middleware::from_fn(headers::security_headers);
     (console.layer(headers.clone()), fallback.layer(headers))
 }

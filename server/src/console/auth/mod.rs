@@ -24,6 +24,7 @@
 
 pub mod accounts;
 mod presign;
+mod proxies;
 pub use presign::PRESIGN_COOKIE;
 mod session_store;
 pub mod sso;
@@ -73,6 +74,8 @@ const TOUCH_EVERY: i64 = 60;
 /// What the console's sign-in needs at run time.
 pub struct ConsoleAuth {
     accounts: Accounts,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`trusted_proxies`).
+    trusted_proxies: Vec<ipnet::IpNet>,
     throttle: Throttle,
     /// `scheme://host[:port]` of `server_url`: the only `Origin` a state change may carry.
     origin: String,
@@ -119,6 +122,7 @@ pub fn protect(
     server_url: &str,
     pool: SqlitePool,
     sso: Option<ConsoleSso>,
+    trusted_proxies: Vec<ipnet::IpNet>,
 ) -> (Router, Router) {
     let store = SqliteStore::new(pool.clone())
         .with_table_name("console_sessions")
@@ -139,6 +143,7 @@ pub fn protect(
         )));
     let auth = Arc::new(ConsoleAuth {
         accounts: Accounts::new(pool),
+        trusted_proxies,
         throttle: Throttle::default(),
         origin: origin_of(server_url),
         hashing: tokio::sync::Semaphore::new(2),
@@ -516,10 +521,10 @@ async fn touch(session: &Session) -> Result<(), Response> {
     Ok(())
 }
 
-fn client_addr(req: &Request) -> Option<IpAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+/// The client's address, seen through the trusted proxies.
+fn client_addr(req: &Request, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    Some(proxies::client_of(peer, req.headers(), trusted))
 }
 
 /// The identity of a local account.
@@ -579,7 +584,7 @@ fn login_again(error: &str, next: &str) -> Response {
 
 /// `POST /login` (form): checks the password and starts the session.
 async fn login(State(auth): State<Arc<ConsoleAuth>>, req: Request) -> Response {
-    let addr = client_addr(&req);
+    let addr = client_addr(&req, &auth.trusted_proxies);
     let session = match session_of(&req) {
         Ok(s) => s,
         Err(r) => return r,
