@@ -32,6 +32,7 @@ pub mod mapper;
 pub mod net;
 pub mod policy;
 pub mod relay;
+pub mod reload;
 pub mod serve;
 pub mod store;
 pub mod tailnet;

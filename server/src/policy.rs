@@ -279,25 +279,12 @@ impl PolicyManager {
     }
 
     /// Watches the file (file mode) and SIGHUP until `shutdown` flips.
-    pub fn spawn_watchers(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub fn spawn_watchers(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
         let manager = self.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut hup = match signal(SignalKind::hangup()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    warn!(error = %e, "cannot watch SIGHUP; the policy reloads only when its file changes");
-                    None
-                }
-            };
-            let mut tick = tokio::time::interval(FILE_POLL_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let forced = tokio::select! {
-                    _ = tick.tick() => false,
-                    Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-                    _ = shutdown.changed() => return,
-                };
+            let mut triggers =
+                crate::reload::Triggers::new(FILE_POLL_INTERVAL, "the policy", shutdown);
+            while let Some(forced) = triggers.next().await {
                 if !forced && !manager.file_touched().await {
                     continue;
                 }

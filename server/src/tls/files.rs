@@ -267,25 +267,12 @@ impl FileResolver {
     }
 
     /// Polls the files and listens for SIGHUP until `shutdown` flips.
-    pub fn spawn_watchers(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub fn spawn_watchers(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
         let resolver = self.clone();
         tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut hup = match signal(SignalKind::hangup()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    warn!(error = %e, "cannot watch SIGHUP; the TLS certificate reloads only when its files change");
-                    None
-                }
-            };
-            let mut tick = tokio::time::interval(POLL_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let forced = tokio::select! {
-                    _ = tick.tick() => false,
-                    Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
-                    _ = shutdown.changed() => return,
-                };
+            let mut triggers =
+                crate::reload::Triggers::new(POLL_INTERVAL, "the TLS certificate", shutdown);
+            while let Some(forced) = triggers.next().await {
                 if !forced && !resolver.files_touched() {
                     continue;
                 }
