@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::config::Config;
+use crate::files::{kept_name, server_answers, with_suffix};
 use crate::store::{Store, StoreError};
 
 const DATABASE: &str = "db.sqlite";
@@ -105,8 +106,12 @@ pub async fn backup(config: &Config, to: &Path) -> Result<Manifest, BackupError>
 /// Puts the backup in `from` in place of the configured server's database and keys; the
 /// server must be stopped. What is replaced is renamed `<file>.before-restore-<time>`.
 pub async fn restore(config: &Config, from: &Path) -> Result<Restored, BackupError> {
-    crate::import::headscale::refuse_if_running(config)
-        .map_err(|e| BackupError::Refused(e.to_string()))?;
+    if server_answers(&config.socket_path()) {
+        return Err(BackupError::Refused(format!(
+            "oxiscale is running (its socket {} answers); stop it before restoring",
+            config.socket_path().display()
+        )));
+    }
     let manifest_path = from.join(MANIFEST);
     let manifest: Manifest = std::fs::read_to_string(&manifest_path)
         .map_err(io(format!(
@@ -134,10 +139,7 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, BackupErr
     }
 
     // Everything is checked: now the server's side.
-    let stamp = crate::import::headscale::timestamp();
-    let aside = |p: &Path| -> PathBuf {
-        crate::import::headscale::with_suffix(p, &format!(".before-restore-{stamp}"))
-    };
+    let aside = |p: &Path| kept_name(p, "before-restore");
     let mut replaced = Vec::new();
     let target = config.sqlite_path();
     if let Some(dir) = target.parent() {
@@ -146,14 +148,14 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, BackupErr
     if target.exists() {
         let kept = aside(&target);
         std::fs::rename(&target, &kept).map_err(io(format!("{}", target.display())))?;
-        let wal = crate::import::headscale::with_suffix(&target, "-wal");
+        let wal = with_suffix(&target, "-wal");
         if wal.exists() {
-            let kept_wal = crate::import::headscale::with_suffix(&kept, "-wal");
+            let kept_wal = with_suffix(&kept, "-wal");
             std::fs::rename(&wal, &kept_wal).map_err(io(format!("{}", wal.display())))?;
         }
         replaced.push((target.clone(), kept));
     }
-    std::fs::remove_file(crate::import::headscale::with_suffix(&target, "-shm")).ok();
+    std::fs::remove_file(with_suffix(&target, "-shm")).ok();
     std::fs::copy(&database, &target).map_err(io(format!(
         "copying {} to {}",
         database.display(),
@@ -183,12 +185,5 @@ pub async fn restore(config: &Config, from: &Path) -> Result<Restored, BackupErr
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), BackupError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io(format!("{}", dir.display())))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io(format!("{}", dir.display())))
+    crate::files::create_private_dir(dir).map_err(io(format!("{}", dir.display())))
 }

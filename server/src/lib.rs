@@ -23,6 +23,7 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod export;
+pub mod files;
 pub mod http;
 pub mod identity;
 pub mod import;

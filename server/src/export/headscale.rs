@@ -15,7 +15,7 @@ use sqlx::{ConnectOptions, Connection, Executor, SqliteConnection};
 use time::OffsetDateTime;
 
 use crate::config::{Config, PolicyMode};
-use crate::import::headscale::{refuse_if_running, with_suffix};
+use crate::files::{server_answers, with_suffix};
 use crate::store::Store;
 use crate::tailnet::model::{KeyHash, Node, RegisterMethod, User};
 
@@ -113,7 +113,12 @@ pub enum ExportError {
 
 /// Writes the tailnet in oxiscale's configured database to `to`.
 pub async fn export(config: &Config, to: &Path) -> Result<ExportSummary, ExportError> {
-    refuse_if_running(config).map_err(|e| ExportError::Refused(e.to_string()))?;
+    if server_answers(&config.socket_path()) {
+        return Err(ExportError::Refused(format!(
+            "oxiscale is running (its socket {} answers); stop it before exporting",
+            config.socket_path().display()
+        )));
+    }
     if to.exists() {
         return Err(ExportError::Refused(format!(
             "{} exists already; the export writes a new file and never overwrites one",

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use sqlx::SqlitePool;
 use sqlx::migrate::Migrator;
-use time::OffsetDateTime;
 use tracing::info;
 
 use super::StoreError;
@@ -55,7 +54,7 @@ pub async fn prepare(
     if applied.len() >= known.len() {
         return Ok(Prepared::UpToDate);
     }
-    let backup = backup_path(path);
+    let backup = crate::files::kept_name(path, "before-migration");
     copy_consistent(pool, &backup).await?;
     info!(
         backup = %backup.display(),
@@ -64,28 +63,6 @@ pub async fn prepare(
         "database kept as it was before its migration"
     );
     Ok(Prepared::BackedUp(backup))
-}
-
-/// `<db>.before-migration-<UTC time>`, numbered if that exists.
-fn backup_path(path: &Path) -> PathBuf {
-    let now = OffsetDateTime::now_utc();
-    let stamp = format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    );
-    let base = format!("{}.before-migration-{stamp}", path.display());
-    let mut candidate = PathBuf::from(&base);
-    let mut n = 2;
-    while candidate.exists() {
-        candidate = PathBuf::from(format!("{base}-{n}"));
-        n += 1;
-    }
-    candidate
 }
 
 /// A transactionally consistent copy of the whole database (`VACUUM INTO`: safe while it

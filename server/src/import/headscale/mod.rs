@@ -22,6 +22,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::config::{Config, PolicyMode};
+use crate::files::{kept_name, timestamp, with_suffix};
 use crate::store::Store;
 use crate::tailnet::effects::DbOp;
 use crate::tailnet::model::{
@@ -152,18 +153,14 @@ pub async fn import(config: &Config, opts: &ImportOptions) -> Result<ImportSumma
     refuse_if_running(config)?;
 
     // The backup comes first, before the file is even opened.
-    let stamp = timestamp();
-    let mut backup = with_suffix(from, &format!(".backup-{stamp}"));
-    for n in 2.. {
-        if !backup.exists() {
-            break;
-        }
-        backup = with_suffix(from, &format!(".backup-{stamp}-{n}"));
-    }
+    let backup = kept_name(from, "backup");
     copy_with_journal(from, &backup)?;
 
-    let work_dir =
-        std::env::temp_dir().join(format!("oxiscale-import-{}-{stamp}", rand::random::<u32>()));
+    let work_dir = std::env::temp_dir().join(format!(
+        "oxiscale-import-{}-{}",
+        rand::random::<u32>(),
+        timestamp()
+    ));
     std::fs::create_dir_all(&work_dir).map_err(io("creating a working directory"))?;
     let result = import_from_copy(config, opts, from, &backup, &work_dir).await;
     std::fs::remove_dir_all(&work_dir).ok();
@@ -354,34 +351,15 @@ async fn read_and_write(
     Ok(summary)
 }
 
-pub(crate) fn refuse_if_running(config: &Config) -> Result<(), ImportError> {
+fn refuse_if_running(config: &Config) -> Result<(), ImportError> {
     let socket = config.socket_path();
-    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+    if crate::files::server_answers(&socket) {
         return Err(refused(format!(
             "oxiscale is running (its socket {} answers); stop it before importing",
             socket.display()
         )));
     }
     Ok(())
-}
-
-pub(crate) fn timestamp() -> String {
-    let now = OffsetDateTime::now_utc();
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    )
-}
-
-pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
 }
 
 /// Copies a database file and, when there is one, its write-ahead log beside it.
@@ -454,7 +432,7 @@ fn carry_noise_key(config: &Config, opts: &ImportOptions) -> Result<String, Impo
                 target.display()
             ));
         }
-        let kept = with_suffix(&target, &format!(".backup-{}", timestamp()));
+        let kept = kept_name(&target, "backup");
         std::fs::rename(&target, &kept).map_err(io(format!("{}", target.display())))?;
     }
     crate::keys::write_new_key(&target, &key).map_err(|e| refused(e.to_string()))?;

@@ -12,7 +12,7 @@ pub async fn take_over_at_start(config: &Config) -> Result<Option<ImportSummary>
     if !is_headscale_database(&path).await? {
         return Ok(None);
     }
-    let staged = with_suffix(&path, &format!(".oxiscale-{}", timestamp()));
+    let staged = kept_name(&path, "oxiscale");
     let mut staged_config = config.clone();
     staged_config.database.sqlite.path = Some(staged.clone());
     let opts = ImportOptions {
