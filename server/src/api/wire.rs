@@ -60,6 +60,14 @@ pub fn query_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     }
 }
 
+/// headscale's `RegisterMethod` enum names, each at its number in the proto.
+pub const REGISTER_METHODS: [&str; 4] = [
+    "REGISTER_METHOD_UNSPECIFIED",
+    "REGISTER_METHOD_AUTH_KEY",
+    "REGISTER_METHOD_CLI",
+    "REGISTER_METHOD_OIDC",
+];
+
 /// headscale's `RegisterMethod` enum from oxiscale's method.
 pub fn register_method(method: &str) -> &'static str {
     match method {

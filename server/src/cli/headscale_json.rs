@@ -202,12 +202,10 @@ impl From<&wire::Node> for Node {
             expiry: Timestamp::parse(n.expiry.as_deref()),
             pre_auth_key: n.pre_auth_key.as_ref().map(PreAuthKey::from),
             created_at: Timestamp::parse(n.created_at.as_deref()),
-            register_method: match n.register_method.as_str() {
-                "REGISTER_METHOD_AUTH_KEY" => 1,
-                "REGISTER_METHOD_CLI" => 2,
-                "REGISTER_METHOD_OIDC" => 3,
-                _ => 0,
-            },
+            register_method: wire::REGISTER_METHODS
+                .iter()
+                .position(|name| *name == n.register_method)
+                .unwrap_or(0) as i32,
             given_name: n.given_name.clone(),
             online: n.online,
             approved_routes: n.approved_routes.clone(),
