@@ -98,10 +98,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         config.server_url = format!("{scheme}://{http_addr}");
     }
+    crate::telemetry::install();
     let metrics_listener = match config.metrics_listen_addr.as_deref().map(str::trim) {
         Some(text) if !text.is_empty() => {
             let addr = crate::telemetry::parse_addr(text).map_err(anyhow::Error::msg)?;
-            crate::telemetry::install();
             Some(bind_tcp(addr).with_context(|| format!("binding {addr} (metrics_listen_addr)"))?)
         }
         _ => None,
