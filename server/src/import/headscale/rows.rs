@@ -449,29 +449,15 @@ pub(super) async fn read_nodes(
                 }
             }
         };
-        let ipv4 = match text(&r, "ipv4").filter(|s| !s.is_empty()) {
-            Some(s) => match s.parse::<Ipv4Addr>() {
-                Ok(a) if addresses.insert(a.to_string()) => Some(a),
-                _ => {
-                    summary.skipped.push(skip(format!(
-                        "its IPv4 address {s:?} is malformed or taken"
-                    )));
-                    continue;
-                }
-            },
-            None => None,
-        };
-        let ipv6 = match text(&r, "ipv6").filter(|s| !s.is_empty()) {
-            Some(s) => match s.parse::<Ipv6Addr>() {
-                Ok(a) if addresses.insert(a.to_string()) => Some(a),
-                _ => {
-                    summary.skipped.push(skip(format!(
-                        "its IPv6 address {s:?} is malformed or taken"
-                    )));
-                    continue;
-                }
-            },
-            None => None,
+        let (ipv4, ipv6) = match (
+            unique_address::<Ipv4Addr>(&r, "ipv4", &mut addresses),
+            unique_address::<Ipv6Addr>(&r, "ipv6", &mut addresses),
+        ) {
+            (Ok(v4), Ok(v6)) => (v4, v6),
+            (Err(why), _) | (_, Err(why)) => {
+                summary.skipped.push(skip(why));
+                continue;
+            }
         };
         let hostinfo = match text(&r, "host_info").filter(|s| !s.trim().is_empty()) {
             Some(s) => match serde_json::from_str::<Option<Hostinfo>>(&s) {
@@ -572,6 +558,21 @@ pub(super) async fn read_nodes(
     }
     ops.push(DbOp::PutSequence("node", max_id + 1));
     Ok(())
+}
+
+/// A node's address in `col` (none when empty), which no node before it has.
+fn unique_address<A: std::str::FromStr + ToString>(
+    r: &SqliteRow,
+    col: &str,
+    taken: &mut HashSet<String>,
+) -> Result<Option<A>, String> {
+    let Some(s) = text(r, col).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    match s.parse::<A>() {
+        Ok(a) if taken.insert(a.to_string()) => Ok(Some(a)),
+        _ => Err(format!("its {} address {s:?} is malformed or taken", col.replace("ip", "IP"))),
+    }
 }
 
 pub(super) fn key_of<K: std::str::FromStr>(raw: Option<String>, prefix: &str) -> Option<K> {
