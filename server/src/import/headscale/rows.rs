@@ -571,7 +571,10 @@ fn unique_address<A: std::str::FromStr + ToString>(
     };
     match s.parse::<A>() {
         Ok(a) if taken.insert(a.to_string()) => Ok(Some(a)),
-        _ => Err(format!("its {} address {s:?} is malformed or taken", col.replace("ip", "IP"))),
+        _ => Err(format!(
+            "its {} address {s:?} is malformed or taken",
+            col.replace("ip", "IP")
+        )),
     }
 }
 
