@@ -20,6 +20,7 @@ pub mod audit;
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod console;
 pub mod control;
 pub mod export;

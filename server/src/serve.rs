@@ -1,6 +1,5 @@
 //! `oxiscale serve`: the composition root. Everything is built here and nowhere else.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -173,10 +172,11 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let remote_maps = derp_map::fetch_remote(&http_client, &config.derp.urls, &[]).await;
     let mut map_config = MapConfig::new(&config, derp_map::build(&config, &remote_maps)?);
     map_config.set_dns(&dns);
+    let bounds = crate::connections::Bounds::from_config(&config)?;
     let control = ControlPlane::new(
         tailnet.clone(),
         map_config,
-        ControlSettings::default(),
+        ControlSettings::default().with_bounds(&bounds),
         shutdown_rx.clone(),
     );
     if !config.derp.urls.is_empty() && config.derp.auto_update_enabled {
@@ -284,23 +284,20 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let http = match &tls {
         Some(tls) => {
             tls.spawn_watchers(shutdown_rx.clone());
-            let serving = crate::tls::listener::serve(
+            let listener = crate::tls::listener::TlsListener::new(listener, tls.acceptor());
+            tokio::spawn(crate::connections::serve(
                 listener,
-                tls.acceptor(),
                 router,
+                bounds,
                 wait_for(shutdown_rx.clone()),
-            );
-            tokio::spawn(serving)
+            ))
         }
-        None => tokio::spawn(
-            // The peer address keys the console's sign-in throttle.
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(wait_for(shutdown_rx.clone()))
-            .into_future(),
-        ),
+        None => tokio::spawn(crate::connections::serve(
+            listener,
+            router,
+            bounds,
+            wait_for(shutdown_rx.clone()),
+        )),
     };
     Ok(Running {
         http_addr,

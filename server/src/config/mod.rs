@@ -8,6 +8,7 @@
 
 pub mod duration;
 pub mod headscale;
+pub mod limits;
 pub mod oidc;
 pub mod tls;
 
@@ -21,6 +22,7 @@ use serde_norway::Value;
 
 pub use duration::HumanDuration;
 pub use headscale::ConfigNotice;
+pub use limits::LimitsConfig;
 pub use oidc::OidcConfig;
 pub use tls::{AcmeSettings, ChallengeType, TlsSource};
 
@@ -79,6 +81,8 @@ pub struct Config {
     pub console: ConsoleConfig,
     /// Sign-in through an OpenID Connect provider (devices and, later, the console).
     pub oidc: OidcConfig,
+    /// Bounds on client connections (oxiscale's own keys).
+    pub limits: LimitsConfig,
     /// HTTPS on the main listener from a PEM certificate chain and its key (`tls`).
     pub tls_cert_path: Option<PathBuf>,
     pub tls_key_path: Option<PathBuf>,
@@ -353,6 +357,7 @@ impl Default for Config {
             policy: PolicyConfig::default(),
             console: ConsoleConfig::default(),
             oidc: OidcConfig::default(),
+            limits: LimitsConfig::default(),
             metrics_listen_addr: None,
             grpc_listen_addr: None,
             grpc_allow_insecure: None,
@@ -623,6 +628,7 @@ impl Config {
         }
         self.tls_source()?;
         self.trusted_proxy_nets()?;
+        self.limits.validate()?;
         self.oidc.validate()?;
         self.console.roles.validate()?;
         u32::from_str_radix(&self.unix_socket_permission, 8).map_err(|_| ConfigError::Invalid {

@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::connections::{Activity, Tracked};
 use crate::mapper::MapConfig;
 use crate::mapper::chunks::PeerChunks;
 use crate::mapper::session::Sessions;
@@ -28,6 +29,11 @@ use admission::{Deferral, FullMapAdmission};
 
 /// Bodies larger than this are refused: anyone who completes a handshake can send them.
 pub const MAX_REQUEST_BODY: usize = 1 << 20;
+/// Requests one control connection may have in progress at once: a client holds its map
+/// stream and now and then sends an endpoint update or a register request beside it.
+pub const MAX_STREAMS: u32 = 8;
+/// Request headers of one control request.
+const MAX_HEADER_BYTES: u32 = 16 * 1024;
 
 pub type ControlBody = BoxBody<Bytes, Infallible>;
 
@@ -37,6 +43,25 @@ pub struct ControlSettings {
     pub keep_alive: Duration,
     /// Upper bound of the random delay added to each keep-alive interval.
     pub keep_alive_jitter: Duration,
+    /// A control connection's first request must begin this soon after its handshake.
+    pub header_timeout: Duration,
+    /// A control connection with no request in progress is closed after this (a client
+    /// always holds its map stream open).
+    pub idle_timeout: Duration,
+    /// A request body that sends nothing for this long is cut off.
+    pub body_timeout: Duration,
+}
+
+impl ControlSettings {
+    /// The connection bounds of `limits.*`.
+    pub fn with_bounds(self, bounds: &crate::connections::Bounds) -> ControlSettings {
+        ControlSettings {
+            header_timeout: bounds.header_timeout,
+            idle_timeout: bounds.idle_timeout,
+            body_timeout: bounds.body_timeout,
+            ..self
+        }
+    }
 }
 
 impl Default for ControlSettings {
@@ -45,6 +70,9 @@ impl Default for ControlSettings {
             min_capability: oxiscale_tailcfg::MIN_CAPABILITY_VERSION,
             keep_alive: Duration::from_secs(50),
             keep_alive_jitter: Duration::from_secs(9),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -115,22 +143,52 @@ impl ControlPlane {
         *guard = Arc::new(config);
     }
 
-    /// Serves HTTP/2 on an authenticated Noise stream until the client goes away.
+    /// Serves HTTP/2 on an authenticated Noise stream until the client goes away, or has
+    /// had nothing in progress for the idle timeout.
     pub async fn serve_connection<IO>(self: Arc<Self>, machine: MachinePublic, io: IO)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let cp = self.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let cp = cp.clone();
-            async move { Ok::<_, Infallible>(cp.route(machine, req).await) }
-        });
+        let activity = Activity::default();
+        let service = {
+            let cp = self.clone();
+            let activity = activity.clone();
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                let cp = cp.clone();
+                let in_progress = activity.start();
+                async move {
+                    let response = cp.route(machine, req).await;
+                    // A map stream is in progress until its body ends.
+                    Ok::<_, Infallible>(
+                        response.map(|body| Tracked::new(body, in_progress).boxed()),
+                    )
+                }
+            })
+        };
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder
-            .max_concurrent_streams(250)
+            .max_concurrent_streams(MAX_STREAMS)
+            .max_header_list_size(MAX_HEADER_BYTES)
             .keep_alive_interval(None);
-        if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
-            debug!(machine = %machine.short(), error = %e, "control connection ended");
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        let idle = activity.idle(self.settings.header_timeout, self.settings.idle_timeout);
+        tokio::pin!(idle);
+        let mut ending = false;
+        loop {
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(e) = served {
+                        debug!(machine = %machine.short(), error = %e, "control connection ended");
+                    }
+                    return;
+                }
+                why = &mut idle, if !ending => {
+                    debug!(machine = %machine.short(), ?why, "closing an idle control connection");
+                    connection.as_mut().graceful_shutdown();
+                    ending = true;
+                }
+            }
         }
     }
 
@@ -140,7 +198,7 @@ impl ControlPlane {
         req: Request<Incoming>,
     ) -> Response<ControlBody> {
         let path = req.uri().path().to_owned();
-        let body = match read_body(req).await {
+        let body = match read_body(req, self.settings.body_timeout).await {
             Ok(b) => b,
             Err(resp) => return resp,
         };
@@ -165,17 +223,18 @@ impl ControlPlane {
     }
 }
 
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<ControlBody>> {
-    match Limited::new(req.into_body(), MAX_REQUEST_BODY)
-        .collect()
-        .await
-    {
+async fn read_body(
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> Result<Bytes, Response<ControlBody>> {
+    let body = tower_http::timeout::TimeoutBody::new(timeout, req.into_body());
+    match Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(e) => {
             warn!(error = %e, "control request body refused");
             Err(text(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large or unreadable",
+                "request body too large, too slow or unreadable",
             ))
         }
     }

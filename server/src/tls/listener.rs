@@ -1,15 +1,13 @@
 //! The main listener over TLS, as an axum [`Listener`]: each handshake runs in a task of its
 //! own, bounded in time and number, so a client that stalls its handshake never holds up
-//! anyone else's accept. axum then serves the TLS streams exactly as it serves TCP ones
-//! (HTTP/1.1 with upgrades for `/ts2021` and `/derp`, HTTP/2).
+//! anyone else's accept. `connections::serve` then serves the TLS streams exactly as it
+//! serves TCP ones (HTTP/1.1 with upgrades for `/ts2021` and `/derp`, HTTP/2).
 
-use std::future::{Future, IntoFuture};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
-use axum::serve::{Listener, ListenerExt};
+use axum::serve::Listener;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -108,22 +106,4 @@ async fn accept_error(e: io::Error) {
     }
     warn!(error = %e, "accepting a connection failed; retrying in a second");
     tokio::time::sleep(Duration::from_secs(1)).await;
-}
-
-/// Serves `router` over TLS on `tcp` until `shutdown` completes.
-pub fn serve(
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> impl Future<Output = io::Result<()>> + Send {
-    // `tap_io` (a no-op here) is what gives a custom listener's peer address to
-    // `ConnectInfo<SocketAddr>`, which the console's sign-in throttle reads.
-    let listener = TlsListener::new(tcp, acceptor).tap_io(|_| {});
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .into_future()
 }

@@ -38,18 +38,11 @@ fn delay(count: u32, free: u32) -> Duration {
     Duration::from_secs(1u64 << doublings).min(MAX_DELAY)
 }
 
-/// Where attempts come from: the IPv4 address, or the IPv6 /64 (one subscriber's network:
-/// its addresses are free to rotate, so keying on each would give a guesser 2^64 budgets).
+/// Where attempts come from: the IPv4 address, or the IPv6 /64 (`net::subscriber`).
 fn source(addr: IpAddr) -> String {
-    match addr {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
+    match crate::net::subscriber(addr) {
+        IpAddr::V6(net) => format!("{net}/64"),
+        v4 => v4.to_string(),
     }
 }
 
