@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 
 use super::MapConfig;
 use super::chunks::{Chunk, MessageBuilder, PeerChunks};
+use super::sent::{Sent, filters_digest};
 use crate::tailnet::State;
 use crate::tailnet::access::PeerRoutes;
 use crate::tailnet::model::{Node, UserId};
@@ -274,18 +275,15 @@ impl FullMapSnapshot {
 
     /// The ids of the peers sent, the routes sent for those that route, the node's own
     /// capabilities and its filters.
-    pub fn sent(&self) -> super::session::Sent {
+    pub fn sent(&self) -> Sent {
         let highest = match self.peers.last() {
             Some(PeerSegment::Shared(chunk)) => chunk.ids().last().copied(),
             Some(PeerSegment::Own(views)) => views.last().map(|v| v.node.id),
             None => None,
         };
-        let mut sent = super::session::Sent::for_ids_up_to(highest.unwrap_or(0));
+        let mut sent = Sent::for_ids_up_to(highest.unwrap_or(0));
         sent.set_self_caps(self.me.cap_map.clone());
-        sent.set_filters(super::session::filters_digest(
-            &self.packet_filter,
-            &self.ssh_policy,
-        ));
+        sent.set_filters(filters_digest(&self.packet_filter, &self.ssh_policy));
         for segment in &self.peers {
             match segment {
                 PeerSegment::Shared(chunk) => {
@@ -396,4 +394,53 @@ fn shared_peer_json(base_domain: &str, node: &Node, now: OffsetDateTime) -> Arc<
             now,
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use time::OffsetDateTime;
+
+    use crate::mapper::test_tailnet::tailnet_with;
+
+    /// A full map never shows a node waiting for approval, not even in a chunk shared
+    /// whole (where a chunk with an expired member is not shared either), and the waiting
+    /// node's own map holds only itself, told it is not authorized yet, without a filter.
+    #[test]
+    fn a_full_map_leaves_out_nodes_waiting_for_approval() {
+        use crate::mapper::build::FullMapSnapshot;
+        use crate::mapper::chunks::PeerChunks;
+        use crate::tailnet::model::Node;
+        use crate::tailnet::nodes::{block_ids, block_of};
+        let now = OffsetDateTime::now_utc();
+        // The viewer, 1, and a whole other block: the one a viewer is sent shared.
+        let other = block_ids(block_of(1) + 1);
+        let held = other.end - 1;
+        let mut nodes: Vec<Node> = std::iter::once(1)
+            .chain(other.clone())
+            .map(Node::sample)
+            .collect();
+        nodes.last_mut().unwrap().approved = false;
+        let state = tailnet_with(nodes, now);
+        let chunks = PeerChunks::default();
+
+        let viewer = state.node(1).unwrap().clone();
+        let map = FullMapSnapshot::take(&state, &chunks, &viewer, now);
+        let sent = map.sent();
+        assert!(!sent.contains(held), "the held node is nobody's peer");
+        assert!(
+            other
+                .clone()
+                .filter(|id| *id != held)
+                .all(|id| sent.contains(id))
+        );
+        assert_eq!(map.peer_count(), other.count() - 1);
+        assert!(map.me.machine_authorized && !map.packet_filter.is_empty());
+
+        let waiting = state.node(held).unwrap().clone();
+        let map = FullMapSnapshot::take(&state, &chunks, &waiting, now);
+        assert_eq!(map.peer_count(), 0);
+        assert!(map.sent().is_empty());
+        assert!(map.packet_filter.is_empty(), "drops everything");
+        assert!(!map.me.machine_authorized, "the client waits for approval");
+    }
 }

@@ -1,10 +1,10 @@
 //! Fan-out by epochs: a delta encoded once for every session that needs exactly it.
 //!
-//! The writer only appends committed changes to the sessions' inbox. A publisher task takes
-//! whatever has arrived as one *epoch* and offers it to every session, which keeps a
-//! reference to it (O(1); the publisher merges only for a session more than [`MAX_RUN`]
-//! epochs behind). When a session wakes it takes
-//! the epochs it has not sent yet: one if it keeps up, a *run* of consecutive ones if it
+//! The writer only appends committed changes to the sessions' inbox. A publisher task
+//! (`mapper::session::run_publisher`) takes whatever has arrived as one *epoch* and offers
+//! it to every session, which keeps a reference to it (O(1); the publisher merges only for
+//! a session more than [`MAX_RUN`] epochs behind). When a session wakes it takes the
+//! epochs it has not sent yet: one if it keeps up, a *run* of consecutive ones if it
 //! was busy writing. Sessions that fell behind together hold the same run (the publisher
 //! offers epochs in order and the sessions are woken in turn), so a run is shared like an
 //! epoch: its changes merged once, as a node none of them is about ([`SharedDelta`]). With
@@ -14,32 +14,20 @@
 //! with it to the sessions whose filters they are. A session that sees something of its
 //! own (routes, its own node or capabilities, a change of whom it sees, filters unlike the
 //! others') or fell more than [`MAX_RUN`] epochs behind builds its own delta.
-//!
-//! Epochs are at least [`MIN_GAP`] apart and otherwise not paced: every epoch costs each
-//! session that keeps up one message. Holding the next epoch until the sessions had taken
-//! the last one (so that more of them would share), with or without a cap of 2 epochs per
-//! second, gave 317–368 registrations/s in a 5,000-node join where not waiting gave
-//! 390–627/s; cutting epochs as fast as the publisher could sent 3–4× the messages in four
-//! of five 1,000-node joins (BENCHMARKS.md, "How the landed form was chosen").
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use oxiscale_tailcfg::{FilterRule, MapResponse, SshPolicy, UserProfile};
 use time::OffsetDateTime;
-use tokio::time::Instant;
 
 use super::MapConfig;
 use super::build::{PeerView, render_peer, self_caps, user_profiles};
 use super::encode_message;
-use super::session::{Inbox, Pending, Sent, Sessions, filters_digest};
+use super::pending::Pending;
+use super::sent::{Sent, filters_digest};
 use crate::tailnet::model::{Node, NodeId};
 use crate::tailnet::{Change, State};
-
-/// The shortest time between two epochs: a burst of changes within it becomes one epoch,
-/// one message per session; a change after a quiet moment is published at once.
-const MIN_GAP: Duration = Duration::from_millis(50);
 
 /// The most epochs a session holds unsent; a slower one merges them into its own record.
 /// A 10,000-node round of deltas takes about half a second under churn, ten epochs.
@@ -163,25 +151,6 @@ impl SharedDelta {
         let shared = Arc::new(SharedDelta::merging(&changes, last.alone.at));
         runs.push((first.seq, shared.clone()));
         Some(shared)
-    }
-}
-
-/// Cuts epochs from the sessions' inbox until the sessions are dropped.
-pub async fn run_publisher(sessions: Weak<Sessions>, inbox: Arc<Inbox>) {
-    let mut last_cut: Option<Instant> = None;
-    loop {
-        inbox.ready().await;
-        if let Some(at) = last_cut {
-            tokio::time::sleep_until(at + MIN_GAP).await;
-        }
-        last_cut = Some(Instant::now());
-        let Some(sessions) = sessions.upgrade() else {
-            return;
-        };
-        let changes = inbox.drain();
-        if !changes.is_empty() {
-            sessions.publish(changes);
-        }
     }
 }
 

@@ -1,10 +1,25 @@
 //! What each node is told: full maps, deltas, and their encoding on the stream.
+//!
+//! Dependencies point one way, each module using only those listed before it (and this
+//! one's `MapConfig` and encoding):
+//!
+//! 1. Leaves: `sent` (what a session has sent its node), `pending` (what it has yet to
+//!    tell it), `chunks` (peer chunks shared by full maps); `derp_map` stands apart.
+//! 2. `build`: rendering full maps and peers.
+//! 3. `epoch`: cutting the change stream into epochs and their shared deltas.
+//! 4. `delta`: what a woken session sends, shared or built for its node.
+//! 5. `session`: the registry of streams, their mailboxes and the epoch publisher.
 
 pub mod build;
 pub mod chunks;
+pub mod delta;
 pub mod derp_map;
 pub mod epoch;
+pub mod pending;
+pub mod sent;
 pub mod session;
+#[cfg(test)]
+mod test_tailnet;
 
 use std::cell::RefCell;
 
