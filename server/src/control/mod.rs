@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod errors;
+pub mod one_at_a_time;
 pub mod poll;
 pub mod register;
 
@@ -97,6 +98,8 @@ pub struct ControlPlane {
     pub first_maps: FullMapAdmission,
     /// Pre-compressed peer chunks shared by every viewer's full map.
     pub peer_chunks: Arc<PeerChunks>,
+    /// One-shot full maps in progress, one per node.
+    pub one_shot_maps: one_at_a_time::OneAtATime,
 }
 
 impl ControlPlane {
@@ -119,6 +122,7 @@ impl ControlPlane {
             ),
             first_maps: FullMapAdmission::new(FULL_MAPS_IN_FLIGHT, Deferral::DEFAULT),
             peer_chunks: Arc::default(),
+            one_shot_maps: Default::default(),
         })
     }
 

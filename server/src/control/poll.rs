@@ -85,6 +85,12 @@ pub async fn handle(
         return empty(StatusCode::OK);
     }
     if !req.stream {
+        let Some(_turn) = cp.one_shot_maps.claim(node) else {
+            return text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "a full map for this node is being built; wait for it",
+            );
+        };
         let config = cp.map_config();
         let snapshot = cp.tailnet.read(|s| {
             s.node(node)
@@ -150,15 +156,27 @@ async fn stream_map(
     let admission = if large {
         // A first map may wait out a burst of registrations; a client that leaves or a
         // server that stops meanwhile must not keep its place.
+        // So must a stream a newer one of its node replaced (before its snapshot, a slot
+        // is woken only when it is closed).
         let mut shutdown = cp.shutdown.clone();
-        tokio::select! {
-            admitted = cp.first_maps.admit() => Some(admitted),
-            () = tx.closed() => return "client went away",
-            _ = shutdown.changed() => return "server shutting down",
+        let admit = cp.first_maps.admit();
+        tokio::pin!(admit);
+        loop {
+            tokio::select! {
+                admitted = &mut admit => break Some(admitted),
+                () = tx.closed() => return "client went away",
+                _ = shutdown.changed() => return "server shutting down",
+                () = slot.woken() => if slot.is_closed() {
+                    return "replaced by a newer stream";
+                },
+            }
         }
     } else {
         None
     };
+    if slot.is_closed() {
+        return "replaced by a newer stream";
+    }
     let config = cp.map_config();
     let now = OffsetDateTime::now_utc();
     slot.start_recording();
