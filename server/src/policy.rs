@@ -160,13 +160,18 @@ impl PolicyManager {
     async fn apply(&self, text: &str, run_tests: bool, store: bool) -> Result<(), PolicyError> {
         let policy = Arc::new(Policy::parse(text)?);
         let row = store.then(|| text.to_owned());
+        // Compiled with no lock held and off the async workers; the writer only swaps it in.
+        let compile = self.tailnet.read(|s| s.compile_later(policy, run_tests));
+        let compiled = tokio::task::spawn_blocking(move || compile.run())
+            .await
+            .map_err(|e| PolicyError {
+                line: None,
+                column: None,
+                message: format!("compiling the policy failed inside the server: {e}"),
+            })?;
         self.tailnet
             .mutate(move |s, fx| {
-                let result = if run_tests {
-                    s.set_policy(fx, Some(policy))
-                } else {
-                    s.adopt_policy(fx, policy)
-                };
+                let result = s.put_compiled_policy(fx, compiled);
                 if let (Ok(()), Some(text)) = (&result, row) {
                     fx.write(DbOp::PutPolicy(text));
                 }
@@ -308,10 +313,11 @@ impl PolicyManager {
 /// Compiles `text` against the live tailnet (tests included) and reports per node.
 pub fn check_live(tailnet: &Tailnet, text: &str) -> Result<Value, PolicyError> {
     let policy = Policy::parse(text)?;
-    tailnet.read(|s| {
-        let (compiled, topo) = s.check_policy(&policy)?;
-        Ok(report(&compiled, &topo))
-    })
+    // The tailnet is read under the lock, the compile runs without it.
+    let compile = tailnet.read(|s| s.compile_later(Arc::new(policy), true));
+    let topology = compile.topology().clone();
+    let compiled = compile.run().into_result()?;
+    Ok(report(&compiled, &topology))
 }
 
 /// `policy check --topology`: no server involved. `topology` is the golden cases'

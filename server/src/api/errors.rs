@@ -101,7 +101,9 @@ impl From<AdminError> for ApiError {
             AdminError::Tailnet(TailnetError::NotFound { .. }) => Code::NotFound,
             AdminError::Tailnet(TailnetError::Conflict(_)) => Code::AlreadyExists,
             AdminError::Tailnet(TailnetError::Addresses(_)) => Code::ResourceExhausted,
-            AdminError::Tailnet(TailnetError::Storage(_)) => Code::Internal,
+            AdminError::Tailnet(TailnetError::Storage(_) | TailnetError::Internal(_)) => {
+                Code::Internal
+            }
             AdminError::PolicyInvalid(_)
             | AdminError::Policy(PolicyStoreError::Invalid(_))
             | AdminError::Policy(PolicyStoreError::InvalidFile { .. }) => Code::InvalidArgument,

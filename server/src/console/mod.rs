@@ -49,6 +49,10 @@ fn console_error(e: AdminError) -> ConsoleError {
             tracing::error!(error = %detail, "console: a change could not be stored");
             ConsoleError::Internal("the change could not be stored".into())
         }
+        AdminError::Tailnet(TailnetError::Internal(detail)) => {
+            tracing::error!(error = %detail, "console: a change failed inside the server");
+            ConsoleError::Internal("the change failed inside the server".into())
+        }
         other => ConsoleError::Refused(other.to_string()),
     }
 }

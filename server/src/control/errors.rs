@@ -24,7 +24,7 @@ impl From<&TailnetError> for ControlError {
     fn from(e: &TailnetError) -> ControlError {
         match e {
             TailnetError::NotFound { .. } => ControlError::UnknownNode,
-            TailnetError::Storage(_) => ControlError::Unavailable,
+            TailnetError::Storage(_) | TailnetError::Internal(_) => ControlError::Unavailable,
             TailnetError::Conflict(_) | TailnetError::Invalid(_) | TailnetError::Addresses(_) => {
                 ControlError::Refused(e.to_string())
             }

@@ -4,7 +4,9 @@
 //! read lock. Writes go to a single actor that applies whatever mutations are queued, commits
 //! their rows in one transaction (group commit: a burst of registrations costs one fsync),
 //! and only then replies to the callers and announces the changes to listeners (map
-//! streams, the console). No lock is held while the database is written or a map is built.
+//! streams, the console). No lock is held while the database is written, a map is built or
+//! the policy is compiled. The writer is supervised (`writer`): a panicking rule changes
+//! nothing.
 
 pub mod access;
 pub mod addresses;
@@ -16,20 +18,18 @@ pub mod names;
 pub mod nodes;
 pub mod secret;
 pub mod state;
+mod writer;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{error, warn};
 
 pub use effects::{Change, DbOp, Effects};
 pub use state::{RegisterOutcome, Settings, State, TailnetError};
 
 use crate::store::{Store, StoreError};
 use addresses::AddressPool;
-
-/// Most mutations applied in one batch (one transaction).
-const MAX_BATCH: usize = 512;
+use writer::{Job, Listeners, Writer};
 
 /// Something that wants to hear about committed changes. Called on the actor task: it must
 /// only record the changes and wake whoever does the work.
@@ -37,13 +37,10 @@ pub trait ChangeListener: Send + Sync {
     fn on_changes(&self, changes: &[Change]);
 }
 
-type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-type Job = Box<dyn FnOnce(&mut State, &mut Effects) -> Completion + Send>;
-
 pub struct Tailnet {
     state: Arc<RwLock<State>>,
     jobs: mpsc::Sender<Job>,
-    listeners: Arc<RwLock<Vec<Arc<dyn ChangeListener>>>>,
+    listeners: Listeners,
     store: Store,
 }
 
@@ -60,7 +57,7 @@ impl Tailnet {
             pool.clone(),
             loaded,
         )));
-        let listeners: Arc<RwLock<Vec<Arc<dyn ChangeListener>>>> = Arc::default();
+        let listeners: Listeners = Arc::default();
         let (jobs, rx) = mpsc::channel(4096);
         let writer = Writer {
             state: state.clone(),
@@ -69,7 +66,7 @@ impl Tailnet {
             settings,
             pool,
         };
-        tokio::spawn(writer.run(rx));
+        tokio::spawn(writer.supervise(rx));
         Ok(Arc::new(Tailnet {
             state,
             jobs,
@@ -119,8 +116,10 @@ impl Tailnet {
             .send(job)
             .await
             .map_err(|_| TailnetError::Storage("the server is shutting down".into()))?;
-        rx.await
-            .map_err(|_| TailnetError::Storage("the writer stopped".into()))?
+        // The reply is dropped unanswered only when the rule panicked (the writer logged it).
+        rx.await.map_err(|_| {
+            TailnetError::Internal("the change failed inside the server (see its log)".into())
+        })?
     }
 
     pub fn store(&self) -> &Store {
@@ -134,71 +133,4 @@ fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-struct Writer {
-    state: Arc<RwLock<State>>,
-    store: Store,
-    listeners: Arc<RwLock<Vec<Arc<dyn ChangeListener>>>>,
-    settings: Settings,
-    pool: AddressPool,
-}
-
-impl Writer {
-    async fn run(self, mut rx: mpsc::Receiver<Job>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-            let mut fx = Effects::default();
-            let completions: Vec<Completion> = {
-                let mut state = write_lock(&self.state);
-                let done = batch
-                    .drain(..)
-                    .map(|job| job(&mut state, &mut fx))
-                    .collect();
-                // Once per batch: recompile the policy if the batch changed its inputs.
-                state.finish_batch(&mut fx);
-                done
-            };
-            match self.store.commit(&fx.ops).await {
-                Ok(()) => {
-                    if !fx.changes.is_empty() {
-                        for l in read_lock(&self.listeners).iter() {
-                            l.on_changes(&fx.changes);
-                        }
-                    }
-                    for done in completions {
-                        done(Ok(()));
-                    }
-                }
-                Err(e) => {
-                    // Memory ran ahead of the database: go back to what is on disk.
-                    error!(error = %e, ops = fx.ops.len(), "commit failed; reloading the tailnet from the database");
-                    match self.store.load().await {
-                        Ok(loaded) => {
-                            let mut state = write_lock(&self.state);
-                            let pending_online: Vec<_> =
-                                state.nodes().filter(|n| n.online).map(|n| n.id).collect();
-                            let policy = state.policy().cloned();
-                            *state = State::new(self.settings.clone(), self.pool.clone(), loaded);
-                            state.restore_policy(policy);
-                            let mut ignored = Effects::default();
-                            let now = time::OffsetDateTime::now_utc();
-                            for id in pending_online {
-                                state.set_online(&mut ignored, id, true, now);
-                            }
-                        }
-                        Err(reload) => {
-                            warn!(error = %reload, "reload after a failed commit failed too")
-                        }
-                    }
-                    for l in read_lock(&self.listeners).iter() {
-                        l.on_changes(&[Change::Visibility]);
-                    }
-                    for done in completions {
-                        done(Err(e.to_string()));
-                    }
-                }
-            }
-        }
-    }
 }

@@ -1,7 +1,7 @@
 //! Device approval: a held node is nobody's peer and sees none until approved.
 
 use super::*;
-use oxiscale_tailcfg::RegisterAuth;
+use oxiscale_tailcfg::{Hostinfo, MapRequest, RegisterAuth, RegisterRequest};
 
 fn state(approval_required: bool) -> State {
     State::for_tests(approval_required)

@@ -5,7 +5,8 @@ use time::OffsetDateTime;
 
 use super::super::effects::{DbOp, Effects};
 use super::super::model::{ProviderIdentity, User};
-use super::{State, TailnetError, validate_user_name};
+use super::validate::validate_user_name;
+use super::{State, TailnetError};
 
 /// What the provider asserted about a person at sign-in (already verified and allowed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Waiting interactive logins: one per machine, a bounded number in all.
 
 use super::*;
+use oxiscale_tailcfg::RegisterRequest;
 
 fn state() -> State {
     State::for_tests(false)
