@@ -236,7 +236,20 @@ impl State {
             if old_key != r.node_key {
                 self.rotate_node_key(fx, id, r.node_key);
             }
+            // The same node key authorized for another owner (another user's key, or tags)
+            // moves the node to that owner: it must not keep the rights of the one before.
+            // Under approval it is a new identity to approve.
+            let current = &self.nodes[&id];
+            let moves = current.user != owner.user || current.tags != owner.tags;
+            let reapprove = moves && self.settings.approval_required;
             self.update_node(fx, id, |n| {
+                if moves {
+                    n.user = owner.user;
+                    n.tags = owner.tags;
+                }
+                if reapprove {
+                    n.approved = false;
+                }
                 n.hostname = r.hostinfo.hostname.clone();
                 n.hostinfo = r.hostinfo;
                 n.expiry = expiry;
@@ -283,8 +296,8 @@ impl State {
             // however it registered: tagged nodes from a tagged pre-auth key too (a tagged
             // key is typically reusable and handed to automation, so a leaked one is what
             // approval is there to catch), and nodes of an interactive or identity-provider
-            // login. A node that re-authenticates is not new (the branch above): it keeps
-            // its flag.
+            // login. A node that re-authenticates for the same owner is not new (the branch
+            // above): it keeps its flag.
             approved: !self.settings.approval_required,
             created: now,
             last_seen: Some(now),
@@ -454,6 +467,29 @@ mod tests {
         assert_eq!(s.node(first).unwrap().user, Some(alice));
         assert_eq!(s.node(second).unwrap().user, Some(bob));
         assert_ne!(s.node(first).unwrap().ipv4, s.node(second).unwrap().ipv4);
+    }
+
+    #[test]
+    fn the_same_node_key_authorized_for_another_owner_moves_the_node_to_it() {
+        let mut s = State::for_tests(true);
+        let alice = user(&mut s, "alice");
+        let bob = user(&mut s, "bob");
+        let ka = key(&mut s, Some(alice), true, &[]);
+        let kb = key(&mut s, Some(bob), false, &[]);
+        let node = join(&mut s, 1, 1, &ka);
+        s.approve_node(&mut Effects::default(), node).unwrap();
+        assert!(s.node(node).unwrap().approved);
+
+        // Again with alice's key: hers still, approved still.
+        assert_eq!(join(&mut s, 1, 1, &ka), node);
+        assert!(s.node(node).unwrap().approved);
+
+        // With bob's key: bob's now, and waiting for approval again.
+        assert_eq!(join(&mut s, 1, 1, &kb), node);
+        let moved = s.node(node).unwrap();
+        assert_eq!(moved.user, Some(bob));
+        assert!(moved.tags.is_empty());
+        assert!(!moved.approved, "a new owner is a new identity to approve");
     }
 
     #[test]
