@@ -44,6 +44,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     // Per request: the CSRF token the browser half sends with every server function call,
     // and who is signed in. The app reads both back from here when it hydrates.
     let api::SessionMeta { csrf, user, sso } = api::session_meta();
+    #[cfg(feature = "ssr")]
+    ssr::send_script_policy();
     view! {
         <!DOCTYPE html>
         <html lang="en">

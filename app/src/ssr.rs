@@ -80,6 +80,28 @@ pub fn console_router(options: LeptosOptions, backend: Arc<dyn ConsoleBackend>) 
         .with_state(options)
 }
 
+/// Puts the console's Content-Security-Policy on the page being rendered, with this
+/// response's nonce: a script runs only if Leptos wrote it (its hydration and streaming
+/// scripts carry the nonce) or a nonced script loaded it (the WASM bundle), so markup an
+/// attacker slips into a page cannot run. Called from [`shell`]; the server's own header
+/// (without `script-src`) covers everything else it answers.
+pub fn send_script_policy() {
+    let (Some(nonce), Some(response)) = (
+        leptos::nonce::use_nonce(),
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) else {
+        return;
+    };
+    let policy = format!(
+        "default-src 'self'; script-src 'nonce-{nonce}' 'strict-dynamic' 'wasm-unsafe-eval'; \
+         style-src 'self' 'unsafe-inline'; img-src 'self' data: https:; connect-src 'self'; \
+         frame-ancestors 'none'; object-src 'none'; base-uri 'self'; form-action 'self'"
+    );
+    if let Ok(value) = HeaderValue::from_str(&policy) {
+        response.insert_header(http::header::CONTENT_SECURITY_POLICY, value);
+    }
+}
+
 /// Largest server function error body that is read to find its status; errors are a short
 /// JSON value (a `ConsoleError`).
 const MAX_ERROR_BODY: usize = 64 * 1024;

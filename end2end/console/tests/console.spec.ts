@@ -179,3 +179,35 @@ test("unknown console paths get the not-found page with status 404", async ({ pa
   expect(response.status()).toBe(404);
   expect(await response.text()).toContain("Page not found");
 });
+
+test("pages run only the scripts they were served with: a nonce per response", async ({ page }) => {
+  await page.addInitScript(() => {
+    const seen: string[] = [];
+    (window as unknown as { cspViolations: string[] }).cspViolations = seen;
+    document.addEventListener("securitypolicyviolation", (e) =>
+      seen.push(`${e.violatedDirective} ${e.blockedURI}`),
+    );
+  });
+  const errors = watchForErrors(page);
+
+  const first = await page.request.get("/machines");
+  const second = await page.request.get("/machines");
+  const policy = first.headers()["content-security-policy"];
+  const nonce = /script-src 'nonce-([^']+)' 'strict-dynamic' 'wasm-unsafe-eval'/.exec(policy)?.[1];
+  expect(nonce, policy).toBeTruthy();
+  expect(policy).toContain("frame-ancestors 'none'");
+  expect(await first.text()).toContain(`<script type="module" nonce="${nonce}">`);
+  expect(second.headers()["content-security-policy"]).not.toContain(nonce!);
+
+  // Every page hydrates under it (a blocked script shows as a violation or an error).
+  for (const path of ["/users", "/keys", "/acls", "/dns", "/settings/identity", "/logs"]) {
+    await page.goto(path);
+    await page.waitForLoadState("networkidle");
+  }
+  await page.goto("/machines");
+  await hydrated(page);
+  await page.getByRole("navigation", { name: "Main" }).getByRole("link", { name: "Users" }).click();
+  await expect(page).toHaveURL(/\/users$/);
+  expect(await page.evaluate(() => (window as unknown as { cspViolations: string[] }).cspViolations)).toEqual([]);
+  expect(errors).toEqual([]);
+});

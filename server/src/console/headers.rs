@@ -1,7 +1,8 @@
 //! Headers every console answer carries: no framing (clickjacking), no MIME sniffing, no
 //! referrer to other sites, and nothing stored by the browser or a proxy unless the route
-//! said otherwise (the static files say `no-cache`). Script sources are not restricted
-//! here: the hydration scripts Leptos writes inline would need nonces first.
+//! said otherwise (the static files say `no-cache`). Pages restrict script sources
+//! themselves, with a nonce per response (`app::ssr::send_script_policy`); their policy is
+//! kept, this one covers every other answer.
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
