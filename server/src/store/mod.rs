@@ -12,7 +12,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, SqlitePool};
+use sqlx::{Connection, Row, SqlitePool};
 use time::OffsetDateTime;
 
 use crate::tailnet::effects::DbOp;
@@ -123,6 +123,14 @@ impl Store {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
+            // A COMMIT that fails on a full disk is rolled back by SQLite itself; sqlx's own
+            // ROLLBACK then fails and it goes on counting the transaction as open, so that
+            // connection's next `begin` is a SAVEPOINT, and after one more failure its
+            // "commit" a RELEASE inside a transaction that never ends: writes answered as
+            // stored that are not, and the write lock held against the other connection.
+            // Such a connection is closed (SQLite rolls back whatever it had) instead of
+            // going back to the pool.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open {
