@@ -240,3 +240,20 @@ fn trusted_proxies_are_networks_or_addresses_and_anything_else_is_refused() {
         .to_string();
     assert!(err.contains("10.0.0.0/33"), "{err}");
 }
+
+#[test]
+fn connection_limits_are_read_from_the_file_and_the_environment_and_zero_timeouts_refused() {
+    let c = load_yaml("", &[]).unwrap();
+    assert_eq!(c.limits.connections_per_address, 1024);
+    assert_eq!(c.limits.header_timeout.0, std::time::Duration::from_secs(10));
+    let c = load_yaml(
+        "limits:\n  connections_per_address: 0\n  idle_timeout: 5m\n",
+        &[("OXISCALE_LIMITS_HEADER_TIMEOUT", "3s")],
+    )
+    .unwrap();
+    assert_eq!(c.limits.connections_per_address, 0, "0: no bound");
+    assert_eq!(c.limits.idle_timeout.0, std::time::Duration::from_secs(300));
+    assert_eq!(c.limits.header_timeout.0, std::time::Duration::from_secs(3));
+    let err = load_yaml("limits:\n  body_timeout: 0\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("limits.body_timeout"), "{err}");
+}
