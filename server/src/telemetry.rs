@@ -33,6 +33,7 @@ pub const MAP_BYTES: &str = "oxiscale_map_bytes_total";
 pub const COMMIT_SECONDS: &str = "oxiscale_store_commit_duration_seconds";
 pub const POLICY_COMPILE_SECONDS: &str = "oxiscale_policy_compile_duration_seconds";
 pub const REQUEST_SECONDS: &str = "oxiscale_http_request_duration_seconds";
+pub const CONNECTIONS_DROPPED: &str = "oxiscale_connections_dropped_total";
 
 /// Latency buckets, 1 ms to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -119,6 +120,10 @@ fn describe() {
         "Open map streams (connected clients)."
     );
     describe_counter!(REGISTRATIONS, "Register requests by result.");
+    describe_counter!(
+        CONNECTIONS_DROPPED,
+        "Connections closed at once for a limit (per_address, header_timeout)."
+    );
     describe_counter!(MAP_MESSAGES, "Map messages sent to nodes, by kind.");
     describe_counter!(
         MAP_BYTES,

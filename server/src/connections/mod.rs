@@ -42,8 +42,6 @@ const PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// After shutdown is asked for, connections have this long to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-pub const REFUSED: &str = "oxiscale_connections_refused_total";
-
 /// The bounds in force (`limits.*` and `trusted_proxies` in the config).
 #[derive(Debug, Clone)]
 pub struct Bounds {
@@ -94,7 +92,8 @@ where
         while connections.try_join_next().is_some() {}
         let Some(admitted) = counts.admit(peer.ip()) else {
             debug!(%peer, "connection refused: its address holds as many as it may");
-            metrics::counter!(REFUSED, "reason" => "per_address").increment(1);
+            metrics::counter!(crate::telemetry::CONNECTIONS_DROPPED, "reason" => "per_address")
+                .increment(1);
             continue;
         };
         connections.spawn(serve_connection(
@@ -179,7 +178,7 @@ async fn serve_connection<I>(
             why = &mut idle, if !ending => {
                 if why == Idle::NeverAsked {
                     debug!(%peer, "connection closed: no request header in time");
-                    metrics::counter!(REFUSED, "reason" => "header_timeout").increment(1);
+                    metrics::counter!(crate::telemetry::CONNECTIONS_DROPPED, "reason" => "header_timeout").increment(1);
                     return;
                 }
                 connection.as_mut().graceful_shutdown();
