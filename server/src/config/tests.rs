@@ -242,6 +242,26 @@ fn trusted_proxies_are_networks_or_addresses_and_anything_else_is_refused() {
 }
 
 #[test]
+fn from_yaml_reads_text_as_load_reads_the_file() {
+    let yaml = "server_url: https://vpn.example.org\nnoise:\n  private_key_path: keys/noise.key\n";
+    let from_file = load_yaml(yaml, &[]).unwrap();
+    let path = Path::new("/etc/oxiscale/config.yaml");
+    let from_text = Config::from_yaml(yaml, Some(path), std::iter::empty()).unwrap();
+    assert_eq!(from_text.server_url, from_file.server_url);
+    assert_eq!(
+        from_text.noise_key_path(),
+        Path::new("/etc/oxiscale/keys/noise.key")
+    );
+    // Without a path the text still counts; relative paths stay as written.
+    let unanchored = Config::from_yaml(yaml, None, std::iter::empty()).unwrap();
+    assert_eq!(unanchored.server_url, "https://vpn.example.org");
+    assert!(matches!(
+        Config::from_yaml("server_url: [", None, std::iter::empty()),
+        Err(ConfigError::Parse { .. })
+    ));
+}
+
+#[test]
 fn connection_limits_are_read_from_the_file_and_the_environment_and_zero_timeouts_refused() {
     let c = load_yaml("", &[]).unwrap();
     assert_eq!(c.limits.connections_per_address, 1024);
