@@ -5,18 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SECOND, TestNode, TestServer};
+use common::{SECOND, TestNode, TestServer, ids};
 use oxiscale_tailcfg::NodePublic;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn ids(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| n["ID"].as_u64().or_else(|| n.as_u64()))
-        .collect()
-}
 
 /// What a map message says of peer `id`'s `field`: in a patch, or in the whole node when
 /// the same epoch changed more of it.

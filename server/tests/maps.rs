@@ -4,18 +4,10 @@
 
 mod common;
 
-use common::{SECOND, TestNode, TestServer};
+use common::{SECOND, TestNode, TestServer, ids};
 use oxiscale::admin::ExpireNode;
 use oxiscale::config::PolicyMode;
 use serde_json::{Value, json};
-
-fn ids(v: &Value) -> Vec<u64> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| n["ID"].as_u64().or_else(|| n.as_u64()))
-        .collect()
-}
 
 /// During a burst of registrations a large first map waits for the burst to end
 /// (server/src/control/admission.rs), so it carries every node that registered meanwhile.

@@ -335,3 +335,12 @@ impl MapStream {
 }
 
 pub const SECOND: Duration = Duration::from_secs(1);
+
+/// The node ids in a map message's list (`Peers`, `PeersChanged`: nodes; `PeersRemoved`: ids).
+pub fn ids(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["ID"].as_u64().or_else(|| n.as_u64()))
+        .collect()
+}
