@@ -265,7 +265,10 @@ fn from_yaml_reads_text_as_load_reads_the_file() {
 fn connection_limits_are_read_from_the_file_and_the_environment_and_zero_timeouts_refused() {
     let c = load_yaml("", &[]).unwrap();
     assert_eq!(c.limits.connections_per_address, 1024);
-    assert_eq!(c.limits.header_timeout.0, std::time::Duration::from_secs(10));
+    assert_eq!(
+        c.limits.header_timeout.0,
+        std::time::Duration::from_secs(10)
+    );
     let c = load_yaml(
         "limits:\n  connections_per_address: 0\n  idle_timeout: 5m\n",
         &[("OXISCALE_LIMITS_HEADER_TIMEOUT", "3s")],
