@@ -61,8 +61,8 @@ impl Writer {
                         panic = describe(&*panic),
                         "the tailnet writer panicked; rebuilding the tailnet from the database"
                     );
-                    // The jobs of the batch in flight are dropped: their callers are told.
-                    batch.clear();
+                    // The applied jobs of the batch in flight went with the panic (their
+                    // callers are told); those not applied yet stay in `batch` and run next.
                     self.rebuild().await;
                 }
             }
@@ -117,9 +117,9 @@ impl Writer {
     }
 
     /// Applies the jobs of `batch` in order under the write lock and, once, what the batch
-    /// changed about the policy (auto-approvals; the recompile is returned). A job that panics ends the batch there: its own effects
-    /// are dropped (its caller hears of it when its reply is dropped), and the jobs after
-    /// it stay in `batch` for the next one.
+    /// changed about the policy (auto-approvals; the recompile is returned). A job that
+    /// panics ends the batch there: its own effects are dropped (its caller hears of it when
+    /// its reply is dropped), and the jobs after it stay in `batch` for the next one.
     fn apply(&self, batch: &mut Vec<Job>) -> Applied {
         let mut fx = Effects::default();
         let mut completions = Vec::with_capacity(batch.len());
