@@ -982,6 +982,13 @@ impl Compiled {
             .unwrap_or_default()
     }
 
+    /// The node's own addresses, as the node is told them.
+    pub fn self_addresses(&self, node: NodeId) -> Vec<IpNet> {
+        self.idx(node)
+            .map(|i| self.nodes[i].ips.iter().map(|ip| host_net(*ip)).collect())
+            .unwrap_or_default()
+    }
+
     /// Node ids in topology order.
     pub fn node_ids(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.nodes.iter().map(|n| n.node.id)

@@ -124,7 +124,8 @@ pub fn topology_from_json(v: &Value) -> Result<Topology, PolicyError> {
 }
 
 /// Per node (by name): `packet_filter_rules` (absent when empty), `peers` with `AllowedIPs`
-/// and `PrimaryRoutes`, and `ssh_policy` (`{"rules": []}` when the policy has no `ssh`).
+/// and `PrimaryRoutes`, `ssh_policy` (`{"rules": []}` when the policy has no `ssh`), the
+/// node's own `addresses` and the `node_attrs` its policy gives it.
 pub fn report(compiled: &Compiled, topo: &Topology) -> Value {
     let name_of = |id: u64| {
         topo.nodes
@@ -157,6 +158,13 @@ pub fn report(compiled: &Compiled, topo: &Topology) -> Value {
             "ssh_policy".into(),
             serde_json::to_value(&ssh).unwrap_or(Value::Null),
         );
+        let addresses: Vec<String> = compiled
+            .self_addresses(n.id)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        e.insert("addresses".into(), json!(addresses));
+        e.insert("node_attrs".into(), json!(compiled.node_attrs(n.id)));
         out.insert(n.name.clone(), Value::Object(e));
     }
     Value::Object(out)
