@@ -17,6 +17,7 @@
 //! `Policy::parse("{}")` compiles to as well (no `acls` and no `grants` section).
 
 mod compile;
+mod grant;
 mod hujson;
 mod ipset;
 mod policy;

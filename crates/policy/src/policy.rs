@@ -2,6 +2,7 @@
 //! that does not depend on the tailnet's users and nodes.
 
 use crate::PolicyError;
+pub use crate::grant::Grant;
 use crate::hujson::{self, JKind, JVal};
 use ipnet::IpNet;
 use oxiscale_tailcfg::PortRange;
@@ -74,12 +75,6 @@ pub struct Acl {
     pub protos: Vec<u8>,
 }
 
-#[derive(Debug, Clone)]
-pub struct Grant {
-    pub src: Vec<Alias>,
-    pub dst: Vec<Alias>,
-    pub ip: Vec<ProtoPorts>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SshActionKind {
@@ -161,7 +156,7 @@ pub struct PolicyDoc {
     pub node_attrs: Vec<NodeAttr>,
 }
 
-fn obj<'a>(v: &'a JVal, what: &str) -> Result<&'a [(String, JVal)], PolicyError> {
+pub(crate) fn obj<'a>(v: &'a JVal, what: &str) -> Result<&'a [(String, JVal)], PolicyError> {
     match &v.kind {
         JKind::Obj(m) => Ok(m),
         _ => Err(v.err(format!("{what}: expected an object, got {}", v.type_name()))),
@@ -169,7 +164,7 @@ fn obj<'a>(v: &'a JVal, what: &str) -> Result<&'a [(String, JVal)], PolicyError>
 }
 
 /// `null` counts as absent, as Go's decoder treats it.
-fn arr<'a>(v: &'a JVal, what: &str) -> Result<&'a [JVal], PolicyError> {
+pub(crate) fn arr<'a>(v: &'a JVal, what: &str) -> Result<&'a [JVal], PolicyError> {
     match &v.kind {
         JKind::Arr(a) => Ok(a),
         JKind::Null => Ok(&[]),
@@ -177,12 +172,12 @@ fn arr<'a>(v: &'a JVal, what: &str) -> Result<&'a [JVal], PolicyError> {
     }
 }
 
-fn string<'a>(v: &'a JVal, what: &str) -> Result<&'a str, PolicyError> {
+pub(crate) fn string<'a>(v: &'a JVal, what: &str) -> Result<&'a str, PolicyError> {
     v.as_str()
         .ok_or_else(|| v.err(format!("{what}: expected a string, got {}", v.type_name())))
 }
 
-fn strings(v: &JVal, what: &str) -> Result<Vec<(String, u32, u32)>, PolicyError> {
+pub(crate) fn strings(v: &JVal, what: &str) -> Result<Vec<(String, u32, u32)>, PolicyError> {
     arr(v, what)?
         .iter()
         .map(|e| Ok((string(e, what)?.to_string(), e.line, e.col)))
@@ -340,7 +335,7 @@ pub fn proto_numbers(s: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Only TCP, UDP, SCTP (or the default set) carry ports.
-fn proto_allows_ports(protos: &[u8]) -> bool {
+pub(crate) fn proto_allows_ports(protos: &[u8]) -> bool {
     protos.is_empty() || protos.iter().all(|p| matches!(p, 6 | 17 | 132))
 }
 
@@ -408,7 +403,7 @@ pub fn go_duration_string(ns: i64) -> String {
 
 const MAX_CHECK_PERIOD: i64 = 168 * 3600 * 1_000_000_000;
 
-fn unknown_field(k: &str, v: &JVal, section: &str) -> PolicyError {
+pub(crate) fn unknown_field(k: &str, v: &JVal, section: &str) -> PolicyError {
     v.err(format!("{section}: unknown field {k:?}"))
 }
 
@@ -658,7 +653,7 @@ impl PolicyDoc {
     }
 
     /// Parses an alias and checks that groups, tags and hosts it names are defined.
-    fn alias_checked(
+    pub(crate) fn alias_checked(
         &self,
         s: &str,
         line: u32,
@@ -771,50 +766,6 @@ impl PolicyDoc {
         }
         check_self_sources(&acl.src, acl.dst.iter().map(|d| &d.alias), rule)?;
         Ok(acl)
-    }
-
-    fn parse_grant(&self, i: usize, rule: &JVal) -> Result<Grant, PolicyError> {
-        let what = format!("grants[{i}]");
-        let mut g = Grant {
-            src: vec![],
-            dst: vec![],
-            ip: vec![],
-        };
-        for (k, v) in obj(rule, &what)? {
-            match k.as_str() {
-                "src" => {
-                    for (s, l, c) in strings(v, &what)? {
-                        let a = self.alias_checked(&s, l, c, "src")?;
-                        if a == Alias::AutoGroup(AutoGroup::SelfDevices) {
-                            return Err(PolicyError::at(
-                                l,
-                                c,
-                                "\"autogroup:self\" not valid on the src side of a rule",
-                            ));
-                        }
-                        g.src.push(a);
-                    }
-                }
-                "dst" => {
-                    for (s, l, c) in strings(v, &what)? {
-                        g.dst.push(self.alias_checked(&s, l, c, "dst")?);
-                    }
-                }
-                "ip" => {
-                    for (s, l, c) in strings(v, &what)? {
-                        g.ip.push(
-                            parse_grant_ip(&s)
-                                .map_err(|m| PolicyError::at(l, c, format!("{what}: ip: {m}")))?,
-                        );
-                    }
-                }
-                "app" | "via" | "srcPosture" => {}
-                _ if k.starts_with('#') => {}
-                _ => return Err(unknown_field(k, v, &what)),
-            }
-        }
-        check_self_sources(&g.src, g.dst.iter(), rule)?;
-        Ok(g)
     }
 
     fn parse_ssh(&self, i: usize, rule: &JVal) -> Result<SshRule, PolicyError> {
@@ -1011,7 +962,7 @@ fn strip_what(m: &str) -> &str {
 
 /// `autogroup:self` as a destination only combines with sources that are users: users,
 /// groups, `autogroup:member` or `*`.
-fn check_self_sources<'a>(
+pub(crate) fn check_self_sources<'a>(
     src: &[Alias],
     mut dst: impl Iterator<Item = &'a Alias>,
     rule: &JVal,
@@ -1035,29 +986,6 @@ fn check_self_sources<'a>(
     } else {
         Err(rule.err("autogroup:self can only be used with users, groups, or supported autogroups"))
     }
-}
-
-/// A grant's `ip` entry: `*`, `tcp:443`, `udp:*`, `443`, `icmp:*`, `80-90`.
-fn parse_grant_ip(s: &str) -> Result<ProtoPorts, String> {
-    let s = s.trim();
-    if s == "*" {
-        return Ok(ProtoPorts {
-            protos: vec![],
-            ports: vec![PortRange::ANY],
-        });
-    }
-    let (proto, ports) = match s.split_once(':') {
-        Some((p, ports)) => (proto_numbers(&p.to_lowercase())?, ports),
-        None => (vec![], s),
-    };
-    let ports = parse_ports(ports)?;
-    if !proto_allows_ports(&proto) && ports != [PortRange::ANY] {
-        return Err(format!("{s:?}: ports are only valid with tcp, udp or sctp"));
-    }
-    Ok(ProtoPorts {
-        protos: proto,
-        ports,
-    })
 }
 
 #[cfg(test)]
