@@ -1,0 +1,389 @@
+//! Rules of the compiler, one test each.
+
+use crate::{Node, Policy, TagRequester, Topology, User};
+
+fn topo() -> Topology {
+    let user = |id, name: &str, email: &str| User {
+        id,
+        name: name.into(),
+        email: email.into(),
+        idp_groups: vec![],
+    };
+    let node = |id, name: &str, user: Option<u64>, tags: &[&str], v4: &str, routes: &[&str]| Node {
+        id,
+        name: name.into(),
+        user,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        ipv4: Some(v4.parse().unwrap()),
+        ipv6: Some(format!("fd7a:115c:a1e0::{}", id * 10).parse().unwrap()),
+        routable_ips: routes.iter().map(|r| r.parse().unwrap()).collect(),
+        approved_routes: vec![],
+        stable_id: format!("n{id}"),
+    };
+    Topology {
+        users: vec![
+            user(1, "alice", "alice@example.com"),
+            user(2, "bob", "bob@example.com"),
+        ],
+        nodes: vec![
+            node(1, "alice-laptop", Some(1), &[], "100.64.0.10", &[]),
+            node(2, "alice-phone", Some(1), &[], "100.64.0.20", &[]),
+            node(3, "bob-laptop", Some(2), &[], "100.64.0.30", &[]),
+            node(4, "server", None, &["tag:server"], "100.64.0.40", &[]),
+            node(
+                5,
+                "router",
+                None,
+                &["tag:router"],
+                "100.64.0.50",
+                &["10.0.0.0/24", "0.0.0.0/0", "::/0"],
+            ),
+        ],
+    }
+}
+
+const POLICY: &str = r#"{
+    // who is who
+    "groups": {"group:eng": ["alice@example.com"]},
+    "tagOwners": {"tag:server": ["group:eng"], "tag:router": ["tag:server"]},
+    "acls": [
+        {"action": "accept", "src": ["group:eng"], "dst": ["tag:server:22,443"]},
+        {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]},
+        {"action": "accept", "src": ["bob@"], "dst": ["10.0.0.0/24:80"]},
+    ],
+    "autoApprovers": {"routes": {"10.0.0.0/16": ["tag:router"]}, "exitNode": ["tag:server"]},
+}"#;
+
+#[test]
+fn idp_groups_name_the_people_their_provider_put_in_them() {
+    let mut t = topo();
+    t.users[1].idp_groups = vec!["engineering".into(), "/corp/ops".into()];
+    let compile = |t: &Topology, src: &str| {
+        let text = format!(
+            r#"{{"tagOwners": {{"tag:server": []}},
+                "acls": [{{"action": "accept", "src": ["{src}"], "dst": ["tag:server:22"]}}]}}"#
+        );
+        Policy::parse(&text).unwrap().compile(t).unwrap()
+    };
+    for src in ["idpgroup:engineering", "idpgroup:/corp/ops"] {
+        let c = compile(&t, src);
+        assert!(c.can_see(4, 3), "{src}: bob's laptop reaches the server");
+        assert!(!c.can_see(4, 1), "{src}: alice is not in the group");
+    }
+    assert!(!compile(&t, "idpgroup:sales").can_see(4, 3));
+    // A `group:` of the same name is another thing, and must be defined.
+    assert!(
+        Policy::parse(
+            r#"{"acls": [{"action": "accept", "src": ["group:engineering"], "dst": ["*:*"]}]}"#
+        )
+        .is_err()
+    );
+    // Leaving the group at the provider (and signing in again) takes access away.
+    t.users[1].idp_groups.clear();
+    assert!(!compile(&t, "idpgroup:engineering").can_see(4, 3));
+    assert!(
+        Policy::parse(r#"{"acls": [{"action": "accept", "src": ["idpgroup:"], "dst": ["*:*"]}]}"#)
+            .is_err()
+    );
+}
+
+#[test]
+fn same_peers_compares_who_sees_whom_not_ports() {
+    let t = topo();
+    let compile = |acl: &str| {
+        let text = format!(r#"{{"acls": [{{"action": "accept", {acl}}}]}}"#);
+        Policy::parse(&text).unwrap().compile(&t).unwrap()
+    };
+    let ssh = compile(r#""src": ["*"], "dst": ["*:22"]"#);
+    let web = compile(r#""src": ["*"], "dst": ["*:80,443"]"#);
+    let alice = compile(r#""src": ["alice@example.com"], "dst": ["*:22"]"#);
+    assert!(ssh.everyone_sees_everyone());
+    assert!(ssh.same_peers_as(&web), "other ports, same peers");
+    assert!(
+        !alice.everyone_sees_everyone(),
+        "bob and the server do not meet"
+    );
+    assert!(!ssh.same_peers_as(&alice));
+}
+
+/// Nodes with these ids: odd ones bob's, even ones alice's, addresses in id order.
+fn many(ids: impl IntoIterator<Item = u64>) -> Topology {
+    let mut t = topo();
+    t.nodes = ids
+        .into_iter()
+        .map(|id| Node {
+            id,
+            name: format!("n{id}"),
+            user: Some(1 + id % 2),
+            tags: vec![],
+            ipv4: Some(std::net::Ipv4Addr::from(0x6440_0000 + id as u32)),
+            ipv6: None,
+            routable_ips: vec![],
+            approved_routes: vec![],
+            stable_id: format!("n{id}"),
+        })
+        .collect();
+    t
+}
+
+#[test]
+fn same_peers_leaves_out_nodes_that_joined_or_left() {
+    let policy = Policy::parse(
+        r#"{"acls": [{"action": "accept", "src": ["alice@example.com"], "dst": ["bob@example.com:*"]}]}"#,
+    )
+    .unwrap();
+    // Runs that start and end inside words and cross word boundaries.
+    let before = policy.compile(&many(1..=150)).unwrap();
+    let after = policy
+        .compile(&many((1..=152).filter(|id| ![10, 64, 80].contains(id))))
+        .unwrap();
+    assert!(!before.everyone_sees_everyone());
+    assert!(before.same_peers_as(&after) && after.same_peers_as(&before));
+    assert!(
+        before.can_see(1, 2) && !before.can_see(1, 3),
+        "the policy bites"
+    );
+
+    // Node 101 moves from bob to alice: it now meets bob's nodes, not alice's.
+    let mut moved = many(1..=150);
+    assert_eq!(moved.nodes[100].user, Some(2));
+    moved.nodes[100].user = Some(1);
+    let moved = policy.compile(&moved).unwrap();
+    assert!(!before.same_peers_as(&moved) && !moved.same_peers_as(&before));
+
+    // The same nodes in another order: not judged, said to differ.
+    let mut shuffled = many(1..=150);
+    shuffled.nodes.swap(3, 120);
+    let shuffled = policy.compile(&shuffled).unwrap();
+    assert!(!before.same_peers_as(&shuffled));
+}
+
+#[test]
+fn same_filters_when_a_join_leaves_the_rules_as_they_were() {
+    let compile = |policy: &str, t: &Topology| Policy::parse(policy).unwrap().compile(t).unwrap();
+    let everyone = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+    let (before, after) = (many(1..=20), many(1..=21));
+    let (a, b) = (compile(everyone, &before), compile(everyone, &after));
+    assert!(a.same_filters_as(&b) && b.same_filters_as(&a));
+    assert_eq!(a.packet_filter(3), b.packet_filter(3));
+
+    // Sources that list alice's nodes: node 22 is hers, so everyone's filter changes.
+    let from_alice =
+        r#"{"acls": [{"action": "accept", "src": ["alice@example.com"], "dst": ["*:*"]}]}"#;
+    let (a, b) = (
+        compile(from_alice, &before),
+        compile(from_alice, &many(1..=22)),
+    );
+    assert!(!a.same_filters_as(&b));
+    assert_ne!(a.packet_filter(3), b.packet_filter(3), "the test means it");
+    // Node 21 is bob's: alice's list stays.
+    assert!(a.same_filters_as(&compile(from_alice, &after)));
+
+    // An SSH rule towards bob's nodes: node 21's policy is new, the others' are not.
+    let ssh = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+        "ssh": [{"action": "accept", "src": ["alice@example.com"], "dst": ["bob@example.com"], "users": ["root"]}]}"#;
+    assert!(compile(ssh, &before).same_filters_as(&compile(ssh, &after)));
+    let other_users = ssh.replace(r#"["root"]"#, r#"["admin"]"#);
+    assert!(!compile(ssh, &before).same_filters_as(&compile(&other_users, &before)));
+
+    // `autogroup:self` sources follow each owner's devices: never judged the same.
+    let own = r#"{"acls": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]}]}"#;
+    assert!(!compile(own, &before).same_filters_as(&compile(own, &before)));
+}
+
+#[test]
+fn bit_ranges_compare_at_any_offset() {
+    let a = [0xdead_beef_0123_4567u64, 0x89ab_cdef_fedc_ba98, 0x0f0f];
+    // `b` holds `a`'s bits 5.. from bit 70 on.
+    let mut b = [0u64; 4];
+    for i in 5..(64 * 3) {
+        if super::bit_get(&a, i) {
+            super::bit_set(&mut b, i - 5 + 70);
+        }
+    }
+    assert!(super::bits_equal(&a, 5, &b, 70, 64 * 3 - 5));
+    assert!(super::bits_equal(&a, 9, &b, 74, 100));
+    super::bit_set(&mut b, 70 + 99);
+    let flipped_bit_was_set = super::bit_get(&a, 5 + 99);
+    assert_eq!(super::bits_equal(&a, 5, &b, 70, 100), flipped_bit_was_set);
+    assert!(
+        super::bits_equal(&a, 5, &b, 70, 99),
+        "the range ends before it"
+    );
+}
+
+#[test]
+fn groups_and_tags_resolve_to_node_addresses() {
+    let c = Policy::parse(POLICY).unwrap().compile(&topo()).unwrap();
+    let f = c.packet_filter(4);
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        f[0].src_ips,
+        vec![
+            "100.64.0.10",
+            "100.64.0.20",
+            "fd7a:115c:a1e0::10",
+            "fd7a:115c:a1e0::20"
+        ]
+    );
+    let ports: Vec<(String, u16)> = f[0]
+        .dst_ports
+        .iter()
+        .map(|d| (d.ip.clone(), d.ports.first))
+        .collect();
+    assert_eq!(ports.len(), 4);
+    assert!(ports.contains(&("100.64.0.40".into(), 443)));
+    assert!(c.can_see(1, 4) && c.can_see(4, 1));
+    assert!(!c.can_see(3, 4));
+}
+
+#[test]
+fn autogroup_self_stays_within_one_owner() {
+    let c = Policy::parse(POLICY).unwrap().compile(&topo()).unwrap();
+    let f = c.packet_filter(2);
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        f[0].src_ips,
+        vec![
+            "100.64.0.10",
+            "100.64.0.20",
+            "fd7a:115c:a1e0::10",
+            "fd7a:115c:a1e0::20"
+        ]
+    );
+    assert!(
+        f[0].dst_ports
+            .iter()
+            .all(|d| d.ip == "100.64.0.20" || d.ip == "fd7a:115c:a1e0::20")
+    );
+    assert!(c.can_see(1, 2));
+    assert!(!c.can_see(2, 3));
+    assert!(
+        c.packet_filter(4)
+            .iter()
+            .all(|r| !r.src_ips.contains(&"100.64.0.30".to_string()))
+    );
+}
+
+#[test]
+fn auto_approved_subnet_routes_are_routed_and_filtered() {
+    let p = Policy::parse(POLICY).unwrap();
+    let t = topo();
+    assert_eq!(
+        p.auto_approved_routes(&t, 5),
+        vec!["10.0.0.0/24".parse().unwrap()]
+    );
+    let c = p.compile(&t).unwrap();
+    let f = c.packet_filter(5);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].dst_ports[0].ip, "10.0.0.0/24");
+    let peers = c.peers(3);
+    let router = peers
+        .iter()
+        .find(|p| p.id == 5)
+        .expect("bob sees the router");
+    assert_eq!(router.primary_routes, vec!["10.0.0.0/24".parse().unwrap()]);
+    assert!(router.allowed_ips.contains(&"10.0.0.0/24".parse().unwrap()));
+    // Alice may not use the subnet, so she does not see the router at all.
+    assert!(!c.can_see(1, 5));
+}
+
+#[test]
+fn tag_ownership_follows_tags_owning_tags() {
+    let p = Policy::parse(POLICY).unwrap();
+    let t = topo();
+    assert!(p.may_apply_tag(&t, &TagRequester::User(1), "tag:server"));
+    assert!(p.may_apply_tag(&t, &TagRequester::User(1), "tag:router"));
+    assert!(!p.may_apply_tag(&t, &TagRequester::User(2), "tag:server"));
+    assert!(p.may_apply_tag(
+        &t,
+        &TagRequester::Tags(vec!["tag:server".into()]),
+        "tag:router"
+    ));
+    assert!(!p.may_apply_tag(&t, &TagRequester::User(1), "tag:unknown"));
+}
+
+#[test]
+fn no_policy_is_allow_all() {
+    let c = crate::Compiled::allow_all(&topo());
+    assert!(c.can_see(1, 3) && c.can_see(4, 5));
+    let f = c.packet_filter(3);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].dst_ports[0].ip, "*");
+    assert!(f[0].src_ips.contains(&"fd7a:115c:a1e0::/48".to_string()));
+    assert!(c.ssh_policy(1).is_none());
+}
+
+#[test]
+fn failing_tests_reject_the_policy() {
+    let t = topo();
+    let ok = r#"{"acls": [{"action": "accept", "src": ["bob@"], "dst": ["alice@:22"]}],
+                 "tests": [{"src": "bob@", "accept": ["alice@:22"], "deny": ["alice@:80"]}]}"#;
+    assert!(Policy::parse(ok).unwrap().compile(&t).is_ok());
+    let bad = r#"{"acls": [{"action": "accept", "src": ["bob@"], "dst": ["alice@:22"]}],
+                  "tests": [{"src": "alice@", "accept": ["bob@:22"]}]}"#;
+    let e = Policy::parse(bad).unwrap().compile(&t).unwrap_err();
+    assert!(e.message.starts_with("test(s) failed"), "{e}");
+}
+
+#[test]
+fn ssh_rules_reach_destination_nodes_only() {
+    let p = Policy::parse(
+        r#"{"tagOwners": {"tag:server": []},
+            "ssh": [{"action": "check", "src": ["alice@example.com"], "dst": ["tag:server"],
+                     "users": ["autogroup:nonroot"]}]}"#,
+    )
+    .unwrap();
+    let c = p.compile_with_url(&topo(), "https://ctl.example").unwrap();
+    let pol = c.ssh_policy(4).unwrap();
+    assert_eq!(pol.rules.len(), 1);
+    let r = &pol.rules[0];
+    assert_eq!(r.principals.len(), 4);
+    assert_eq!(r.ssh_users.get("*").map(String::as_str), Some("="));
+    assert_eq!(r.ssh_users.get("root").map(String::as_str), Some(""));
+    assert!(
+        r.action
+            .as_ref()
+            .unwrap()
+            .hold_and_delegate
+            .starts_with("https://ctl.example/machine/ssh/action/")
+    );
+    assert!(c.ssh_policy(1).unwrap().rules.is_empty());
+}
+
+#[test]
+fn node_attrs_reach_their_targets() {
+    let p = Policy::parse(
+        r#"{"tagOwners": {"tag:server": []},
+            "nodeAttrs": [{"target": ["tag:server"], "attr": ["funnel"]},
+                          {"target": ["autogroup:member"], "attr": ["magicdns-aaaa"]}]}"#,
+    )
+    .unwrap();
+    let c = p.compile(&topo()).unwrap();
+    assert_eq!(c.node_attrs(4), vec!["funnel"]);
+    assert_eq!(c.node_attrs(1), vec!["magicdns-aaaa"]);
+}
+
+#[test]
+fn ssh_tests_are_evaluated() {
+    let base = r#""tagOwners": {"tag:server": []},
+        "ssh": [{"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server"], "users": ["ubuntu"]}]"#;
+    let ok = format!(
+        r#"{{{base}, "sshTests": [{{"src": "alice@example.com", "dst": ["tag:server"], "accept": ["ubuntu"], "deny": ["root"]}}]}}"#
+    );
+    assert!(Policy::parse(&ok).unwrap().compile(&topo()).is_ok());
+    let bad = format!(
+        r#"{{{base}, "sshTests": [{{"src": "bob@example.com", "dst": ["tag:server"], "accept": ["ubuntu"]}}]}}"#
+    );
+    assert!(Policy::parse(&bad).unwrap().compile(&topo()).is_err());
+}
+
+#[test]
+fn error_display_names_the_position() {
+    let e = Policy::parse("{\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": [\"group:nope\"], \"dst\": [\"*:*\"]}\n  ]\n}")
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "line 3, column 34: src: group not found: \"group:nope\""
+    );
+}
