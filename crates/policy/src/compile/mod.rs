@@ -12,9 +12,11 @@ use oxiscale_tailcfg::{FilterRule, NetPortRange, PortRange, SshPolicy};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+mod app;
 mod approvers;
 mod resolve;
 
+use app::{CapDst, CapRule};
 use approvers::auto_approved_for;
 pub(crate) use approvers::{auto_approved_routes, may_apply_tag};
 pub(crate) use resolve::Resolver;
@@ -102,6 +104,8 @@ pub struct Compiled {
     wide: Vec<(u32, u32)>,
     internet: IpSet,
     pub(crate) self_rules: Vec<SelfRule>,
+    /// `app` grants, with the companions the service adds.
+    cap_rules: Vec<CapRule>,
     /// Untagged nodes per owner, for `autogroup:self`.
     pub(crate) by_user: HashMap<UserId, Vec<usize>>,
     /// Per node, the nodes it can see, as a bitset over node indices.
@@ -189,6 +193,7 @@ struct Grantish<'a> {
     src: &'a [Alias],
     dst: Vec<&'a Alias>,
     ip: Vec<ProtoPorts>,
+    app: &'a [(String, Vec<serde_json::Value>)],
 }
 
 pub(crate) fn compile(
@@ -216,6 +221,7 @@ pub(crate) fn compile(
                 protos: vec![],
                 ports: vec![PortRange::ANY],
             }],
+            app: &[],
         });
     }
     for g in doc.grants.iter().flatten() {
@@ -223,6 +229,7 @@ pub(crate) fn compile(
             src: &g.src,
             dst: g.dst.iter().collect(),
             ip: g.ip.clone(),
+            app: &g.app,
         });
     }
     for a in doc.acls.iter().flatten() {
@@ -234,6 +241,7 @@ pub(crate) fn compile(
                     protos: a.protos.clone(),
                     ports: d.ports.clone(),
                 }],
+                app: &[],
             });
         }
     }
@@ -250,6 +258,7 @@ pub(crate) fn compile(
 
     let mut rules = Vec::new();
     let mut self_rules = Vec::new();
+    let mut cap_rules = Vec::new();
     // Aliases repeat across rules; resolve each once.
     let mut cache: HashMap<Alias, IpSet> = HashMap::new();
     let mut resolve = |a: &Alias| -> IpSet {
@@ -262,50 +271,48 @@ pub(crate) fn compile(
         if g.src.is_empty() || g.dst.is_empty() {
             continue;
         }
-        let has_wild = g.src.contains(&Alias::Wildcard);
-        let danger = g.src.contains(&Alias::AutoGroup(AutoGroup::DangerAll));
-        let mut src_set = IpSet::new();
-        let mut per_src = Vec::new();
-        for a in g.src {
-            let s = resolve(a);
-            src_set.union_with(&s);
-            if *a != Alias::Wildcard {
-                per_src.push(s);
-            }
-        }
-        if src_set.is_empty() {
+        let Some(src) = sources(g.src, &approved_routes, &mut resolve) else {
             continue;
-        }
-        let src_strings = if danger {
-            vec!["*".to_string()]
-        } else {
-            let mut v = src_set.to_strings();
-            if has_wild {
-                for rt in &approved_routes {
-                    push_unique(&mut v, rt.to_string());
-                }
-                for s in &per_src {
-                    for x in s.to_strings() {
-                        push_unique(&mut v, x);
-                    }
-                }
-            }
-            v
         };
-        let mut match_set = src_set.clone();
-        if has_wild {
-            approved_routes.iter().for_each(|rt| match_set.push_net(rt));
-            match_set.normalize();
-        }
         let (self_dsts, other): (Vec<&Alias>, Vec<&Alias>) = g
             .dst
             .iter()
             .partition(|a| ***a == Alias::AutoGroup(AutoGroup::SelfDevices));
         if !self_dsts.is_empty() {
             self_rules.push(SelfRule {
-                src_set: src_set.clone(),
+                src_set: src.set.clone(),
                 ip: g.ip.clone(),
             });
+        }
+        if !g.app.is_empty() {
+            if !self_dsts.is_empty() {
+                cap_rules.extend(app::grant_rules(
+                    g.app,
+                    &src.strings,
+                    &src.set,
+                    &CapDst::OwnDevices,
+                    None,
+                ));
+            }
+            if !other.is_empty() {
+                // As with `ip`, `*` stands for every address: routes included.
+                let mut dst_set = IpSet::new();
+                for a in &other {
+                    match a {
+                        Alias::Wildcard => dst_set.union_with(&ipset::all_ips()),
+                        _ => dst_set.union_with(&resolve(a)),
+                    }
+                }
+                let reverse = sources(other.iter().copied(), &approved_routes, &mut resolve)
+                    .map(|d| (d.strings, d.matches));
+                cap_rules.extend(app::grant_rules(
+                    g.app,
+                    &src.strings,
+                    &src.matches,
+                    &CapDst::Nodes(dst_set),
+                    reverse,
+                ));
+            }
         }
         for pp in &g.ip {
             let mut dsts = Vec::new();
@@ -334,8 +341,8 @@ pub(crate) fn compile(
             }
             if !dsts.is_empty() {
                 rules.push(Rule::new(
-                    src_strings.clone(),
-                    match_set.clone(),
+                    src.strings.clone(),
+                    src.matches.clone(),
                     pp.protos.clone(),
                     dsts,
                 ));
@@ -387,6 +394,7 @@ pub(crate) fn compile(
         wide,
         internet: ipset::the_internet(),
         self_rules,
+        cap_rules,
         by_user,
         adjacency: vec![],
         ssh: vec![],
@@ -422,6 +430,67 @@ pub(crate) fn compile(
     c.adjacency = c.build_adjacency();
     c.ssh = crate::ssh::compile_ssh(doc, &c, control_url)?;
     Ok(c)
+}
+
+/// A rule's sources: the entries the service writes in `SrcIPs`, the addresses they resolve
+/// to, and the addresses a packet may come from (with `*`, also every approved subnet route).
+struct Sources {
+    strings: Vec<String>,
+    set: IpSet,
+    matches: IpSet,
+}
+
+/// `None` when the aliases stand for no address at all.
+fn sources<'a>(
+    aliases: impl IntoIterator<Item = &'a Alias>,
+    approved_routes: &[IpNet],
+    resolve: &mut impl FnMut(&Alias) -> IpSet,
+) -> Option<Sources> {
+    let mut has_wild = false;
+    let mut danger = false;
+    let mut set = IpSet::new();
+    let mut per_alias = Vec::new();
+    for a in aliases {
+        let s = resolve(a);
+        set.union_with(&s);
+        match a {
+            Alias::Wildcard => has_wild = true,
+            Alias::AutoGroup(AutoGroup::DangerAll) => {
+                danger = true;
+                per_alias.push(s);
+            }
+            _ => per_alias.push(s),
+        }
+    }
+    if set.is_empty() {
+        return None;
+    }
+    let strings = if danger {
+        vec!["*".to_string()]
+    } else {
+        let mut v = set.to_strings();
+        if has_wild {
+            for rt in approved_routes {
+                push_unique(&mut v, rt.to_string());
+            }
+            for s in &per_alias {
+                for x in s.to_strings() {
+                    push_unique(&mut v, x);
+                }
+            }
+        }
+        v
+    };
+    let mut matches = set.clone();
+    if has_wild {
+        approved_routes.iter().for_each(|rt| matches.push_net(rt));
+        matches.normalize();
+    }
+    Some(Sources {
+        strings,
+        set,
+        matches,
+    })
 }
 
 fn single_host(set: &IpSet) -> Option<IpAddr> {
@@ -566,13 +635,17 @@ impl Compiled {
         let w = self.words();
         let mut adj = vec![vec![0u64; w]; n];
         let internet = ipset::the_internet();
-        for rule in &self.rules {
-            let dst = &rule.dst_union;
+        let pairs = self
+            .rules
+            .iter()
+            .map(|r| (&r.src_set, &r.dst_union))
+            .chain(self.cap_node_pairs());
+        for (src, dst) in pairs {
             let mut s = vec![0u64; w];
             let mut d = vec![0u64; w];
             let (mut s_idx, mut d_idx) = (vec![], vec![]);
             for (i, node) in self.nodes.iter().enumerate() {
-                if self.in_src(node, &rule.src_set) {
+                if self.in_src(node, src) {
                     bit_set(&mut s, i);
                     s_idx.push(i);
                 }
@@ -591,12 +664,18 @@ impl Compiled {
                 bit_or(&mut adj[i], &s);
             }
         }
-        for sr in &self.self_rules {
+        let own_device_sources = self.self_rules.iter().map(|r| &r.src_set).chain(
+            self.cap_rules
+                .iter()
+                .filter(|c| c.dst == CapDst::OwnDevices)
+                .map(|c| &c.src_set),
+        );
+        for src_set in own_device_sources {
             for members in self.by_user.values() {
                 let srcs: Vec<usize> = members
                     .iter()
                     .copied()
-                    .filter(|&i| self.nodes[i].ips.iter().any(|ip| sr.src_set.contains(*ip)))
+                    .filter(|&i| self.nodes[i].ips.iter().any(|ip| src_set.contains(*ip)))
                     .collect();
                 if srcs.is_empty() {
                     continue;
@@ -742,6 +821,12 @@ impl Compiled {
                 push(key, &rule, dst);
             }
         }
+        merged.extend(app::filter_rules(
+            &self.cap_rules,
+            &self.nodes,
+            &self.by_user,
+            i,
+        ));
         merged
     }
 
@@ -774,7 +859,10 @@ impl Compiled {
     /// Under a policy like `* → *:*` a join recompiles to the same rules: nobody's filter
     /// changed, and no stream needs to be sent (or to compute) its filter again.
     pub fn same_filters_as(&self, other: &Compiled) -> bool {
-        if !self.self_rules.is_empty() || !other.self_rules.is_empty() || self.rules != other.rules
+        if !self.self_rules.is_empty()
+            || !other.self_rules.is_empty()
+            || self.rules != other.rules
+            || self.cap_rules != other.cap_rules
         {
             return false;
         }
@@ -822,10 +910,22 @@ impl Compiled {
     }
 
     /// Whether the viewer may use `route` through a router, under rules `rules`.
+    /// (sources, destinations) of the `app` grants whose destinations are nodes.
+    fn cap_node_pairs(&self) -> impl Iterator<Item = (&IpSet, &IpSet)> {
+        self.cap_rules.iter().filter_map(|c| match &c.dst {
+            CapDst::Nodes(dst) => Some((&c.src_set, dst)),
+            CapDst::OwnDevices => None,
+        })
+    }
+
     fn can_access_route(&self, viewer: &NodeInfo, self_rules: &[Rule], route: &IpNet) -> bool {
-        self.rules.iter().chain(self_rules).any(|r| {
-            let dst = &r.dst_union;
-            let src = &r.src_set;
+        let mut pairs = self
+            .rules
+            .iter()
+            .chain(self_rules)
+            .map(|r| (&r.src_set, &r.dst_union))
+            .chain(self.cap_node_pairs());
+        pairs.any(|(src, dst)| {
             (viewer.ips.iter().any(|ip| src.contains(*ip)) && dst.overlaps_net(route))
                 || (src.overlaps_net(route) && viewer.ips.iter().any(|ip| dst.contains(*ip)))
                 || (viewer.subnet_routes.iter().any(|s| src.overlaps_net(s))

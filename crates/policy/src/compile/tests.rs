@@ -387,3 +387,72 @@ fn error_display_names_the_position() {
         "line 3, column 34: src: group not found: \"group:nope\""
     );
 }
+
+#[test]
+fn app_grants_tell_each_destination_its_sources_capabilities() {
+    let p = Policy::parse(
+        r#"{"tagOwners": {"tag:server": []},
+            "grants": [{"src": ["bob@example.com"], "dst": ["tag:server"],
+                        "app": {"example.com/cap/web": [{"role": "admin"}]}}]}"#,
+    )
+    .unwrap();
+    let c = p.compile(&topo()).unwrap();
+    let filter = c.packet_filter(4);
+    assert_eq!(filter.len(), 1, "{filter:?}");
+    assert_eq!(filter[0].src_ips, ["100.64.0.30", "fd7a:115c:a1e0::30"]);
+    assert!(filter[0].dst_ports.is_empty());
+    assert_eq!(
+        filter[0].cap_grant,
+        [serde_json::json!({
+            "Dsts": ["100.64.0.40/32", "fd7a:115c:a1e0::40/128"],
+            "CapMap": {"example.com/cap/web": [{"role": "admin"}]},
+        })]
+    );
+    // Only the destination learns the capability; source and destination see each other.
+    assert!(c.packet_filter(3).is_empty());
+    assert!(c.can_see(3, 4) && c.can_see(4, 3));
+    assert!(!c.can_see(1, 4));
+}
+
+#[test]
+fn a_taildrive_grant_makes_the_destinations_sharers_toward_the_sources() {
+    let p = Policy::parse(
+        r#"{"tagOwners": {"tag:server": []},
+            "grants": [{"src": ["bob@example.com"], "dst": ["tag:server"],
+                        "app": {"tailscale.com/cap/drive": [{"shares": ["*"], "access": "ro"}]}}]}"#,
+    )
+    .unwrap();
+    let c = p.compile(&topo()).unwrap();
+    let bob = c.packet_filter(3);
+    assert_eq!(bob.len(), 1, "{bob:?}");
+    assert_eq!(bob[0].src_ips, ["100.64.0.40", "fd7a:115c:a1e0::40"]);
+    assert_eq!(
+        bob[0].cap_grant[0]["CapMap"],
+        serde_json::json!({"tailscale.com/cap/drive-sharer": null})
+    );
+}
+
+#[test]
+fn app_grants_to_own_devices_stay_within_each_person() {
+    let p = Policy::parse(
+        r#"{"grants": [{"src": ["autogroup:member"], "dst": ["autogroup:self"],
+                        "app": {"example.com/cap/sync": [{}]}}]}"#,
+    )
+    .unwrap();
+    let c = p.compile(&topo()).unwrap();
+    let phone = c.packet_filter(2);
+    let sources: Vec<&str> = phone
+        .iter()
+        .flat_map(|r| r.src_ips.iter().map(String::as_str))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            "100.64.0.10",
+            "100.64.0.20",
+            "fd7a:115c:a1e0::10",
+            "fd7a:115c:a1e0::20"
+        ]
+    );
+    assert!(c.can_see(1, 2) && !c.can_see(1, 3));
+}
