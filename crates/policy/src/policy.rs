@@ -268,6 +268,11 @@ pub fn parse_ports(s: &str) -> Result<Vec<PortRange>, String> {
                 .map_err(|_| format!("port range {part:?}: invalid last integer"))?,
             None => first,
         };
+        if first == 0 {
+            return Err(format!(
+                "port range {part:?}: first port must be >0, or use '*' for wildcard"
+            ));
+        }
         if last < first {
             return Err(format!(
                 "port range {part:?}: first port is after last port"
@@ -618,12 +623,25 @@ impl PolicyDoc {
                     };
                     match k.as_str() {
                         "src" => t.src = string(v, &what)?.to_string(),
-                        "dst" => t.dst = list()?,
+                        "dst" => {
+                            for (d, l, c) in strings(v, &what)? {
+                                check_ssh_test_dst(&d).map_err(|m| {
+                                    PolicyError::at(l, c, format!("test(s) failed: {what}: {m}"))
+                                })?;
+                                t.dst.push(d);
+                            }
+                        }
                         "accept" => t.accept = list()?,
                         "check" => t.check = list()?,
                         "deny" => t.deny = list()?,
                         _ => return Err(unknown_field(k, v, &what)),
                     }
+                }
+                // A test that asserts nothing fails, as the service has it.
+                if t.accept.is_empty() && t.check.is_empty() && t.deny.is_empty() {
+                    return Err(e.err(format!(
+                        "test(s) failed: {what}: give at least one user in accept, check or deny"
+                    )));
                 }
                 doc.ssh_tests.push(t);
             }
@@ -954,6 +972,17 @@ impl PolicyDoc {
     }
 }
 
+/// An `sshTests` destination names devices; a bare IPv6 address is refused (a bare IPv4
+/// address is accepted), as the service does.
+fn check_ssh_test_dst(d: &str) -> Result<(), String> {
+    if d.trim().parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()) {
+        return Err(format!(
+            "dst {d:?}: an IPv6 address is not a valid SSH test destination"
+        ));
+    }
+    Ok(())
+}
+
 fn strip_what(m: &str) -> &str {
     m.strip_prefix("dst: ")
         .or_else(|| m.strip_prefix("dst="))
@@ -1146,5 +1175,61 @@ mod message_tests {
             r#"dst="tag:server:ssh": port range "ssh": invalid first integer"#
         );
         assert_eq!((e.line, e.column), (Some(2), Some(69)));
+    }
+
+    #[test]
+    fn port_zero_is_not_a_port() {
+        assert_eq!(
+            parse_ports("0").unwrap_err(),
+            "port range \"0\": first port must be >0, or use '*' for wildcard"
+        );
+        assert!(parse_ports("0-10").is_err());
+        assert!(parse_ports("22,0").is_err());
+        assert!(parse_ports("1-65535").is_ok());
+        let e =
+            PolicyDoc::parse(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:0"]}]}"#)
+                .unwrap_err();
+        assert_eq!(
+            e.message,
+            r#"dst="*:0": port range "0": first port must be >0, or use '*' for wildcard"#
+        );
+    }
+
+    const SSH_BASE: &str = r#""tagOwners": {"tag:server": []},
+        "ssh": [{"action": "accept", "src": ["thor@example.org"], "dst": ["tag:server"], "users": ["root"]}]"#;
+
+    fn with_ssh_test(test: &str) -> Result<PolicyDoc, PolicyError> {
+        PolicyDoc::parse(&format!("{{{SSH_BASE}, \"sshTests\": [{test}]}}"))
+    }
+
+    #[test]
+    fn ssh_tests_must_assert_something() {
+        let e = with_ssh_test(r#"{"src": "thor@example.org", "dst": ["tag:server"]}"#).unwrap_err();
+        assert!(e.message.starts_with("test(s) failed"), "{e}");
+        assert!(e.line.is_some());
+        let e = with_ssh_test(
+            r#"{"src": "thor@example.org", "dst": ["tag:server"], "accept": [], "deny": []}"#,
+        )
+        .unwrap_err();
+        assert!(e.message.starts_with("test(s) failed"), "{e}");
+        for field in ["accept", "check", "deny"] {
+            with_ssh_test(&format!(
+                r#"{{"src": "thor@example.org", "dst": ["tag:server"], "{field}": ["root"]}}"#
+            ))
+            .unwrap();
+        }
+    }
+
+    #[test]
+    fn ssh_test_destinations_are_not_bare_ipv6_addresses() {
+        let e = with_ssh_test(
+            r#"{"src": "thor@example.org", "dst": ["fd7a:115c:a1e0::10"], "accept": ["root"]}"#,
+        )
+        .unwrap_err();
+        assert!(e.message.starts_with("test(s) failed"), "{e}");
+        assert!(e.message.contains("fd7a:115c:a1e0::10"), "{e}");
+        // The IPv4 twin is accepted.
+        with_ssh_test(r#"{"src": "thor@example.org", "dst": ["100.64.0.16"], "accept": ["root"]}"#)
+            .unwrap();
     }
 }
