@@ -3,6 +3,7 @@
 //! a range that is exactly a CIDR as that CIDR, anything else as `a-b`.
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -16,6 +17,12 @@ fn v4_range(n: &Ipv4Net) -> (u32, u32) {
 }
 fn v6_range(n: &Ipv6Net) -> (u128, u128) {
     (u128::from(n.network()), u128::from(n.broadcast()))
+}
+
+/// Whether every address from `a` to `b` is one of `hosts` (never true for a run longer than
+/// there are hosts, so this costs at most one lookup per host).
+fn all_hosts(a: u128, b: u128, hosts: &HashSet<IpAddr>, addr: impl Fn(u128) -> IpAddr) -> bool {
+    b - a < hosts.len() as u128 && (a..=b).all(|x| hosts.contains(&addr(x)))
 }
 
 fn normalize<T: Copy + Ord + num::Step>(r: &mut Vec<(T, T)>) {
@@ -214,11 +221,22 @@ impl IpSet {
 
     /// Tailscale's rendering of the set for `SrcIPs`.
     pub fn to_strings(&self) -> Vec<String> {
+        self.to_strings_keeping_hosts(&HashSet::new())
+    }
+
+    /// As [`IpSet::to_strings`], except that a run made only of `hosts` is written address by
+    /// address: the service lists the addresses of nodes one by one even when they are
+    /// consecutive, as they are when addresses are handed out in order.
+    pub fn to_strings_keeping_hosts(&self, hosts: &HashSet<IpAddr>) -> Vec<String> {
         let mut out = Vec::new();
         for &(a, b) in &self.v4 {
             let (fa, fb) = (Ipv4Addr::from(a), Ipv4Addr::from(b));
             if a == b {
                 out.push(fa.to_string());
+            } else if all_hosts(a as u128, b as u128, hosts, |x| {
+                Ipv4Addr::from(x as u32).into()
+            }) {
+                out.extend((a..=b).map(|x| Ipv4Addr::from(x).to_string()));
             } else if let Some(len) = exact_prefix_len(a as u128, b as u128, 32) {
                 out.push(format!("{fa}/{len}"));
             } else {
@@ -229,6 +247,8 @@ impl IpSet {
             let (fa, fb) = (Ipv6Addr::from(a), Ipv6Addr::from(b));
             if a == b {
                 out.push(fa.to_string());
+            } else if all_hosts(a, b, hosts, |x| Ipv6Addr::from(x).into()) {
+                out.extend((a..=b).map(|x| Ipv6Addr::from(x).to_string()));
             } else if let Some(len) = exact_prefix_len(a, b, 128) {
                 out.push(format!("{fa}/{len}"));
             } else {
@@ -373,5 +393,25 @@ mod tests {
         assert!(i.contains("8.8.8.8".parse().unwrap()));
         assert!(!i.contains("fd7a:115c:a1e0::1".parse().unwrap()));
         assert!(i.contains("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn consecutive_node_addresses_are_written_one_by_one() {
+        let mut s = IpSet::new();
+        for a in ["100.64.0.15", "100.64.0.16", "100.64.0.17"] {
+            s.push_addr(a.parse().unwrap());
+        }
+        s.push_net(&net("10.0.0.0/31"));
+        s.normalize();
+        assert_eq!(s.to_strings(), ["10.0.0.0/31", "100.64.0.15-100.64.0.17"]);
+        let hosts: HashSet<IpAddr> = ["100.64.0.15", "100.64.0.16", "100.64.0.17", "10.0.0.0"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        // 10.0.0.1 is no node's: the prefix stays a prefix.
+        assert_eq!(
+            s.to_strings_keeping_hosts(&hosts),
+            ["10.0.0.0/31", "100.64.0.15", "100.64.0.16", "100.64.0.17"]
+        );
     }
 }

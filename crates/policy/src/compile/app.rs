@@ -5,12 +5,10 @@
 //! capabilities. Some capabilities of Tailscale's own features come with a companion the
 //! service grants the other way round (the sharer of a Taildrive, the target of a relay).
 
-use super::NodeInfo;
-use crate::UserId;
+use super::Compiled;
 use crate::ipset::IpSet;
 use oxiscale_tailcfg::FilterRule;
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
 
 /// Capabilities that come with a companion granted from the destinations to the sources.
 const COMPANIONS: &[(&str, &str)] = &[
@@ -79,12 +77,8 @@ pub(crate) fn grant_rules(
 }
 
 /// The capability rules in node `i`'s packet filter.
-pub(crate) fn filter_rules(
-    rules: &[CapRule],
-    nodes: &[NodeInfo],
-    by_user: &HashMap<UserId, Vec<usize>>,
-    i: usize,
-) -> Vec<FilterRule> {
+pub(crate) fn filter_rules(c: &Compiled, i: usize) -> Vec<FilterRule> {
+    let nodes = &c.nodes;
     let me = &nodes[i];
     let own: Vec<String> = me
         .ips
@@ -92,7 +86,7 @@ pub(crate) fn filter_rules(
         .map(|ip| ipnet::IpNet::from(*ip).to_string())
         .collect();
     let mut out = Vec::new();
-    for rule in rules {
+    for rule in &c.cap_rules {
         let src_ips = match &rule.dst {
             CapDst::Nodes(set) if me.ips.iter().any(|ip| set.contains(*ip)) => {
                 rule.src_strings.clone()
@@ -103,7 +97,7 @@ pub(crate) fn filter_rules(
                     continue;
                 };
                 let mut src = IpSet::new();
-                for &m in by_user.get(&members).map(Vec::as_slice).unwrap_or(&[]) {
+                for &m in c.by_user.get(&members).map(Vec::as_slice).unwrap_or(&[]) {
                     let n = &nodes[m];
                     if n.ips.iter().any(|ip| rule.src_set.contains(*ip)) {
                         n.ips.iter().for_each(|ip| src.push_addr(*ip));
@@ -113,7 +107,7 @@ pub(crate) fn filter_rules(
                 if src.is_empty() {
                     continue;
                 }
-                src.to_strings()
+                src.to_strings_keeping_hosts(&c.hosts)
             }
         };
         out.push(FilterRule {

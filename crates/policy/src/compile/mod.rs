@@ -9,7 +9,7 @@ use crate::policy::{Alias, AutoGroup, PolicyDoc, ProtoPorts};
 use crate::{Node, NodeId, PolicyError, Topology, User, UserId};
 use ipnet::IpNet;
 use oxiscale_tailcfg::{FilterRule, NetPortRange, PortRange, SshPolicy};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 mod app;
@@ -105,7 +105,9 @@ pub struct Compiled {
     internet: IpSet,
     pub(crate) self_rules: Vec<SelfRule>,
     /// `app` grants, with the companions the service adds.
-    cap_rules: Vec<CapRule>,
+    pub(crate) cap_rules: Vec<CapRule>,
+    /// Every node address: the service writes these one by one in `SrcIPs`.
+    pub(crate) hosts: HashSet<IpAddr>,
     /// Untagged nodes per owner, for `autogroup:self`.
     pub(crate) by_user: HashMap<UserId, Vec<usize>>,
     /// Per node, the nodes it can see, as a bitset over node indices.
@@ -256,6 +258,7 @@ pub(crate) fn compile(
         }
     }
 
+    let hosts: HashSet<IpAddr> = nodes.iter().flat_map(|n| n.ips.iter().copied()).collect();
     let mut rules = Vec::new();
     let mut self_rules = Vec::new();
     let mut cap_rules = Vec::new();
@@ -271,7 +274,7 @@ pub(crate) fn compile(
         if g.src.is_empty() || g.dst.is_empty() {
             continue;
         }
-        let Some(src) = sources(g.src, &approved_routes, &mut resolve) else {
+        let Some(src) = sources(g.src, &approved_routes, &hosts, &mut resolve) else {
             continue;
         };
         let (self_dsts, other): (Vec<&Alias>, Vec<&Alias>) = g
@@ -303,8 +306,13 @@ pub(crate) fn compile(
                         _ => dst_set.union_with(&resolve(a)),
                     }
                 }
-                let reverse = sources(other.iter().copied(), &approved_routes, &mut resolve)
-                    .map(|d| (d.strings, d.matches));
+                let reverse = sources(
+                    other.iter().copied(),
+                    &approved_routes,
+                    &hosts,
+                    &mut resolve,
+                )
+                .map(|d| (d.strings, d.matches));
                 cap_rules.extend(app::grant_rules(
                     g.app,
                     &src.strings,
@@ -395,6 +403,7 @@ pub(crate) fn compile(
         internet: ipset::the_internet(),
         self_rules,
         cap_rules,
+        hosts,
         by_user,
         adjacency: vec![],
         ssh: vec![],
@@ -444,6 +453,7 @@ struct Sources {
 fn sources<'a>(
     aliases: impl IntoIterator<Item = &'a Alias>,
     approved_routes: &[IpNet],
+    hosts: &HashSet<IpAddr>,
     resolve: &mut impl FnMut(&Alias) -> IpSet,
 ) -> Option<Sources> {
     let mut has_wild = false;
@@ -468,13 +478,13 @@ fn sources<'a>(
     let strings = if danger {
         vec!["*".to_string()]
     } else {
-        let mut v = set.to_strings();
+        let mut v = set.to_strings_keeping_hosts(hosts);
         if has_wild {
             for rt in approved_routes {
                 push_unique(&mut v, rt.to_string());
             }
             for s in &per_alias {
-                for x in s.to_strings() {
+                for x in s.to_strings_keeping_hosts(hosts) {
                     push_unique(&mut v, x);
                 }
             }
@@ -739,7 +749,7 @@ impl Compiled {
                 }
                 if !dsts.is_empty() {
                     out.push(Rule::new(
-                        src.to_strings(),
+                        src.to_strings_keeping_hosts(&self.hosts),
                         src.clone(),
                         pp.protos.clone(),
                         dsts,
@@ -821,12 +831,7 @@ impl Compiled {
                 push(key, &rule, dst);
             }
         }
-        merged.extend(app::filter_rules(
-            &self.cap_rules,
-            &self.nodes,
-            &self.by_user,
-            i,
-        ));
+        merged.extend(app::filter_rules(self, i));
         merged
     }
 
