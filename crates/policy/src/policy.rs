@@ -75,7 +75,6 @@ pub struct Acl {
     pub protos: Vec<u8>,
 }
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SshActionKind {
     Accept,
@@ -154,6 +153,8 @@ pub struct PolicyDoc {
     pub tests: Vec<PolicyTest>,
     pub ssh_tests: Vec<SshTest>,
     pub node_attrs: Vec<NodeAttr>,
+    /// Every node picks a random UDP port instead of 41641.
+    pub randomize_client_port: bool,
 }
 
 pub(crate) fn obj<'a>(v: &'a JVal, what: &str) -> Result<&'a [(String, JVal)], PolicyError> {
@@ -443,22 +444,18 @@ impl PolicyDoc {
         let get = |name: &str| top.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         for (k, v) in top {
             match k.as_str() {
-                "groups"
-                | "hosts"
-                | "tagOwners"
-                | "acls"
-                | "grants"
-                | "ssh"
-                | "autoApprovers"
-                | "tests"
-                | "sshTests"
-                | "nodeAttrs"
-                | "randomizeClientPort"
-                | "disableIPv4"
-                | "derpMap"
-                | "postures"
-                | "ipsets"
-                | "OneCGNATRoute" => {}
+                "groups" | "hosts" | "tagOwners" | "acls" | "grants" | "ssh" | "autoApprovers"
+                | "tests" | "sshTests" | "nodeAttrs" | "disableIPv4" | "derpMap" | "postures"
+                | "ipsets" | "OneCGNATRoute" => {}
+                "randomizeClientPort" => match v.kind {
+                    JKind::Bool(b) => doc.randomize_client_port = b,
+                    _ => {
+                        return Err(v.err(format!(
+                            "randomizeClientPort: expected true or false, got {}",
+                            v.type_name()
+                        )));
+                    }
+                },
                 _ => return Err(unknown_field(k, v, "policy")),
             }
         }

@@ -61,7 +61,7 @@ const POKEDEX: &[&str] = &[
 
 /// The newer half of the language is not yet at parity: these categories must not fall below
 /// the number of cases they pass today (raise the figure as cases start to pass).
-const AT_LEAST_PASSING: &[(&str, usize)] = &[("grant", 168), ("nodeattrs", 42), ("sshtest", 35)];
+const AT_LEAST_PASSING: &[(&str, usize)] = &[("grant", 255), ("nodeattrs", 51), ("sshtest", 37)];
 
 fn golden_dir() -> PathBuf {
     match std::env::var_os("OXISCALE_POLICY_GOLDEN") {

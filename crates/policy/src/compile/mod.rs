@@ -14,6 +14,7 @@ use std::net::IpAddr;
 
 mod app;
 mod approvers;
+mod attrs;
 mod resolve;
 
 use app::{CapDst, CapRule};
@@ -203,7 +204,17 @@ pub(crate) fn compile(
     topo: &Topology,
     control_url: &str,
 ) -> Result<Compiled, PolicyError> {
-    let nodes = node_infos(doc, topo);
+    let mut nodes = node_infos(doc, topo);
+    // Attributes are decided on the nodes' addresses as assigned; then those they change.
+    let node_attrs = attrs::node_attrs(
+        &Resolver {
+            doc,
+            users: &topo.users,
+            nodes: &nodes,
+        },
+        doc,
+    );
+    attrs::apply_address_attrs(&mut nodes, &node_attrs);
     let r = Resolver {
         doc,
         users: &topo.users,
@@ -407,35 +418,8 @@ pub(crate) fn compile(
         by_user,
         adjacency: vec![],
         ssh: vec![],
-        attrs: vec![],
+        attrs: node_attrs,
     };
-    let attr_sets: Vec<IpSet> = {
-        let r = Resolver {
-            doc,
-            users: &topo.users,
-            nodes: &c.nodes,
-        };
-        doc.node_attrs
-            .iter()
-            .map(|na| r.resolve_all(&na.target))
-            .collect()
-    };
-    c.attrs = c
-        .nodes
-        .iter()
-        .map(|n| {
-            let mut a: Vec<String> = doc
-                .node_attrs
-                .iter()
-                .zip(&attr_sets)
-                .filter(|(_, set)| n.ips.iter().any(|ip| set.contains(*ip)))
-                .flat_map(|(na, _)| na.attr.iter().cloned())
-                .collect();
-            a.sort();
-            a.dedup();
-            a
-        })
-        .collect();
     c.adjacency = c.build_adjacency();
     c.ssh = crate::ssh::compile_ssh(doc, &c, control_url)?;
     Ok(c)
@@ -946,6 +930,7 @@ impl Compiled {
             return vec![];
         };
         let viewer = &self.nodes[i];
+        let viewer_has_v4 = viewer.ips.iter().any(IpAddr::is_ipv4);
         let rules = self.self_rules_for(i);
         let mut out = Vec::new();
         for (j, peer) in self.nodes.iter().enumerate() {
@@ -961,7 +946,13 @@ impl Compiled {
                     routes.push(*r);
                 }
             }
-            let mut allowed: Vec<IpNet> = peer.ips.iter().map(|ip| host_net(*ip)).collect();
+            // A node without IPv4 is told its peers' IPv6 addresses only.
+            let mut allowed: Vec<IpNet> = peer
+                .ips
+                .iter()
+                .filter(|ip| viewer_has_v4 || ip.is_ipv6())
+                .map(|ip| host_net(*ip))
+                .collect();
             allowed.extend(routes.iter().copied());
             allowed.sort();
             let primary: Vec<IpNet> = routes.into_iter().filter(|r| !is_exit_route(r)).collect();

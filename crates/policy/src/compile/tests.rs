@@ -360,7 +360,14 @@ fn node_attrs_reach_their_targets() {
     )
     .unwrap();
     let c = p.compile(&topo()).unwrap();
-    assert_eq!(c.node_attrs(4), vec!["funnel"]);
+    assert_eq!(
+        c.node_attrs(4),
+        [
+            "funnel",
+            "https://tailscale.com/cap/funnel-ports?ports=443,8443,10000",
+            "https://tailscale.com/cap/warn-funnel-no-https"
+        ]
+    );
     assert_eq!(c.node_attrs(1), vec!["magicdns-aaaa"]);
 }
 
@@ -455,4 +462,34 @@ fn app_grants_to_own_devices_stay_within_each_person() {
         ]
     );
     assert!(c.can_see(1, 2) && !c.can_see(1, 3));
+}
+
+#[test]
+fn randomize_client_port_reaches_every_node() {
+    let c = Policy::parse(r#"{"randomizeClientPort": true}"#)
+        .unwrap()
+        .compile(&topo())
+        .unwrap();
+    assert!(
+        c.node_ids()
+            .all(|n| c.node_attrs(n) == ["randomize-client-port"])
+    );
+    assert!(Policy::parse(r#"{"randomizeClientPort": "yes"}"#).is_err());
+}
+
+#[test]
+fn disable_ipv4_takes_the_address_away_on_both_sides() {
+    let p = Policy::parse(
+        r#"{"tagOwners": {"tag:server": []},
+            "nodeAttrs": [{"target": ["tag:server"], "attr": ["disable-ipv4"]}]}"#,
+    )
+    .unwrap();
+    let c = p.compile(&topo()).unwrap();
+    let only_v6: Vec<ipnet::IpNet> = vec!["fd7a:115c:a1e0::40/128".parse().unwrap()];
+    assert_eq!(c.self_addresses(4), only_v6);
+    let seen_by_bob = c.peers(3).into_iter().find(|p| p.id == 4).unwrap();
+    assert_eq!(seen_by_bob.allowed_ips, only_v6);
+    // The server itself has no IPv4 to reach its peers' IPv4 with.
+    let alice = c.peers(4).into_iter().find(|p| p.id == 1).unwrap();
+    assert!(alice.allowed_ips.iter().all(|a| a.addr().is_ipv6()));
 }
