@@ -59,9 +59,11 @@ const POKEDEX: &[&str] = &[
     "fearow",
 ];
 
-/// The newer half of the language is not yet at parity: these categories must not fall below
-/// the number of cases they pass today (raise the figure as cases start to pass).
-const AT_LEAST_PASSING: &[(&str, usize)] = &[("grant", 255), ("nodeattrs", 51), ("sshtest", 37)];
+/// Categories not yet at parity must not fall below the number of cases they pass today
+/// (raise the figure as cases start to pass); every other category must pass every case
+/// outside `KNOWN_DIFFERENCES`. nodeattrs: the service's autogroup:admin and autogroup:owner
+/// (roles of its admin console) are not targets here yet.
+const AT_LEAST_PASSING: &[(&str, usize)] = &[("nodeattrs", 51)];
 
 fn golden_dir() -> PathBuf {
     match std::env::var_os("OXISCALE_POLICY_GOLDEN") {

@@ -16,6 +16,7 @@ mod app;
 mod approvers;
 mod attrs;
 mod resolve;
+mod via;
 
 use app::{CapDst, CapRule};
 use approvers::auto_approved_for;
@@ -49,6 +50,8 @@ pub(crate) struct Rule {
     pub dsts: Vec<Dst>,
     /// Union of the destination sets, for matching.
     pub dst_union: IpSet,
+    /// A grant's `via`: only routers with one of these tags carry (and filter) the traffic.
+    pub via: Vec<String>,
 }
 
 impl Rule {
@@ -63,6 +66,7 @@ impl Rule {
             protos,
             dsts,
             dst_union,
+            via: Vec::new(),
         }
     }
 }
@@ -197,6 +201,7 @@ struct Grantish<'a> {
     dst: Vec<&'a Alias>,
     ip: Vec<ProtoPorts>,
     app: &'a [(String, Vec<serde_json::Value>)],
+    via: &'a [String],
 }
 
 pub(crate) fn compile(
@@ -235,6 +240,7 @@ pub(crate) fn compile(
                 ports: vec![PortRange::ANY],
             }],
             app: &[],
+            via: &[],
         });
     }
     for g in doc.grants.iter().flatten() {
@@ -243,6 +249,7 @@ pub(crate) fn compile(
             dst: g.dst.iter().collect(),
             ip: g.ip.clone(),
             app: &g.app,
+            via: &g.via,
         });
     }
     for a in doc.acls.iter().flatten() {
@@ -255,6 +262,7 @@ pub(crate) fn compile(
                     ports: d.ports.clone(),
                 }],
                 app: &[],
+                via: &[],
             });
         }
     }
@@ -285,14 +293,17 @@ pub(crate) fn compile(
         if g.src.is_empty() || g.dst.is_empty() {
             continue;
         }
-        let Some(src) = sources(g.src, &approved_routes, &hosts, &mut resolve) else {
-            continue;
+        // An `app` grant whose sources are nobody still tells its destinations so.
+        let src = match sources(g.src, &approved_routes, &hosts, &mut resolve) {
+            Some(src) => src,
+            None if !g.app.is_empty() => Sources::default(),
+            None => continue,
         };
         let (self_dsts, other): (Vec<&Alias>, Vec<&Alias>) = g
             .dst
             .iter()
             .partition(|a| ***a == Alias::AutoGroup(AutoGroup::SelfDevices));
-        if !self_dsts.is_empty() {
+        if !self_dsts.is_empty() && !src.set.is_empty() {
             self_rules.push(SelfRule {
                 src_set: src.set.clone(),
                 ip: g.ip.clone(),
@@ -333,7 +344,7 @@ pub(crate) fn compile(
                 ));
             }
         }
-        for pp in &g.ip {
+        for pp in g.ip.iter().filter(|_| !src.set.is_empty()) {
             let mut dsts = Vec::new();
             for a in &other {
                 if **a == Alias::Wildcard {
@@ -359,12 +370,14 @@ pub(crate) fn compile(
                 }
             }
             if !dsts.is_empty() {
-                rules.push(Rule::new(
+                let mut rule = Rule::new(
                     src.strings.clone(),
                     src.matches.clone(),
                     pp.protos.clone(),
                     dsts,
-                ));
+                );
+                rule.via = g.via.to_vec();
+                rules.push(rule);
             }
         }
     }
@@ -427,6 +440,7 @@ pub(crate) fn compile(
 
 /// A rule's sources: the entries the service writes in `SrcIPs`, the addresses they resolve
 /// to, and the addresses a packet may come from (with `*`, also every approved subnet route).
+#[derive(Default)]
 struct Sources {
     strings: Vec<String>,
     set: IpSet,
@@ -629,12 +643,13 @@ impl Compiled {
         let w = self.words();
         let mut adj = vec![vec![0u64; w]; n];
         let internet = ipset::the_internet();
+        let no_via: &[String] = &[];
         let pairs = self
             .rules
             .iter()
-            .map(|r| (&r.src_set, &r.dst_union))
-            .chain(self.cap_node_pairs());
-        for (src, dst) in pairs {
+            .map(|r| (&r.src_set, &r.dst_union, r.via.as_slice()))
+            .chain(self.cap_node_pairs().map(|(s, d)| (s, d, no_via)));
+        for (src, dst, via) in pairs {
             let mut s = vec![0u64; w];
             let mut d = vec![0u64; w];
             let (mut s_idx, mut d_idx) = (vec![], vec![]);
@@ -643,7 +658,9 @@ impl Compiled {
                     bit_set(&mut s, i);
                     s_idx.push(i);
                 }
-                if self.in_dst(node, dst, &internet) {
+                // Only the routers a `via` rule names carry it.
+                let carries = via.is_empty() || node.node.tags.iter().any(|t| via.contains(t));
+                if carries && self.in_dst(node, dst, &internet) {
                     bit_set(&mut d, i);
                     d_idx.push(i);
                 }
@@ -778,6 +795,7 @@ impl Compiled {
                 }
             }
         }
+        hits.retain(|(r, _)| via::carries(n, &self.rules[*r as usize]));
         hits.sort_unstable();
         hits.dedup();
         // Rules with the same sources and protocols are merged, as the service sends them.
@@ -908,10 +926,12 @@ impl Compiled {
     }
 
     fn can_access_route(&self, viewer: &NodeInfo, self_rules: &[Rule], route: &IpNet) -> bool {
+        // `via` rules route through their own routers (`via::router_for`), not the primary.
         let mut pairs = self
             .rules
             .iter()
             .chain(self_rules)
+            .filter(|r| r.via.is_empty())
             .map(|r| (&r.src_set, &r.dst_union))
             .chain(self.cap_node_pairs());
         pairs.any(|(src, dst)| {
@@ -943,6 +963,15 @@ impl Compiled {
                     // A co-router of the prefix must learn who is primary for it.
                     || (!is_exit_route(r) && viewer.subnet_routes.contains(r));
                 if ok {
+                    routes.push(*r);
+                }
+            }
+            // Routes a `via` grant sends through this peer rather than the primary.
+            for r in &peer.subnet_routes {
+                if !routes.contains(r)
+                    && !self.can_access_route(viewer, &rules, r)
+                    && via::router_for(self, viewer, r) == Some(j)
+                {
                     routes.push(*r);
                 }
             }

@@ -493,3 +493,98 @@ fn disable_ipv4_takes_the_address_away_on_both_sides() {
     let alice = c.peers(4).into_iter().find(|p| p.id == 1).unwrap();
     assert!(alice.allowed_ips.iter().all(|a| a.addr().is_ipv6()));
 }
+
+/// Two routers for one prefix, the first registered is primary; a client reaching it.
+fn two_routers() -> Topology {
+    let node = |id: u64, name: &str, tag: &str, routes: &[&str]| Node {
+        id,
+        name: name.into(),
+        user: None,
+        tags: vec![tag.into()],
+        ipv4: Some(format!("100.64.0.{id}").parse().unwrap()),
+        ipv6: None,
+        routable_ips: routes.iter().map(|r| r.parse().unwrap()).collect(),
+        approved_routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+        stable_id: format!("n{id}"),
+    };
+    Topology {
+        users: vec![],
+        nodes: vec![
+            node(1, "client", "tag:client", &[]),
+            node(2, "router-a", "tag:a", &["10.0.0.0/24"]),
+            node(3, "router-b", "tag:b", &["10.0.0.0/24"]),
+        ],
+    }
+}
+
+fn routes_seen(c: &crate::Compiled, viewer: u64) -> Vec<(u64, Vec<String>)> {
+    c.peers(viewer)
+        .into_iter()
+        .filter(|p| !p.primary_routes.is_empty())
+        .map(|p| {
+            (
+                p.id,
+                p.primary_routes.iter().map(|r| r.to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn via_sends_a_prefix_through_the_named_router_not_the_primary() {
+    let tags = r#""tagOwners": {"tag:client": [], "tag:a": [], "tag:b": []}"#;
+    let via = Policy::parse(&format!(
+        r#"{{{tags}, "grants": [{{"src": ["tag:client"], "dst": ["10.0.0.0/24"], "ip": ["*"],
+                                "via": ["tag:b"]}}]}}"#
+    ))
+    .unwrap()
+    .compile(&two_routers())
+    .unwrap();
+    assert_eq!(routes_seen(&via, 1), [(3, vec!["10.0.0.0/24".to_string()])]);
+    assert!(
+        via.packet_filter(2).is_empty(),
+        "router-a does not carry it"
+    );
+    assert_eq!(via.packet_filter(3).len(), 1);
+    assert!(!via.can_see(1, 2));
+
+    // Without `via` the primary (registered first) carries the prefix.
+    let plain = Policy::parse(&format!(
+        r#"{{{tags}, "grants": [{{"src": ["tag:client"], "dst": ["10.0.0.0/24"], "ip": ["*"]}}]}}"#
+    ))
+    .unwrap()
+    .compile(&two_routers())
+    .unwrap();
+    assert_eq!(
+        routes_seen(&plain, 1),
+        [(2, vec!["10.0.0.0/24".to_string()])]
+    );
+}
+
+#[test]
+fn an_ordinary_rule_to_the_prefix_keeps_the_primary() {
+    let p = Policy::parse(
+        r#"{"tagOwners": {"tag:client": [], "tag:a": [], "tag:b": []},
+            "grants": [{"src": ["tag:client"], "dst": ["10.0.0.0/24"], "ip": ["*"], "via": ["tag:b"]},
+                       {"src": ["tag:client"], "dst": ["10.0.0.0/24"], "ip": ["*"]}]}"#,
+    )
+    .unwrap()
+    .compile(&two_routers())
+    .unwrap();
+    assert_eq!(routes_seen(&p, 1), [(2, vec!["10.0.0.0/24".to_string()])]);
+}
+
+#[test]
+fn an_app_grant_from_nobody_still_reaches_its_destinations() {
+    let p = Policy::parse(
+        r#"{"groups": {"group:empty": []}, "grants": [{"src": ["group:empty"], "dst": ["*"],
+                        "app": {"example.com/cap/test": [{}]}}]}"#,
+    )
+    .unwrap()
+    .compile(&topo())
+    .unwrap();
+    let filter = p.packet_filter(1);
+    assert_eq!(filter.len(), 1);
+    assert!(filter[0].src_ips.is_empty() && !filter[0].cap_grant.is_empty());
+    assert!(p.peers(1).is_empty());
+}
