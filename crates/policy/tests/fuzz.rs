@@ -58,6 +58,13 @@ const TOKENS: &[&str] = &[
     "\"[::1]:22\"",
     "\"fd7a:115c:a1e0::1:80\"",
     "\"check\"",
+    "\"via\"",
+    "\"app\"",
+    "\"ip\"",
+    "\"srcPosture\"",
+    "\"example.com/cap/x\"",
+    "\"tailscale.com/cap/drive\"",
+    "\"disable-ipv4\"",
     "\"168h\"",
     "\"always\"",
     "\\u00e9",
@@ -157,9 +164,14 @@ fn mutated_policies_never_panic() {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/policy-golden"),
     };
+    let own = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden");
     let mut cases = Vec::new();
-    for cat in ["acl", "ssh", "routes", "policytest"] {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(cat))
+    let dirs = ["acl", "ssh", "routes", "policytest"]
+        .map(|c| dir.join(c))
+        .into_iter()
+        .chain(["grant", "nodeattrs", "sshtest"].map(|c| own.join(c)));
+    for cat_dir in dirs {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(cat_dir)
             .expect("golden dir")
             .map(|e| e.expect("entry").path())
             .collect();

@@ -917,6 +917,23 @@ impl Compiled {
     }
 
     /// Whether the viewer may use `route` through a router, under rules `rules`.
+    /// The router through which a `via` grant sends `viewer`'s traffic to `route`, when one
+    /// does (a viewer with an ordinary rule to the prefix keeps using the primary).
+    pub fn via_router(&self, viewer: NodeId, route: &IpNet) -> Option<NodeId> {
+        let i = self.idx(viewer)?;
+        let rules = self.self_rules_for(i);
+        self.via_router_index(i, &rules, route)
+            .map(|j| self.nodes[j].node.id)
+    }
+
+    fn via_router_index(&self, viewer: usize, self_rules: &[Rule], route: &IpNet) -> Option<usize> {
+        let v = &self.nodes[viewer];
+        if self.can_access_route(v, self_rules, route) {
+            return None;
+        }
+        via::router_for(self, v, route)
+    }
+
     /// (sources, destinations) of the `app` grants whose destinations are nodes.
     fn cap_node_pairs(&self) -> impl Iterator<Item = (&IpSet, &IpSet)> {
         self.cap_rules.iter().filter_map(|c| match &c.dst {
@@ -968,10 +985,7 @@ impl Compiled {
             }
             // Routes a `via` grant sends through this peer rather than the primary.
             for r in &peer.subnet_routes {
-                if !routes.contains(r)
-                    && !self.can_access_route(viewer, &rules, r)
-                    && via::router_for(self, viewer, r) == Some(j)
-                {
+                if !routes.contains(r) && self.via_router_index(i, &rules, r) == Some(j) {
                     routes.push(*r);
                 }
             }
