@@ -50,7 +50,7 @@ pub struct PolicyAccess {
     any_routes: bool,
     /// Per viewer, the routed prefixes it may use, filled on first use (a compiled snapshot
     /// is immutable, so the cache never goes stale; a recompile builds a new one).
-    usable: Mutex<HashMap<NodeId, Arc<Vec<IpNet>>>>,
+    usable: Mutex<HashMap<NodeId, Arc<UsableRoutes>>>,
     /// Whether the compiled policy lets every node see every other, found on first use.
     everyone_sees_everyone: OnceLock<bool>,
 }
@@ -91,7 +91,7 @@ impl PolicyAccess {
     /// Prefixes `viewer` may send through some router: those the engine put in the
     /// AllowedIPs of any peer it shows the viewer, plus the viewer's own subnet routes (a
     /// co-router must learn who the primary for its prefix is).
-    fn usable_routes(&self, viewer: &Node) -> Arc<Vec<IpNet>> {
+    fn usable_routes(&self, viewer: &Node) -> Arc<UsableRoutes> {
         if !self.any_routes {
             return Arc::default();
         }
@@ -114,9 +114,36 @@ impl PolicyAccess {
             .collect();
         routes.sort();
         routes.dedup();
-        let routes = Arc::new(routes);
+        let via = routes
+            .iter()
+            .filter_map(|r| Some((*r, self.compiled.via_router(viewer.id, r)?)))
+            .collect();
+        let routes = Arc::new(UsableRoutes { routes, via });
         cache.insert(viewer.id, routes.clone());
         routes
+    }
+}
+
+/// The routed prefixes a viewer may use, and those a `via` grant sends through a named
+/// router rather than the elected primary.
+#[derive(Debug, Default)]
+struct UsableRoutes {
+    routes: Vec<IpNet>,
+    via: Vec<(IpNet, NodeId)>,
+}
+
+impl UsableRoutes {
+    fn contains(&self, r: &IpNet) -> bool {
+        self.routes.contains(r)
+    }
+
+    /// Whether `peer` carries `r` for this viewer: the `via` router when there is one,
+    /// otherwise the primary (`is_primary`).
+    fn carried_by(&self, r: &IpNet, peer: NodeId, is_primary: bool) -> bool {
+        match self.via.iter().find(|(p, _)| p == r) {
+            Some((_, router)) => *router == peer,
+            None => is_primary,
+        }
     }
 }
 
@@ -249,7 +276,16 @@ impl Access {
             _ => None,
         };
         let may_use = |r: &IpNet| usable.as_ref().is_none_or(|u| u.contains(r));
-        let primary_routes: Vec<IpNet> = primary.iter().copied().filter(may_use).collect();
+        let primary_routes: Vec<IpNet> = match &usable {
+            None => primary.to_vec(),
+            // The elected primary carries a prefix unless a `via` grant names another router.
+            Some(u) => served
+                .iter()
+                .filter(|r| !is_exit_route(r) && u.contains(r))
+                .filter(|r| u.carried_by(r, peer.id, primary.contains(r)))
+                .copied()
+                .collect(),
+        };
         let mut allowed_ips = peer.addresses();
         allowed_ips.extend(primary_routes.iter().copied());
         if serves_exit {
