@@ -77,6 +77,13 @@ pub struct Subject {
 pub struct PreviewRow {
     pub destination: String,
     pub ports: Vec<String>,
+    /// Application capabilities (`app` grants) the machine learns the subject has.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Routed prefixes the subject's machines send through this machine (a subnet router
+    /// or an exit node; a `via` grant picks it).
+    #[serde(default)]
+    pub routes: Vec<String>,
     pub rules: Vec<String>,
 }
 

@@ -349,7 +349,7 @@ fn PolicyEditor(doc: PolicyDoc) -> impl IntoView {
                                         <thead>
                                             <tr>
                                                 <th scope="col">"Destination"</th>
-                                                <th scope="col">"Addresses and ports"</th>
+                                                <th scope="col">"Access"</th>
                                                 <th scope="col">"Allowed by"</th>
                                             </tr>
                                         </thead>
@@ -363,6 +363,24 @@ fn PolicyEditor(doc: PolicyDoc) -> impl IntoView {
                                                             <td>{row.destination}</td>
                                                             <td>
                                                                 <code>{row.ports.join(" ")}</code>
+                                                                {(!row.capabilities.is_empty())
+                                                                    .then(|| {
+                                                                        view! {
+                                                                            <div class="acl-preview__caps">
+                                                                                "Capabilities: "
+                                                                                <code>{row.capabilities.join(" ")}</code>
+                                                                            </div>
+                                                                        }
+                                                                    })}
+                                                                {(!row.routes.is_empty())
+                                                                    .then(|| {
+                                                                        view! {
+                                                                            <div class="acl-preview__routes">
+                                                                                "Routes through it: "
+                                                                                <code>{row.routes.join(" ")}</code>
+                                                                            </div>
+                                                                        }
+                                                                    })}
                                                             </td>
                                                             <td>
                                                                 {row

@@ -133,12 +133,13 @@ fn preview(text: &str, subject: &str, topo: &Topology) -> Result<Preview, Consol
                 .chain(n.ipv6.map(IpAddr::V6))
         })
         .collect();
+    let source_ids: Vec<u64> = sources.iter().map(|n| n.id).collect();
     let reached: Vec<_> = topo
         .nodes
         .iter()
-        .filter(|dst| !sources.iter().any(|s| s.id == dst.id))
-        .map(|dst| (dst, reachable(&compiled, dst.id, &ips)))
-        .filter(|(_, ports)| !ports.is_empty())
+        .filter(|dst| !source_ids.contains(&dst.id))
+        .map(|dst| (dst, reach(&compiled, dst.id, &ips, &source_ids)))
+        .filter(|(_, r)| !r.is_empty())
         .collect();
     if reached.is_empty() {
         return Ok(Preview {
@@ -159,26 +160,66 @@ fn preview(text: &str, subject: &str, topo: &Topology) -> Result<Preview, Consol
         .collect::<Vec<_>>();
     let rows = reached
         .into_iter()
-        .map(|(dst, ports)| PreviewRow {
+        .map(|(dst, r)| PreviewRow {
             destination: format!(
                 "{}{}",
                 dst.name,
                 dst.ipv4.map(|ip| format!(" ({ip})")).unwrap_or_default()
             ),
-            ports,
             rules: per_rule
                 .iter()
-                .filter(|(_, c)| !reachable(c, dst.id, &ips).is_empty())
+                .filter(|(_, c)| !reach(c, dst.id, &ips, &source_ids).is_empty())
                 .map(|(label, _)| label.clone())
                 .collect(),
+            ports: r.ports,
+            capabilities: r.capabilities,
+            routes: r.routes,
         })
         .collect();
     Ok(Preview { rows, note: None })
 }
 
-/// The destinations (`ip:ports`) in `dst`'s packet filter open to any of `ips`.
-fn reachable(compiled: &Compiled, dst: u64, ips: &[IpAddr]) -> Vec<String> {
+/// What the subject's machines (`sources`, with addresses `ips`) get from machine `dst`.
+#[derive(Debug, Default)]
+struct Reach {
+    /// `ip:ports` in `dst`'s packet filter open to them.
+    ports: Vec<String>,
+    /// Capabilities `dst` learns they have.
+    capabilities: Vec<String>,
+    /// Prefixes they route through `dst`.
+    routes: Vec<String>,
+}
+
+impl Reach {
+    fn is_empty(&self) -> bool {
+        self.ports.is_empty() && self.capabilities.is_empty() && self.routes.is_empty()
+    }
+}
+
+fn reach(compiled: &Compiled, dst: u64, ips: &[IpAddr], sources: &[u64]) -> Reach {
+    let mut routes: Vec<String> = sources
+        .iter()
+        .flat_map(|s| compiled.peers(*s))
+        .filter(|p| p.id == dst)
+        .flat_map(|p| p.allowed_ips)
+        .filter(|r| r.prefix_len() < r.max_prefix_len())
+        .map(|r| r.to_string())
+        .collect();
+    routes.sort();
+    routes.dedup();
+    let (ports, capabilities) = reachable(compiled, dst, ips);
+    Reach {
+        ports,
+        capabilities,
+        routes,
+    }
+}
+
+/// The destinations (`ip:ports`) in `dst`'s packet filter open to any of `ips`, and the
+/// capabilities its filter grants them.
+fn reachable(compiled: &Compiled, dst: u64, ips: &[IpAddr]) -> (Vec<String>, Vec<String>) {
     let mut out = Vec::new();
+    let mut caps = Vec::new();
     for rule in compiled.packet_filter(dst) {
         if !rule
             .src_ips
@@ -186,6 +227,14 @@ fn reachable(compiled: &Compiled, dst: u64, ips: &[IpAddr]) -> Vec<String> {
             .any(|src| ips.iter().any(|ip| src_admits(src, *ip)))
         {
             continue;
+        }
+        for grant in &rule.cap_grant {
+            let names = grant.get("CapMap").and_then(Value::as_object);
+            for name in names.into_iter().flat_map(|m| m.keys()) {
+                if !caps.contains(name) {
+                    caps.push(name.clone());
+                }
+            }
         }
         for d in &rule.dst_ports {
             let ports = if d.ports.first == 0 && d.ports.last == 65535 {
@@ -201,7 +250,7 @@ fn reachable(compiled: &Compiled, dst: u64, ips: &[IpAddr]) -> Vec<String> {
             }
         }
     }
-    out
+    (out, caps)
 }
 
 /// Whether a `SrcIPs` entry (`*`, an address, a prefix or a range `a-b`) covers `ip`.
@@ -250,7 +299,13 @@ fn single_rule_policies(text: &str) -> Vec<(String, String)> {
                     })
                     .unwrap_or_default()
             };
-            let label = format!("{section}[{i}]: {} → {}", list("src"), list("dst"));
+            let mut label = format!("{section}[{i}]: {} → {}", list("src"), list("dst"));
+            if rule.get("app").is_some() {
+                label.push_str(" (app)");
+            }
+            if !list("via").is_empty() {
+                label.push_str(&format!(" via {}", list("via")));
+            }
             out.push((label, Value::Object(one).to_string()));
         }
     }
@@ -325,6 +380,39 @@ mod tests {
         assert!(bob.note.unwrap().contains("Nothing"));
         let err = preview("{ nope", "user:1", &topo()).unwrap_err();
         assert!(matches!(err, ConsoleError::Refused(_)));
+    }
+
+    #[test]
+    fn preview_shows_capabilities_and_routes_through_a_named_router() {
+        let mut t = topo();
+        let router = |id: u64, name: &str, tag: &str| oxiscale_policy::Node {
+            id,
+            name: name.into(),
+            tags: vec![tag.into()],
+            ipv4: Some(format!("100.64.0.{id}").parse().unwrap()),
+            routable_ips: vec!["10.0.0.0/24".parse().unwrap()],
+            approved_routes: vec!["10.0.0.0/24".parse().unwrap()],
+            ..Default::default()
+        };
+        t.nodes.push(router(4, "router-a", "tag:a"));
+        t.nodes.push(router(5, "router-b", "tag:b"));
+        let policy = r#"{
+  "tagOwners": { "tag:server": [], "tag:a": [], "tag:b": [] },
+  "grants": [
+    { "src": ["alice@"], "dst": ["tag:server"], "app": { "example.com/cap/web": [{}] } },
+    { "src": ["alice@"], "dst": ["10.0.0.0/24"], "ip": ["*"], "via": ["tag:b"] },
+  ],
+}"#;
+        let p = preview(policy, "user:1", &t).unwrap();
+        let row = |name: &str| p.rows.iter().find(|r| r.destination.starts_with(name));
+        let server = row("server").expect("the server is listed for its capability");
+        assert_eq!(server.capabilities, ["example.com/cap/web"]);
+        assert!(server.ports.is_empty(), "{server:?}");
+        assert_eq!(server.rules, ["grants[0]: alice@ → tag:server (app)"]);
+        let b = row("router-b").expect("the via router is listed");
+        assert_eq!(b.routes, ["10.0.0.0/24"]);
+        assert_eq!(b.rules, ["grants[1]: alice@ → 10.0.0.0/24 via tag:b"]);
+        assert!(row("router-a").is_none(), "{p:?}");
     }
 
     #[test]
