@@ -76,6 +76,7 @@ fn topology() -> Topology {
                 approved_routes: routes.clone(),
                 routable_ips: routes,
                 stable_id: format!("n{i}"),
+                attributes: Default::default(),
             }
         })
         .collect();

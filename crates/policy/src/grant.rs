@@ -71,9 +71,7 @@ impl PolicyDoc {
                         g.via.push(s);
                     }
                 }
-                "srcPosture" => {
-                    g.src_posture = strings(v, &what)?.into_iter().map(|s| s.0).collect()
-                }
+                "srcPosture" => g.src_posture = self.posture_names(v, &what)?,
                 _ if k.starts_with('#') => {}
                 _ => return Err(unknown_field(k, v, &what)),
             }

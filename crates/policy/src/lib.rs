@@ -21,12 +21,14 @@ mod grant;
 mod hujson;
 mod ipset;
 mod policy;
+mod posture;
 mod report;
 mod ssh;
 mod testeval;
 
 pub use compile::{Compiled, PeerView};
 pub use ipset::IpSet;
+pub use posture::{AttrValue, Attributes, node_attributes};
 pub use report::{report, topology_from_json};
 
 use ipnet::IpNet;
@@ -81,6 +83,8 @@ pub struct Node {
     /// Routes an admin or autoApprovers approved; only approved ∩ advertised routes count.
     pub approved_routes: Vec<IpNet>,
     pub stable_id: String,
+    /// Posture attributes: `node:*` from the client, `custom:*` set through the API.
+    pub attributes: Attributes,
 }
 
 impl Node {

@@ -73,6 +73,8 @@ pub struct Acl {
     pub src: Vec<Alias>,
     pub dst: Vec<AliasPorts>,
     pub protos: Vec<u8>,
+    /// `srcPosture`: the postures a source must meet one of.
+    pub src_posture: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +157,10 @@ pub struct PolicyDoc {
     pub node_attrs: Vec<NodeAttr>,
     /// Every node picks a random UDP port instead of 41641.
     pub randomize_client_port: bool,
+    /// `postures`: named lists of conditions on node attributes.
+    pub postures: BTreeMap<String, Vec<crate::posture::Condition>>,
+    /// `defaultSrcPosture`: the postures of every rule that names none.
+    pub default_src_posture: Vec<String>,
 }
 
 pub(crate) fn obj<'a>(v: &'a JVal, what: &str) -> Result<&'a [(String, JVal)], PolicyError> {
@@ -446,7 +452,7 @@ impl PolicyDoc {
             match k.as_str() {
                 "groups" | "hosts" | "tagOwners" | "acls" | "grants" | "ssh" | "autoApprovers"
                 | "tests" | "sshTests" | "nodeAttrs" | "disableIPv4" | "derpMap" | "postures"
-                | "ipsets" | "OneCGNATRoute" => {}
+                | "defaultSrcPosture" | "ipsets" | "OneCGNATRoute" => {}
                 "randomizeClientPort" => match v.kind {
                     JKind::Bool(b) => doc.randomize_client_port = b,
                     _ => {
@@ -475,6 +481,15 @@ impl PolicyDoc {
                 }
                 doc.hosts.insert(name.clone(), p);
             }
+        }
+        // postures before the rules that name them.
+        if let Some(p) = get("postures")
+            && !matches!(p.kind, JKind::Null)
+        {
+            doc.postures = crate::posture::parse_postures(obj(p, "postures")?)?;
+        }
+        if let Some(d) = get("defaultSrcPosture") {
+            doc.default_src_posture = doc.posture_names(d, "defaultSrcPosture")?;
         }
         if let Some(g) = get("groups")
             && !matches!(g.kind, JKind::Null)
@@ -668,6 +683,24 @@ impl PolicyDoc {
     }
 
     /// Parses an alias and checks that groups, tags and hosts it names are defined.
+    /// A `srcPosture` list: names of postures this policy defines.
+    pub(crate) fn posture_names(&self, v: &JVal, what: &str) -> Result<Vec<String>, PolicyError> {
+        strings(v, what)?
+            .into_iter()
+            .map(|(name, l, c)| {
+                if self.postures.contains_key(&name) {
+                    Ok(name)
+                } else {
+                    Err(PolicyError::at(
+                        l,
+                        c,
+                        format!("{what}: posture {name:?} not found"),
+                    ))
+                }
+            })
+            .collect()
+    }
+
     pub(crate) fn alias_checked(
         &self,
         s: &str,
@@ -696,12 +729,14 @@ impl PolicyDoc {
         let what = format!("acls[{i}]");
         let mut action = None;
         let (mut src, mut dst, mut proto) = (None, None, None);
+        let mut src_posture = Vec::new();
         for (k, v) in obj(rule, &what)? {
             match k.as_str() {
                 "action" => action = Some(v),
                 "src" | "users" => src = Some(v),
                 "dst" | "ports" => dst = Some(v),
                 "proto" => proto = Some(v),
+                "srcPosture" => src_posture = self.posture_names(v, &what)?,
                 _ if k.starts_with('#') => {}
                 _ => return Err(unknown_field(k, v, &what)),
             }
@@ -723,6 +758,7 @@ impl PolicyDoc {
             src: vec![],
             dst: vec![],
             protos,
+            src_posture,
         };
         if let Some(v) = src {
             for (s, l, c) in strings(v, &what)? {

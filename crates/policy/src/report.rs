@@ -2,7 +2,7 @@
 //! Used by `oxiscale policy check --topology FILE` and by the golden test.
 
 use crate::compile::Compiled;
-use crate::{Node, PolicyError, Topology, User};
+use crate::{AttrValue, Attributes, Node, PolicyError, Topology, User};
 use serde_json::{Map, Value, json};
 
 fn field<'a>(v: &'a Value, k: &str, what: &str) -> Result<&'a Value, PolicyError> {
@@ -26,7 +26,7 @@ fn str_list(v: Option<&Value>, what: &str) -> Result<Vec<String>, PolicyError> {
 }
 
 /// Parses `{"users": [{id, name, email}], "nodes": {name: {hostname, tags, user, ipv4, ipv6,
-/// routable_ips, approved_routes, id?}}}`. `user` names a user by `name`; nodes without an
+/// routable_ips, approved_routes, id?, attributes?}}}`. `user` names a user by `name`; nodes without an
 /// `id` are numbered in key order from 1.
 pub fn topology_from_json(v: &Value) -> Result<Topology, PolicyError> {
     let mut topo = Topology::default();
@@ -118,9 +118,35 @@ pub fn topology_from_json(v: &Value) -> Result<Topology, PolicyError> {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string(),
+            attributes: attributes(n.get("attributes"), &what)?,
         });
     }
     Ok(topo)
+}
+
+/// Optional `attributes: {"node:os": "linux", "custom:score": 80, ...}` of a topology node.
+fn attributes(v: Option<&Value>, what: &str) -> Result<Attributes, PolicyError> {
+    let Some(v) = v else {
+        return Ok(Attributes::new());
+    };
+    let m = v
+        .as_object()
+        .ok_or_else(|| PolicyError::msg(format!("{what}.attributes: expected an object")))?;
+    m.iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Value::String(s) => AttrValue::Str(s.clone()),
+                Value::Bool(b) => AttrValue::Bool(*b),
+                Value::Number(n) => AttrValue::Num(n.as_f64().unwrap_or(f64::NAN)),
+                _ => {
+                    return Err(PolicyError::msg(format!(
+                        "{what}.attributes[{k:?}]: a string, number or boolean"
+                    )));
+                }
+            };
+            Ok((k.clone(), value))
+        })
+        .collect()
 }
 
 /// Per node (by name): `packet_filter_rules` (absent when empty), `peers` with `AllowedIPs`

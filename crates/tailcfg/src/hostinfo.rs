@@ -28,6 +28,16 @@ pub struct Hostinfo {
     pub rest: Map<String, Value>,
 }
 
+impl Hostinfo {
+    /// `OSVersion` (kept with the fields the server passes through).
+    pub fn os_version(&self) -> &str {
+        self.rest
+            .get("OSVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct NetInfo {
     #[serde(rename = "PreferredDERP", default, skip_serializing_if = "is_zero")]

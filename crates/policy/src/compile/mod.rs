@@ -15,6 +15,7 @@ use std::net::IpAddr;
 mod app;
 mod approvers;
 mod attrs;
+mod posture;
 mod resolve;
 mod via;
 
@@ -202,6 +203,8 @@ struct Grantish<'a> {
     ip: Vec<ProtoPorts>,
     app: &'a [(String, Vec<serde_json::Value>)],
     via: &'a [String],
+    /// The postures a source must meet one of (none: any source).
+    posture: &'a [String],
 }
 
 pub(crate) fn compile(
@@ -241,6 +244,7 @@ pub(crate) fn compile(
             }],
             app: &[],
             via: &[],
+            posture: &[],
         });
     }
     for g in doc.grants.iter().flatten() {
@@ -250,6 +254,7 @@ pub(crate) fn compile(
             ip: g.ip.clone(),
             app: &g.app,
             via: &g.via,
+            posture: posture::of_rule(doc, &g.src_posture),
         });
     }
     for a in doc.acls.iter().flatten() {
@@ -263,6 +268,7 @@ pub(crate) fn compile(
                 }],
                 app: &[],
                 via: &[],
+                posture: posture::of_rule(doc, &a.src_posture),
             });
         }
     }
@@ -278,6 +284,21 @@ pub(crate) fn compile(
     }
 
     let hosts: HashSet<IpAddr> = nodes.iter().flat_map(|n| n.ips.iter().copied()).collect();
+    // Per posture, the addresses of the nodes that meet it.
+    let posture_addrs: HashMap<&str, IpSet> = doc
+        .postures
+        .iter()
+        .map(|(name, conds)| (name.as_str(), posture::nodes_meeting(conds, &nodes)))
+        .collect();
+    let posture_sets = |names: &[String]| -> IpSet {
+        let mut set = IpSet::new();
+        for n in names {
+            if let Some(s) = posture_addrs.get(n.as_str()) {
+                set.union_with(s);
+            }
+        }
+        set
+    };
     let mut rules = Vec::new();
     let mut self_rules = Vec::new();
     let mut cap_rules = Vec::new();
@@ -295,7 +316,8 @@ pub(crate) fn compile(
         }
         // An `app` grant whose sources are nobody still tells its destinations so.
         let src = match sources(g.src, &approved_routes, &hosts, &mut resolve) {
-            Some(src) => src,
+            Some(src) if g.posture.is_empty() => src,
+            Some(src) => posture::restrict(src, &posture_sets(g.posture), &hosts),
             None if !g.app.is_empty() => Sources::default(),
             None => continue,
         };
@@ -441,7 +463,7 @@ pub(crate) fn compile(
 /// A rule's sources: the entries the service writes in `SrcIPs`, the addresses they resolve
 /// to, and the addresses a packet may come from (with `*`, also every approved subnet route).
 #[derive(Default)]
-struct Sources {
+pub(crate) struct Sources {
     strings: Vec<String>,
     set: IpSet,
     matches: IpSet,

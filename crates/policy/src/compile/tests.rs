@@ -19,6 +19,7 @@ fn topo() -> Topology {
         routable_ips: routes.iter().map(|r| r.parse().unwrap()).collect(),
         approved_routes: vec![],
         stable_id: format!("n{id}"),
+        attributes: Default::default(),
     };
     Topology {
         users: vec![
@@ -121,6 +122,7 @@ fn many(ids: impl IntoIterator<Item = u64>) -> Topology {
             routable_ips: vec![],
             approved_routes: vec![],
             stable_id: format!("n{id}"),
+        attributes: Default::default(),
         })
         .collect();
     t
@@ -506,6 +508,7 @@ fn two_routers() -> Topology {
         routable_ips: routes.iter().map(|r| r.parse().unwrap()).collect(),
         approved_routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
         stable_id: format!("n{id}"),
+        attributes: Default::default(),
     };
     Topology {
         users: vec![],
@@ -587,4 +590,61 @@ fn an_app_grant_from_nobody_still_reaches_its_destinations() {
     assert_eq!(filter.len(), 1);
     assert!(filter[0].src_ips.is_empty() && !filter[0].cap_grant.is_empty());
     assert!(p.peers(1).is_empty());
+}
+
+#[test]
+fn src_posture_narrows_sources_to_the_nodes_that_meet_one() {
+    let mut t = topo();
+    for n in &mut t.nodes {
+        let (os, version) = match n.id {
+            1 => ("linux", "1.90.1"),
+            2 => ("ios", "1.88.0"),
+            _ => ("linux", "1.40.0"),
+        };
+        n.attributes = crate::node_attributes(os, "", version);
+    }
+    t.nodes[0]
+        .attributes
+        .insert("custom:managed".into(), crate::AttrValue::Bool(true));
+    let policy = r#"{
+        "tagOwners": {"tag:server": []},
+        "postures": {
+            "posture:current": ["node:tsVersion >= '1.80'", "node:tsReleaseTrack == 'stable'"],
+            "posture:managed": ["custom:managed == true"]
+        },
+        "grants": [
+            {"src": ["autogroup:member"], "dst": ["tag:server"], "ip": ["tcp:22"],
+             "srcPosture": ["posture:current"]},
+            {"src": ["*"], "dst": ["tag:server"], "ip": ["tcp:443"],
+             "srcPosture": ["posture:managed"]}
+        ]
+    }"#;
+    let c = Policy::parse(policy).unwrap().compile(&t).unwrap();
+    let by_port = |port: u16| -> Vec<String> {
+        c.packet_filter(4)
+            .into_iter()
+            .filter(|r| r.dst_ports.iter().any(|d| d.ports.first == port))
+            .flat_map(|r| r.src_ips)
+            .collect()
+    };
+    // alice's laptop and phone run 1.90 and 1.88 (stable); bob's laptop 1.40.
+    assert_eq!(
+        by_port(22),
+        ["100.64.0.10", "100.64.0.20", "fd7a:115c:a1e0::10", "fd7a:115c:a1e0::20"]
+    );
+    // `*` under a posture is the managed laptop alone: no routes, no other address.
+    assert_eq!(by_port(443), ["100.64.0.10", "fd7a:115c:a1e0::10"]);
+    assert!(!c.can_see(3, 4));
+
+    // defaultSrcPosture applies to rules that name none; an unknown posture is refused.
+    let default = policy.replace(
+        r#""grants": ["#,
+        r#""defaultSrcPosture": ["posture:managed"], "grants": [{"src": ["autogroup:member"], "dst": ["tag:server"], "ip": ["tcp:80"]},"#,
+    );
+    let c = Policy::parse(&default).unwrap().compile(&t).unwrap();
+    assert!(c.packet_filter(4).iter().any(|r| r.dst_ports.iter().any(|d| d.ports.first == 80)
+        && r.src_ips == ["100.64.0.10", "fd7a:115c:a1e0::10"]));
+    let err = Policy::parse(&policy.replace(r#"["posture:managed"]}"#, r#"["posture:nope"]}"#))
+        .unwrap_err();
+    assert!(err.to_string().contains("posture \"posture:nope\" not found"), "{err}");
 }

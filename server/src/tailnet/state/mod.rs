@@ -370,6 +370,8 @@ fn policy_inputs_hash(n: &Node) -> u64 {
         &n.hostinfo.routable_ips,
         &n.approved_routes,
         &n.given_name,
+        // The posture attributes `node:os`, `node:osVersion`, `node:tsVersion`.
+        (&n.hostinfo.os, n.hostinfo.os_version(), &n.hostinfo.ipn_version),
     )
         .hash(&mut h);
     h.finish()

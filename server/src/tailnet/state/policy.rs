@@ -54,6 +54,11 @@ impl State {
                     routable_ips: n.hostinfo.routable_ips.clone(),
                     approved_routes: n.approved_routes.clone(),
                     stable_id: n.stable_id(),
+                    attributes: oxiscale_policy::node_attributes(
+                        &n.hostinfo.os,
+                        n.hostinfo.os_version(),
+                        &n.hostinfo.ipn_version,
+                    ),
                 })
                 .collect(),
         }
