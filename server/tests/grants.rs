@@ -264,3 +264,51 @@ async fn a_taildrive_grant_makes_the_destination_a_sharer_in_the_sources_filter(
     );
     srv.stop().await;
 }
+
+/// bob's devices reach tag:server on port 22 only from a current Tailscale client.
+const POSTURE_GRANT: &str = r#"{
+  "tagOwners": { "tag:server": ["alice@"] },
+  "postures": { "posture:current": ["node:tsVersion >= '1.80'", "node:os IN ['linux', 'macos']"] },
+  "grants": [
+    { "src": ["bob@"], "dst": ["tag:server"], "ip": ["tcp:22"], "srcPosture": ["posture:current"] },
+  ],
+}"#;
+
+#[tokio::test]
+async fn a_source_meets_its_posture_by_what_its_client_reports() {
+    let (srv, _path) = file_server(POSTURE_GRANT).await;
+    let [(mut laptop, _sl, _), (_s, mut ss, server)] = laptop_and_server(&srv).await;
+    let (l4, l6) = addresses(&srv, "laptop-b");
+    // The test client's map stream reports no Tailscale version: no posture is met.
+    assert_eq!(filter(&server), &Vec::<Value>::new(), "{server}");
+
+    let report = |node: &TestNode, version: &str| {
+        let mut body = node.map_body(false, true, &[]);
+        body["Hostinfo"]["IPNVersion"] = json!(version);
+        body
+    };
+    // Tailscale 1.90.9 on linux meets it: the server is sent the rule.
+    let body = report(&laptop, "1.90.9-tdeadbeef");
+    assert_eq!(laptop.post("/machine/map", body).await.status(), 200);
+    let delta = ss
+        .until(5 * SECOND, |m| {
+            m.get("PacketFilter")
+                .is_some_and(|f| f.as_array().is_some_and(|r| !r.is_empty()))
+        })
+        .await;
+    let rules = filter(&delta);
+    assert_eq!(rules.len(), 1, "{delta}");
+    assert_eq!(rules[0]["SrcIPs"], json!([l4, l6]), "{delta}");
+
+    // An older client no longer meets it: the rule goes.
+    let body = report(&laptop, "1.70.0-tdeadbeef");
+    assert_eq!(laptop.post("/machine/map", body).await.status(), 200);
+    let delta = ss
+        .until(5 * SECOND, |m| {
+            m.get("PacketFilter")
+                .is_some_and(|f| f.as_array().is_some_and(|r| r.is_empty()))
+        })
+        .await;
+    assert_eq!(filter(&delta), &Vec::<Value>::new(), "{delta}");
+    srv.stop().await;
+}
