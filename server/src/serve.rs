@@ -179,6 +179,7 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         ControlSettings::default().with_bounds(&bounds),
         shutdown_rx.clone(),
     );
+    control.ssh_checks.use_policy(policy.clone());
     if !config.derp.urls.is_empty() && config.derp.auto_update_enabled {
         tokio::spawn(refresh_derp_maps(
             config.clone(),
@@ -245,8 +246,12 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
         server_url: config.server_url.clone(),
         oidc: identity.handle(),
     };
-    let (console, console_fallback) =
-        crate::console::routes(&config, admin.clone(), identity.handle());
+    let (console, console_fallback) = crate::console::routes(
+        &config,
+        admin.clone(),
+        identity.handle(),
+        control.ssh_checks.clone(),
+    );
     crate::console::auth::announce_setup_link(store.pool(), &config.server_url).await;
     let router = crate::http::router(edge)
         .merge(console)

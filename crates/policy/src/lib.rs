@@ -170,6 +170,18 @@ impl Policy {
         compile::compile(&self.doc, topo, control_url)
     }
 
+    /// The `checkPeriod` of each `ssh` rule in check mode, in nanoseconds: `None` when the
+    /// rule names none (the service's default applies), `Some(0)` for `"always"`.
+    pub fn ssh_check_periods(&self) -> Vec<Option<i64>> {
+        self.doc
+            .ssh
+            .iter()
+            .flatten()
+            .filter(|r| r.action == policy::SshActionKind::Check)
+            .map(|r| r.check_period)
+            .collect()
+    }
+
     /// Whether `tagOwners` defines `tag` (only defined tags may be put on nodes).
     pub fn defines_tag(&self, tag: &str) -> bool {
         self.doc.tag_owners.contains_key(tag)

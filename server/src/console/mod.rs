@@ -24,6 +24,7 @@ mod events;
 mod headers;
 mod identity;
 mod policy;
+mod ssh_check;
 mod tailnet;
 
 /// What the console may ask of the server.
@@ -84,6 +85,7 @@ pub fn routes(
     config: &Config,
     admin: Admin,
     oidc: crate::identity::OidcHandle,
+    ssh_checks: Arc<crate::control::ssh_check::SshChecks>,
 ) -> (Router, Router) {
     let root = site_root(config);
     if root
@@ -108,6 +110,8 @@ pub fn routes(
             axum::routing::get(events::handler),
         )
         .with_state(feed);
+    // Tailscale SSH checks are answered on a console page, behind the same sign-in.
+    let events = events.merge(ssh_check::routes(ssh_checks, admin.tailnet().clone()));
     let pool = admin.tailnet().store().pool().clone();
     // Always there: OpenID Connect may be turned on in the console at any time.
     let sso = Some(auth::ConsoleSso {

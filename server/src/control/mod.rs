@@ -6,6 +6,7 @@ pub mod errors;
 pub mod one_at_a_time;
 pub mod poll;
 pub mod register;
+pub mod ssh_check;
 
 use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
@@ -100,6 +101,8 @@ pub struct ControlPlane {
     pub peer_chunks: Arc<PeerChunks>,
     /// One-shot full maps in progress, one per node.
     pub one_shot_maps: one_at_a_time::OneAtATime,
+    /// Tailscale SSH checks waiting for their owner, and recent passes.
+    pub ssh_checks: Arc<ssh_check::SshChecks>,
 }
 
 impl ControlPlane {
@@ -123,6 +126,7 @@ impl ControlPlane {
             first_maps: FullMapAdmission::new(FULL_MAPS_IN_FLIGHT, Deferral::DEFAULT),
             peer_chunks: Arc::default(),
             one_shot_maps: Default::default(),
+            ssh_checks: Arc::default(),
         })
     }
 
@@ -202,6 +206,8 @@ impl ControlPlane {
         req: Request<Incoming>,
     ) -> Response<ControlBody> {
         let path = req.uri().path().to_owned();
+        let query = req.uri().query().map(str::to_owned);
+        let method = req.method().clone();
         let body = match read_body(req, self.settings.body_timeout).await {
             Ok(b) => b,
             Err(resp) => return resp,
@@ -209,6 +215,9 @@ impl ControlPlane {
         match path.as_str() {
             "/machine/register" => register::handle(&self, machine, &body).await,
             "/machine/map" => poll::handle(&self, machine, &body).await,
+            p if p.starts_with("/machine/ssh/action/") => {
+                ssh_check::handle(&self, machine, &method, p, query.as_deref()).await
+            }
             // Optional endpoints clients call now and then; failures are soft for them.
             "/machine/update-health" | "/machine/audit-log" => empty(StatusCode::OK),
             "/machine/set-dns"
