@@ -1,5 +1,5 @@
 //! Background duties: deleting ephemeral nodes that stayed away, telling peers when node
-//! keys expire, forgetting stale pending logins.
+//! keys expire, forgetting stale pending logins, dropping expired posture attributes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +30,7 @@ impl Lifecycle {
             self.reap_ephemeral(now).await;
             self.announce_expiries(last, now).await;
             self.forget_stale_logins(now).await;
+            self.drop_expired_attributes(now).await;
             last = now;
         }
     }
@@ -68,6 +69,26 @@ impl Lifecycle {
                 Ok(())
             })
             .await;
+    }
+
+    /// Custom posture attributes past their expiry: dropped, so the policy is recompiled
+    /// without them (an expired attribute counts as absent).
+    async fn drop_expired_attributes(&self, now: OffsetDateTime) {
+        let ids = self.tailnet.read(|s| s.nodes_with_expired_attributes(now));
+        if ids.is_empty() {
+            return;
+        }
+        match self
+            .tailnet
+            .mutate(move |s, fx| Ok(s.drop_expired_attributes(fx, &ids, now)))
+            .await
+        {
+            Ok(changed) if !changed.is_empty() => {
+                info!(nodes = ?changed, "posture attributes expired");
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not drop expired posture attributes"),
+        }
     }
 
     /// Interactive logins nobody approved in time: their waiting clients get an error.

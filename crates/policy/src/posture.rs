@@ -75,7 +75,10 @@ fn parse_condition(s: &str) -> Result<Condition, String> {
     let (attr, rest) = s
         .split_once(char::is_whitespace)
         .ok_or_else(|| format!("{s:?}: expected <attribute> <operator> <value>"))?;
-    if !NAMESPACES.iter().any(|ns| attr.starts_with(ns) && attr.len() > ns.len()) {
+    if !NAMESPACES
+        .iter()
+        .any(|ns| attr.starts_with(ns) && attr.len() > ns.len())
+    {
         return Err(format!(
             "{s:?}: unknown attribute {attr:?} (node:…, custom:… or an integration's)"
         ));
@@ -108,9 +111,8 @@ fn parse_condition(s: &str) -> Result<Condition, String> {
     let value = value.trim();
     let values = match op {
         Op::IsSet | Op::NotSet => vec![],
-        Op::In | Op::NotIn => parse_list(value).ok_or_else(|| {
-            format!("{s:?}: IN and NOT IN take a list, like ['a', 'b']")
-        })?,
+        Op::In | Op::NotIn => parse_list(value)
+            .ok_or_else(|| format!("{s:?}: IN and NOT IN take a list, like ['a', 'b']"))?,
         _ => vec![parse_value(value).ok_or_else(|| format!("{s:?}: bad value {value:?}"))?],
     };
     Ok(Condition {
@@ -130,7 +132,11 @@ fn parse_value(v: &str) -> Option<AttrValue> {
     match v {
         "true" => Some(AttrValue::Bool(true)),
         "false" => Some(AttrValue::Bool(false)),
-        _ => v.parse::<f64>().ok().filter(|n| n.is_finite()).map(AttrValue::Num),
+        _ => v
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .map(AttrValue::Num),
     }
 }
 
@@ -149,8 +155,14 @@ impl Condition {
             (Op::IsSet, h) => h.is_some(),
             (Op::NotSet, h) => h.is_none(),
             (_, None) => false,
-            (Op::In, Some(h)) => self.values.iter().any(|v| compare(&self.attr, h, v) == Some(Ordering::Equal)),
-            (Op::NotIn, Some(h)) => self.values.iter().all(|v| compare(&self.attr, h, v) != Some(Ordering::Equal)),
+            (Op::In, Some(h)) => self
+                .values
+                .iter()
+                .any(|v| compare(&self.attr, h, v) == Some(Ordering::Equal)),
+            (Op::NotIn, Some(h)) => self
+                .values
+                .iter()
+                .all(|v| compare(&self.attr, h, v) != Some(Ordering::Equal)),
             (op, Some(h)) => {
                 let Some(want) = self.values.first() else {
                     return false;
@@ -193,7 +205,10 @@ fn compare(attr: &str, have: &AttrValue, want: &AttrValue) -> Option<Ordering> {
 
 fn is_version(s: &str) -> bool {
     let core = version_core(s);
-    !core.is_empty() && core.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    !core.is_empty()
+        && core
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `1.60.1-t1234abc` → `1.60.1`: a client's version carries its build after a dash.
@@ -210,7 +225,10 @@ fn compare_versions(a: &str, b: &str) -> Ordering {
     };
     let (a, b) = (parts(a), parts(b));
     for i in 0..a.len().max(b.len()) {
-        let (x, y) = (a.get(i).copied().unwrap_or(0), b.get(i).copied().unwrap_or(0));
+        let (x, y) = (
+            a.get(i).copied().unwrap_or(0),
+            b.get(i).copied().unwrap_or(0),
+        );
         match x.cmp(&y) {
             Ordering::Equal => continue,
             o => return o,
@@ -232,7 +250,10 @@ pub fn node_attributes(os: &str, os_version: &str, ts_version: &str) -> Attribut
         a.insert("node:os".into(), AttrValue::Str(os));
     }
     if !os_version.trim().is_empty() {
-        a.insert("node:osVersion".into(), AttrValue::Str(os_version.trim().into()));
+        a.insert(
+            "node:osVersion".into(),
+            AttrValue::Str(os_version.trim().into()),
+        );
     }
     let core = version_core(ts_version);
     if is_version(core) {
@@ -251,7 +272,10 @@ mod tests {
     use super::*;
 
     fn attrs(pairs: &[(&str, AttrValue)]) -> Attributes {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     fn s(v: &str) -> AttrValue {
@@ -271,7 +295,10 @@ mod tests {
         assert!(holds("node:os == 'linux'"));
         assert!(!holds("node:os != 'linux'"));
         assert!(holds("node:tsVersion >= '1.60'"));
-        assert!(holds("node:tsVersion > '1.9'"), "versions compare as numbers");
+        assert!(
+            holds("node:tsVersion > '1.9'"),
+            "versions compare as numbers"
+        );
         assert!(!holds("node:tsVersion < '1.60.1'"));
         assert!(holds("custom:tier IN ['gold', 'silver']"));
         assert!(holds("custom:tier not in ['bronze']"));
@@ -305,7 +332,10 @@ mod tests {
         assert_eq!(a["node:osVersion"], s("14.2.1"));
         assert_eq!(a["node:tsVersion"], s("1.61.0"));
         assert_eq!(a["node:tsReleaseTrack"], s("unstable"));
-        assert_eq!(node_attributes("linux", "", "1.90.9")["node:tsReleaseTrack"], s("stable"));
+        assert_eq!(
+            node_attributes("linux", "", "1.90.9")["node:tsReleaseTrack"],
+            s("stable")
+        );
         assert!(node_attributes("", "", "").is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! Administration of the tailnet: the operations behind the CLI, the REST API and the
 //! console, one implementation for all of them.
 
+pub mod attributes;
 pub mod devices;
 pub mod dns;
 pub mod dto;

@@ -4,6 +4,7 @@
 //! the socket's file mode is the access control (as in headscale: the CLI uses it), and on
 //! the main listener, where every request needs a Bearer API key.
 
+mod attributes;
 pub mod errors;
 mod extensions;
 mod keys;
@@ -94,6 +95,12 @@ pub fn routes(admin: Admin) -> Router {
             delete(extensions::delete_console_admin),
         )
         .route("/api/v1/audit", get(extensions::export_audit))
+        // Tailscale's API v2: device posture attributes.
+        .route("/api/v2/device/{id}/attributes", get(attributes::list))
+        .route(
+            "/api/v2/device/{id}/attributes/{key}",
+            post(attributes::set).delete(attributes::delete),
+        )
         // grpc-gateway's answer to a path it does not know.
         .route(
             "/api/v1/{*rest}",

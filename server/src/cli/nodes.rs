@@ -82,6 +82,76 @@ pub enum NodesCommand {
     },
     /// Give nodes addresses for the configured prefixes they lack.
     Backfillips,
+    /// Show a node's posture attributes, or set or delete its custom ones (`custom:*`).
+    #[command(visible_alias = "attrs", args_conflicts_with_subcommands = true)]
+    Attributes {
+        #[arg(short = 'i', long = "identifier")]
+        id: Option<u64>,
+        #[command(subcommand)]
+        action: Option<AttributesCommand>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AttributesCommand {
+    /// Set a custom attribute: `true`/`false` and numbers are read as such, anything else
+    /// as a string (quote it in JSON, e.g. '"42"', to force a string).
+    Set {
+        #[arg(short = 'i', long = "identifier")]
+        id: u64,
+        /// `custom:<name>`.
+        #[arg(short = 'k', long = "key")]
+        key: String,
+        #[arg(short = 'v', long = "value")]
+        value: String,
+        /// RFC 3339 time after which it counts as absent (default: never).
+        #[arg(short = 'e', long = "expiry")]
+        expiry: Option<String>,
+        /// Why (kept in the audit log).
+        #[arg(long = "comment")]
+        comment: Option<String>,
+    },
+    /// Delete a custom attribute.
+    #[command(visible_alias = "del")]
+    Delete {
+        #[arg(short = 'i', long = "identifier")]
+        id: u64,
+        #[arg(short = 'k', long = "key")]
+        key: String,
+    },
+}
+
+/// A value given on the command line: a JSON boolean, number or string if it reads as one,
+/// else the text itself.
+fn attribute_value(text: &str) -> Value {
+    match serde_json::from_str::<Value>(text.trim()) {
+        Ok(v @ (Value::Bool(_) | Value::Number(_) | Value::String(_))) => v,
+        _ => Value::String(text.to_owned()),
+    }
+}
+
+/// An attribute key in the path, percent-encoded (`:` and all).
+fn key_segment(key: &str) -> String {
+    form_urlencoded::byte_serialize(key.as_bytes()).collect()
+}
+
+fn show_attributes(out: &Output, v: &Value) {
+    out.value(v, |v| {
+        let expiries = &v["expiries"];
+        let mut lines: Vec<String> = v["attributes"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, value)| match expiries[k].as_str() {
+                Some(at) => format!("{k} = {value} (expires {at})"),
+                None => format!("{k} = {value}"),
+            })
+            .collect();
+        if lines.is_empty() {
+            lines.push("No attributes".into());
+        }
+        lines.join("\n")
+    });
 }
 
 fn given_name(v: &Value) -> &str {
@@ -224,6 +294,46 @@ pub async fn run(
                 format!("Approved routes: {}", v["approved_routes"])
             });
         }
+        NodesCommand::Attributes { id, action } => match action {
+            None => {
+                let id = id.ok_or_else(|| anyhow::anyhow!("give the node: --identifier N"))?;
+                let v = client
+                    .get(&format!("/api/v2/device/{id}/attributes"))
+                    .await?;
+                show_attributes(out, &v);
+            }
+            Some(AttributesCommand::Set {
+                id,
+                key,
+                value,
+                expiry,
+                comment,
+            }) => {
+                let mut body = json!({ "value": attribute_value(&value) });
+                if let Some(expiry) = expiry {
+                    body["expiry"] = json!(expiry);
+                }
+                if let Some(comment) = comment {
+                    body["comment"] = json!(comment);
+                }
+                let v = client
+                    .post(
+                        &format!("/api/v2/device/{id}/attributes/{}", key_segment(&key)),
+                        body,
+                    )
+                    .await?;
+                show_attributes(out, &v);
+            }
+            Some(AttributesCommand::Delete { id, key }) => {
+                let v = client
+                    .delete(&format!(
+                        "/api/v2/device/{id}/attributes/{}",
+                        key_segment(&key)
+                    ))
+                    .await?;
+                show_attributes(out, &v);
+            }
+        },
         NodesCommand::Backfillips => {
             confirm(force, "Give every node the addresses it lacks?")?;
             let v = client

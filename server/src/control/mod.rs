@@ -2,6 +2,7 @@
 //! whose requests all come from one authenticated machine key.
 
 pub mod admission;
+pub mod device_attr;
 pub mod errors;
 pub mod one_at_a_time;
 pub mod poll;
@@ -218,11 +219,11 @@ impl ControlPlane {
             p if p.starts_with("/machine/ssh/action/") => {
                 ssh_check::handle(&self, machine, &method, p, query.as_deref()).await
             }
+            "/machine/set-device-attr" => device_attr::handle(&self, machine, &method, &body).await,
             // Optional endpoints clients call now and then; failures are soft for them.
             "/machine/update-health" | "/machine/audit-log" => empty(StatusCode::OK),
             "/machine/set-dns"
             | "/machine/id-token"
-            | "/machine/set-device-attr"
             | "/machine/feature/query"
             | "/machine/whoami" => text(
                 StatusCode::NOT_IMPLEMENTED,

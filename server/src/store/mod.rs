@@ -502,15 +502,16 @@ async fn put_node(
     sqlx::query(
         "INSERT INTO nodes (id, machine_key, node_key, disco_key, hostname, given_name, user_id, tags, ipv4, ipv6,
             hostinfo, endpoints, approved_routes, ephemeral, register_method, auth_key_id, expiry, created_at,
-            last_seen, cap_version, approved)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+            last_seen, cap_version, approved, attributes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
          ON CONFLICT(id) DO UPDATE SET machine_key = excluded.machine_key, node_key = excluded.node_key,
             disco_key = excluded.disco_key, hostname = excluded.hostname, given_name = excluded.given_name,
             user_id = excluded.user_id, tags = excluded.tags, ipv4 = excluded.ipv4, ipv6 = excluded.ipv6,
             hostinfo = excluded.hostinfo, endpoints = excluded.endpoints, approved_routes = excluded.approved_routes,
             ephemeral = excluded.ephemeral, register_method = excluded.register_method,
             auth_key_id = excluded.auth_key_id, expiry = excluded.expiry, last_seen = excluded.last_seen,
-            cap_version = excluded.cap_version, approved = excluded.approved",
+            cap_version = excluded.cap_version, approved = excluded.approved,
+            attributes = excluded.attributes",
     )
     .bind(n.id as i64)
     .bind(n.machine_key.to_string())
@@ -533,6 +534,7 @@ async fn put_node(
     .bind(n.last_seen.map(ts))
     .bind(n.cap_version as i64)
     .bind(n.approved)
+    .bind(crate::tailnet::attributes::to_stored_json(&n.custom_attributes))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -574,6 +576,10 @@ fn node_from_row(r: &SqliteRow) -> Result<Node, StoreError> {
             .map(|v| from_ts(T, v))
             .transpose()?,
         cap_version: r.get::<i64, _>("cap_version") as u32,
+        custom_attributes: crate::tailnet::attributes::from_stored_json(
+            r.get::<&str, _>("attributes"),
+        )
+        .map_err(|message| StoreError::Corrupt { table: T, message })?,
         online: false,
         peer_json: Default::default(),
     })

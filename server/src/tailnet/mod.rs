@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod addresses;
+pub mod attributes;
 pub mod dns;
 pub mod effects;
 pub mod feed;

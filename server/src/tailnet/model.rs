@@ -101,6 +101,9 @@ pub struct Node {
     pub last_seen: Option<OffsetDateTime>,
     /// Capability version of the client's last request.
     pub cap_version: u32,
+    /// Posture attributes set through the API or by the node (`custom:*`), for the
+    /// policy's `postures`; an expired one counts as absent.
+    pub custom_attributes: super::attributes::CustomAttrs,
     /// Runtime only: a map stream is open.
     pub online: bool,
     /// Runtime only: this version's JSON as its peers see it.
@@ -183,6 +186,7 @@ impl Node {
             created: OffsetDateTime::UNIX_EPOCH,
             last_seen: None,
             cap_version: 130,
+            custom_attributes: Default::default(),
             online: true,
             peer_json: Default::default(),
         }

@@ -122,7 +122,7 @@ fn many(ids: impl IntoIterator<Item = u64>) -> Topology {
             routable_ips: vec![],
             approved_routes: vec![],
             stable_id: format!("n{id}"),
-        attributes: Default::default(),
+            attributes: Default::default(),
         })
         .collect();
     t
@@ -630,7 +630,12 @@ fn src_posture_narrows_sources_to_the_nodes_that_meet_one() {
     // alice's laptop and phone run 1.90 and 1.88 (stable); bob's laptop 1.40.
     assert_eq!(
         by_port(22),
-        ["100.64.0.10", "100.64.0.20", "fd7a:115c:a1e0::10", "fd7a:115c:a1e0::20"]
+        [
+            "100.64.0.10",
+            "100.64.0.20",
+            "fd7a:115c:a1e0::10",
+            "fd7a:115c:a1e0::20"
+        ]
     );
     // `*` under a posture is the managed laptop alone: no routes, no other address.
     assert_eq!(by_port(443), ["100.64.0.10", "fd7a:115c:a1e0::10"]);
@@ -642,9 +647,17 @@ fn src_posture_narrows_sources_to_the_nodes_that_meet_one() {
         r#""defaultSrcPosture": ["posture:managed"], "grants": [{"src": ["autogroup:member"], "dst": ["tag:server"], "ip": ["tcp:80"]},"#,
     );
     let c = Policy::parse(&default).unwrap().compile(&t).unwrap();
-    assert!(c.packet_filter(4).iter().any(|r| r.dst_ports.iter().any(|d| d.ports.first == 80)
-        && r.src_ips == ["100.64.0.10", "fd7a:115c:a1e0::10"]));
+    assert!(
+        c.packet_filter(4)
+            .iter()
+            .any(|r| r.dst_ports.iter().any(|d| d.ports.first == 80)
+                && r.src_ips == ["100.64.0.10", "fd7a:115c:a1e0::10"])
+    );
     let err = Policy::parse(&policy.replace(r#"["posture:managed"]}"#, r#"["posture:nope"]}"#))
         .unwrap_err();
-    assert!(err.to_string().contains("posture \"posture:nope\" not found"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("posture \"posture:nope\" not found"),
+        "{err}"
+    );
 }

@@ -543,6 +543,7 @@ pub(super) async fn read_nodes(
             created: time_of(&r, "created_at").unwrap_or(OffsetDateTime::UNIX_EPOCH),
             last_seen: time_of(&r, "last_seen"),
             cap_version: 0,
+            custom_attributes: Default::default(),
             online: false,
             peer_json: Default::default(),
         };

@@ -29,6 +29,7 @@ use super::effects::{Change, DbOp, Effects};
 use super::model::{ApiKey, KeyId, Node, NodeId, PreAuthKey, User, UserId};
 use super::nodes::NodeTable;
 
+mod attributes;
 mod identity;
 mod keys;
 mod logins;
@@ -371,9 +372,15 @@ fn policy_inputs_hash(n: &Node) -> u64 {
         &n.approved_routes,
         &n.given_name,
         // The posture attributes `node:os`, `node:osVersion`, `node:tsVersion`.
-        (&n.hostinfo.os, n.hostinfo.os_version(), &n.hostinfo.ipn_version),
+        (
+            &n.hostinfo.os,
+            n.hostinfo.os_version(),
+            &n.hostinfo.ipn_version,
+        ),
     )
         .hash(&mut h);
+    // The custom posture attributes (`custom:*`).
+    super::attributes::hash_attrs(&n.custom_attributes, &mut h);
     h.finish()
 }
 

@@ -30,6 +30,7 @@ impl State {
     /// The tailnet as the policy engine sees it. Node names are the MagicDNS labels; a tagged
     /// node has no user (its tags own it).
     pub fn policy_topology(&self) -> Topology {
+        let now = time::OffsetDateTime::now_utc();
         Topology {
             users: self
                 .users
@@ -54,11 +55,22 @@ impl State {
                     routable_ips: n.hostinfo.routable_ips.clone(),
                     approved_routes: n.approved_routes.clone(),
                     stable_id: n.stable_id(),
-                    attributes: oxiscale_policy::node_attributes(
-                        &n.hostinfo.os,
-                        n.hostinfo.os_version(),
-                        &n.hostinfo.ipn_version,
-                    ),
+                    attributes: {
+                        let mut attributes = oxiscale_policy::node_attributes(
+                            &n.hostinfo.os,
+                            n.hostinfo.os_version(),
+                            &n.hostinfo.ipn_version,
+                        );
+                        // Custom attributes that have not expired; never over `node:*`.
+                        for (key, attr) in &n.custom_attributes {
+                            if !attr.is_expired(now) {
+                                attributes
+                                    .entry(key.clone())
+                                    .or_insert_with(|| attr.value.to_policy());
+                            }
+                        }
+                        attributes
+                    },
                 })
                 .collect(),
         }

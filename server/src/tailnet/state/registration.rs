@@ -302,6 +302,7 @@ impl State {
             created: now,
             last_seen: Some(now),
             cap_version: 0,
+            custom_attributes: Default::default(),
             online: false,
             peer_json: Default::default(),
         };
