@@ -454,6 +454,72 @@ async fn a_policy_edit_of_node_attributes_reaches_the_nodes_own_map() {
     srv.stop().await;
 }
 
+#[tokio::test]
+async fn disable_ipv4_keeps_a_nodes_ipv4_from_the_tailnet_until_the_policy_drops_it() {
+    let (srv, path) = file_server(ALICE_TO_BOB_80).await;
+    let (mut a, mut b) = alice_and_bob(&srv).await;
+    let (mut sa, full_a) = first_map(&mut a).await;
+    let (mut sb, _) = first_map(&mut b).await;
+    let bob_v4 = allowed_ips_of(&full_a, "server-b")
+        .into_iter()
+        .find(|a| a.contains('.'))
+        .expect("alice is told bob's IPv4 at first");
+    for s in [&mut sa, &mut sb] {
+        while let Ok(Some(_)) = tokio::time::timeout(SECOND / 2, s.next()).await {}
+    }
+
+    let without_v4 = ALICE_TO_BOB_80.replace(
+        r#""acls""#,
+        r#""nodeAttrs": [{ "target": ["bob@"], "attr": ["disable-ipv4"] }],
+  "acls""#,
+    );
+    std::fs::write(&path, &without_v4).unwrap();
+    let only_v6 = |v: &Value| {
+        v.as_array().is_some_and(|a| {
+            !a.is_empty()
+                && a.iter()
+                    .all(|x| x.as_str().is_some_and(|s| s.contains(':')))
+        })
+    };
+    // Bob is told his own addresses without the IPv4, and so is alice of bob.
+    let own = sb
+        .until(5 * SECOND, |m| only_v6(&m["Node"]["Addresses"]))
+        .await;
+    assert!(only_v6(&own["Node"]["AllowedIPs"]), "{own}");
+    let peer = sa
+        .until(5 * SECOND, |m| {
+            m["PeersChanged"].as_array().is_some_and(|p| {
+                p.iter()
+                    .any(|n| n["Name"] == "server-b.tail.test." && only_v6(&n["Addresses"]))
+            })
+        })
+        .await;
+    assert!(
+        !peer.to_string().contains(&format!("\"{bob_v4}/32\"")),
+        "{peer}"
+    );
+    // The address stays assigned to bob.
+    assert!(
+        node_json(&srv, "server-b")["ip_addresses"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(bob_v4.trim_end_matches("/32"))),
+        "{}",
+        node_json(&srv, "server-b")
+    );
+
+    // Without the attribute alice is told bob's IPv4 again.
+    std::fs::write(&path, ALICE_TO_BOB_80).unwrap();
+    sa.until(5 * SECOND, |m| {
+        m["PeersChanged"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|n| n["AllowedIPs"].to_string().contains(&bob_v4))
+        })
+    })
+    .await;
+    srv.stop().await;
+}
+
 /// A node's own description changing (its Hostinfo) is one epoch whose delta is encoded
 /// once for every stream that may see the node; under a policy a stream that may not is
 /// sent nothing of it, although the epoch's verdicts are shared (`mapper::epoch`).

@@ -123,7 +123,7 @@ fn wire_node(
         key_expiry: node.expiry,
         machine: None,
         disco_key: node.disco_key,
-        addresses: node.addresses(),
+        addresses: node.tailnet_addresses(),
         allowed_ips,
         endpoints: node.endpoints.clone(),
         legacy_derp: if home_derp != 0 {
@@ -389,7 +389,7 @@ fn shared_peer_json(base_domain: &str, node: &Node, now: OffsetDateTime) -> Arc<
         to_raw(&wire_node(
             base_domain,
             node,
-            node.addresses(),
+            node.tailnet_addresses(),
             Vec::new(),
             now,
         ))

@@ -580,6 +580,7 @@ fn node_from_row(r: &SqliteRow) -> Result<Node, StoreError> {
             r.get::<&str, _>("attributes"),
         )
         .map_err(|message| StoreError::Corrupt { table: T, message })?,
+        ipv4_withheld: false,
         online: false,
         peer_json: Default::default(),
     })

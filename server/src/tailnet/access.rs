@@ -147,6 +147,9 @@ impl UsableRoutes {
     }
 }
 
+/// The node attribute that keeps a node's IPv4 address from the tailnet.
+const DISABLE_IPV4: &str = "disable-ipv4";
+
 const EXIT_V4: &str = "0.0.0.0/0";
 const EXIT_V6: &str = "::/0";
 
@@ -257,6 +260,18 @@ impl Access {
         }
     }
 
+    /// Whether the policy's `disable-ipv4` covers the node.
+    pub fn withholds_ipv4(&self, node: &Node) -> bool {
+        match self {
+            Access::AllowAll => false,
+            Access::Policy(p) => p
+                .compiled
+                .node_attrs(node.id)
+                .iter()
+                .any(|a| a == DISABLE_IPV4),
+        }
+    }
+
     /// `nodeAttrs` capabilities that apply to the node (none without a policy).
     pub fn node_attrs(&self, node: &Node) -> Vec<String> {
         match self {
@@ -286,7 +301,7 @@ impl Access {
                 .copied()
                 .collect(),
         };
-        let mut allowed_ips = peer.addresses();
+        let mut allowed_ips = peer.tailnet_addresses();
         allowed_ips.extend(primary_routes.iter().copied());
         if serves_exit {
             allowed_ips.extend(exit_routes().into_iter().filter(may_use));

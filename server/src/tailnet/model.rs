@@ -104,6 +104,9 @@ pub struct Node {
     /// Posture attributes set through the API or by the node (`custom:*`), for the
     /// policy's `postures`; an expired one counts as absent.
     pub custom_attributes: super::attributes::CustomAttrs,
+    /// Runtime only: the policy's `disable-ipv4` applies, so the tailnet is not told the
+    /// node's IPv4 address (it stays assigned to it).
+    pub ipv4_withheld: bool,
     /// Runtime only: a map stream is open.
     pub online: bool,
     /// Runtime only: this version's JSON as its peers see it.
@@ -187,6 +190,7 @@ impl Node {
             last_seen: None,
             cap_version: 130,
             custom_attributes: Default::default(),
+            ipv4_withheld: false,
             online: true,
             peer_json: Default::default(),
         }
@@ -230,6 +234,16 @@ impl Node {
             .collect()
     }
 
+    /// The addresses the tailnet is told: [`Node::addresses`] without a withheld IPv4.
+    pub fn tailnet_addresses(&self) -> Vec<IpNet> {
+        let mut out = self.addresses();
+        if self.ipv4_withheld {
+            out.retain(|a| a.addr().is_ipv6());
+        }
+        out
+    }
+
+    /// The addresses assigned to the node.
     pub fn addresses(&self) -> Vec<IpNet> {
         let mut out = Vec::with_capacity(2);
         if let Some(v4) = self.ipv4 {

@@ -544,6 +544,7 @@ pub(super) async fn read_nodes(
             last_seen: time_of(&r, "last_seen"),
             cap_version: 0,
             custom_attributes: Default::default(),
+            ipv4_withheld: false,
             online: false,
             peer_json: Default::default(),
         };

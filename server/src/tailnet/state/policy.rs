@@ -11,7 +11,7 @@ use oxiscale_policy::{Policy, PolicyError, TagRequester, Topology};
 
 use super::super::access::{Access, PolicyAccess};
 use super::super::effects::{Change, Effects};
-use super::super::model::UserId;
+use super::super::model::{NodeId, UserId};
 use super::validate::normalize_tags;
 use super::{State, TailnetError, policy_inputs_hash};
 
@@ -120,6 +120,7 @@ impl State {
                 self.access = Access::AllowAll;
                 self.compiled_for = None;
                 self.policy_problem = None;
+                self.apply_address_attrs(Some(fx));
                 self.announce_access_change(fx, &before);
                 Ok(())
             }
@@ -153,6 +154,7 @@ impl State {
         self.policy_problem = None;
         // Approvals change nodes: `finish_batch` recompiles for them.
         self.apply_auto_approvals(fx, &policy);
+        self.apply_address_attrs(Some(fx));
         // A policy edit that only changes ports or protocols (the usual kind) leaves every
         // node's peers as they were: streams are sent new filters without diffing them.
         self.announce_access_change(fx, &before);
@@ -165,6 +167,7 @@ impl State {
         self.policy = policy;
         self.compiled_for = None;
         self.recompile_policy();
+        self.apply_address_attrs(None);
         // Approvals (which write rows) wait for the next batch.
         self.policy_dirty = self.policy.is_some();
     }
@@ -192,9 +195,34 @@ impl State {
     pub fn finish_recompile(&mut self, fx: &mut Effects, done: CompiledPolicy) {
         let before = self.access.clone();
         self.install(done);
+        self.apply_address_attrs(Some(fx));
         // The batch's own changes carry whoever joined or left; the others' peers are
         // diffed only if the recompile changed whom they see.
         self.announce_access_change(fx, &before);
+    }
+
+    /// Applies the policy's `disable-ipv4`: a node it newly covers, or no longer covers, is
+    /// resent (to itself and its peers) with the addresses the tailnet is now told.
+    fn apply_address_attrs(&mut self, mut fx: Option<&mut Effects>) {
+        let changed: Vec<(NodeId, bool)> = self
+            .nodes
+            .values()
+            .filter_map(|n| {
+                let withheld = self.access.withholds_ipv4(n);
+                (n.ipv4_withheld != withheld).then_some((n.id, withheld))
+            })
+            .collect();
+        for (id, withheld) in changed {
+            let Some(slot) = self.nodes.get_mut(id) else {
+                continue;
+            };
+            let node = Arc::make_mut(slot);
+            node.ipv4_withheld = withheld;
+            node.peer_json.clear();
+            if let Some(fx) = fx.as_deref_mut() {
+                fx.announce(Change::NodeUpserted(id));
+            }
+        }
     }
 
     /// Cuts every node off (no peers, no packets) and records why: what a broken policy

@@ -303,6 +303,7 @@ impl State {
             last_seen: Some(now),
             cap_version: 0,
             custom_attributes: Default::default(),
+            ipv4_withheld: false,
             online: false,
             peer_json: Default::default(),
         };
