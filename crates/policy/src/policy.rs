@@ -101,6 +101,8 @@ pub struct SshRule {
     pub accept_env: Vec<String>,
     /// Nanoseconds; `None` = service default, `Some(0)` = "always".
     pub check_period: Option<i64>,
+    /// `srcPosture`: the postures a source must meet one of.
+    pub src_posture: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -828,6 +830,7 @@ impl PolicyDoc {
             users: vec![],
             accept_env: vec![],
             check_period: None,
+            src_posture: vec![],
         };
         let mut action_seen = false;
         let mut users_seen = false;
@@ -931,6 +934,7 @@ impl PolicyDoc {
                     }
                     _ => return Err(v.err("checkPeriod: expected a duration string")),
                 },
+                "srcPosture" => r.src_posture = self.posture_names(v, &what)?,
                 "acceptEnv" => {
                     for (s, l, c) in strings(v, &what)? {
                         if s.is_empty() {

@@ -33,7 +33,14 @@ pub(crate) fn compile_ssh(
     };
     let mut out: Vec<Vec<SshRule>> = vec![Vec::new(); c.nodes.len()];
     for rule in rules {
-        let src = r.resolve_all(&rule.src);
+        let mut src = r.resolve_all(&rule.src);
+        if !rule.src_posture.is_empty() {
+            src = src.intersect(&crate::compile::posture_set(
+                doc,
+                &rule.src_posture,
+                &c.nodes,
+            ));
+        }
         if src.is_empty() {
             continue;
         }

@@ -284,21 +284,7 @@ pub(crate) fn compile(
     }
 
     let hosts: HashSet<IpAddr> = nodes.iter().flat_map(|n| n.ips.iter().copied()).collect();
-    // Per posture, the addresses of the nodes that meet it.
-    let posture_addrs: HashMap<&str, IpSet> = doc
-        .postures
-        .iter()
-        .map(|(name, conds)| (name.as_str(), posture::nodes_meeting(conds, &nodes)))
-        .collect();
-    let posture_sets = |names: &[String]| -> IpSet {
-        let mut set = IpSet::new();
-        for n in names {
-            if let Some(s) = posture_addrs.get(n.as_str()) {
-                set.union_with(s);
-            }
-        }
-        set
-    };
+    let posture_sets = |names: &[String]| posture_set(doc, names, &nodes);
     let mut rules = Vec::new();
     let mut self_rules = Vec::new();
     let mut cap_rules = Vec::new();
@@ -458,6 +444,17 @@ pub(crate) fn compile(
     c.adjacency = c.build_adjacency();
     c.ssh = crate::ssh::compile_ssh(doc, &c, control_url)?;
     Ok(c)
+}
+
+/// The addresses of the nodes that meet at least one of the postures `names`.
+pub(crate) fn posture_set(doc: &PolicyDoc, names: &[String], nodes: &[NodeInfo]) -> IpSet {
+    let mut set = IpSet::new();
+    for name in names {
+        if let Some(conds) = doc.postures.get(name) {
+            set.union_with(&posture::nodes_meeting(conds, nodes));
+        }
+    }
+    set
 }
 
 /// A rule's sources: the entries the service writes in `SrcIPs`, the addresses they resolve

@@ -661,3 +661,24 @@ fn src_posture_narrows_sources_to_the_nodes_that_meet_one() {
         "{err}"
     );
 }
+
+#[test]
+fn ssh_rules_take_a_src_posture_too() {
+    let mut t = topo();
+    t.nodes[0].attributes = crate::node_attributes("linux", "", "1.90.0");
+    let p = Policy::parse(
+        r#"{"tagOwners": {"tag:server": []},
+            "postures": {"posture:linux": ["node:os == 'linux'"]},
+            "ssh": [{"action": "accept", "src": ["autogroup:member"], "dst": ["tag:server"],
+                     "users": ["root"], "srcPosture": ["posture:linux"]}]}"#,
+    )
+    .unwrap();
+    let c = p.compile(&t).unwrap();
+    let ssh = c.ssh_policy(4).unwrap();
+    let principals: Vec<String> = ssh
+        .rules
+        .iter()
+        .flat_map(|r| r.principals.iter().map(|p| p.node_ip.clone()))
+        .collect();
+    assert_eq!(principals, ["100.64.0.10", "fd7a:115c:a1e0::10"], "{ssh:?}");
+}
