@@ -7,12 +7,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{MapStream, SECOND, TestNode, TestServer, config_for};
-use oxiscale::admin::CreatePreAuthKey;
-use oxiscale::config::PolicyMode;
-use oxiscale::serve::start;
+use common::{MapStream, SECOND, TestNode, TestServer};
 use serde_json::{Value, json};
 
 /// bob's devices get `example.com/cap/test` on the tag:server nodes; nothing else is granted.
@@ -40,40 +35,8 @@ const DRIVE_GRANT: &str = r#"{
   ],
 }"#;
 
-async fn file_server(policy: &str) -> (TestServer, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("oxiscale-grants-{}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("policy.hujson");
-    std::fs::write(&path, policy).unwrap();
-    let mut config = config_for(&dir.join("data"));
-    config.policy.mode = PolicyMode::File;
-    config.policy.path = Some(path.clone());
-    let running = start(config)
-        .await
-        .expect("server starts with a valid policy");
-    let url = running.server_url.clone();
-    let srv = TestServer {
-        running: Some(running),
-        dir,
-        url,
-    };
-    (srv, path)
-}
-
 async fn register(srv: &TestServer, hostname: &str, user: Option<u64>, tags: &[&str]) -> TestNode {
-    let key = srv
-        .running()
-        .admin
-        .create_preauth_key(CreatePreAuthKey {
-            user,
-            reusable: true,
-            expiration: Some("1h".into()),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            ..Default::default()
-        })
-        .await
-        .expect("key created")
-        .key;
+    let key = srv.preauth_key(user, tags).await;
     let mut node = TestNode::connect(&srv.url, hostname).await;
     let body = node.register_body(Some(&key));
     let (status, resp) = node.post_json("/machine/register", body).await;
@@ -145,7 +108,7 @@ fn peer_names(msg: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn an_app_grant_reaches_the_destinations_filter_and_a_policy_edit_takes_it_away() {
-    let (srv, path) = file_server(APP_GRANT).await;
+    let (srv, path) = TestServer::with_policy_file(APP_GRANT).await;
     let [(_l, _sl, laptop), (_s, mut ss, server)] = laptop_and_server(&srv).await;
     let (l4, l6) = addresses(&srv, "laptop-b");
     let (s4, s6) = addresses(&srv, "server-t");
@@ -231,7 +194,7 @@ async fn an_app_grant_reaches_the_destinations_filter_and_a_policy_edit_takes_it
 
 #[tokio::test]
 async fn a_taildrive_grant_makes_the_destination_a_sharer_in_the_sources_filter() {
-    let (srv, _path) = file_server(DRIVE_GRANT).await;
+    let (srv, _path) = TestServer::with_policy_file(DRIVE_GRANT).await;
     let [(_l, _sl, laptop), (_s, _ss, server)] = laptop_and_server(&srv).await;
     let (l4, l6) = addresses(&srv, "laptop-b");
     let (s4, s6) = addresses(&srv, "server-t");
@@ -276,7 +239,7 @@ const POSTURE_GRANT: &str = r#"{
 
 #[tokio::test]
 async fn a_source_meets_its_posture_by_what_its_client_reports() {
-    let (srv, _path) = file_server(POSTURE_GRANT).await;
+    let (srv, _path) = TestServer::with_policy_file(POSTURE_GRANT).await;
     let [(mut laptop, _sl, _), (_s, mut ss, server)] = laptop_and_server(&srv).await;
     let (l4, l6) = addresses(&srv, "laptop-b");
     // The test client's map stream reports no Tailscale version: no posture is met.

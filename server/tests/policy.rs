@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{MapStream, SECOND, TestNode, TestServer, config_for};
-use oxiscale::admin::CreatePreAuthKey;
 use oxiscale::config::{Config, PolicyMode};
 use oxiscale::policy::PolicyStoreError;
 use oxiscale::serve::start;
@@ -49,35 +48,6 @@ async fn start_with(dir: &Path, edit: impl FnOnce(&mut Config)) -> anyhow::Resul
         dir: dir.to_owned(),
         url,
     })
-}
-
-async fn file_server(policy: &str) -> (TestServer, PathBuf) {
-    let dir = temp_dir();
-    let path = dir.join("policy.hujson");
-    std::fs::write(&path, policy).unwrap();
-    let p = path.clone();
-    let srv = start_with(&dir, move |c| {
-        c.policy.mode = PolicyMode::File;
-        c.policy.path = Some(p);
-    })
-    .await
-    .expect("server starts with a valid policy");
-    (srv, path)
-}
-
-async fn key_for(srv: &TestServer, user: Option<u64>, tags: &[&str]) -> String {
-    srv.running()
-        .admin
-        .create_preauth_key(CreatePreAuthKey {
-            user,
-            reusable: true,
-            expiration: Some("1h".into()),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            ..Default::default()
-        })
-        .await
-        .expect("key created")
-        .key
 }
 
 /// Registers a node with extra Hostinfo fields; returns the node and the response.
@@ -177,8 +147,8 @@ impl Recorder {
 async fn alice_and_bob(srv: &TestServer) -> (TestNode, TestNode) {
     let alice = srv.user("alice").await;
     let bob = srv.user("bob").await;
-    let ka = key_for(srv, Some(alice), &[]).await;
-    let kb = key_for(srv, Some(bob), &[]).await;
+    let ka = srv.preauth_key(Some(alice), &[]).await;
+    let kb = srv.preauth_key(Some(bob), &[]).await;
     let (a, _) = register_with(srv, "laptop-a", &ka, json!({})).await;
     let (b, _) = register_with(srv, "server-b", &kb, json!({})).await;
     (a, b)
@@ -197,7 +167,7 @@ async fn first_map(node: &mut TestNode) -> (MapStream, Value) {
 
 #[tokio::test]
 async fn a_policy_file_decides_filters_and_a_valid_edit_reaches_streams_incrementally() {
-    let (srv, path) = file_server(ALICE_TO_BOB_80).await;
+    let (srv, path) = TestServer::with_policy_file(ALICE_TO_BOB_80).await;
     let (mut a, mut b) = alice_and_bob(&srv).await;
     let b_ip = ipv4(&node_json(&srv, "server-b"));
     let a_ip = ipv4(&node_json(&srv, "laptop-a"));
@@ -291,7 +261,7 @@ async fn a_join_under_an_all_seeing_policy_sends_filters_only_if_they_changed() 
         {"action": "accept", "src": ["*"], "dst": ["*:80"]},
         {"action": "accept", "src": ["alice@"], "dst": ["*:22"]},
     ]}"#;
-    let (srv, _path) = file_server(policy).await;
+    let (srv, _path) = TestServer::with_policy_file(policy).await;
     let (mut a, _b) = alice_and_bob(&srv).await;
     let (mut sa, full_a) = first_map(&mut a).await;
     assert_eq!(peer_ids(&full_a).len(), 1, "{full_a}");
@@ -356,7 +326,7 @@ async fn assert_hears_nothing(s: &mut MapStream, why: &str) {
 
 /// Registers a node of an existing user; returns it and its admin view.
 async fn register_as(srv: &TestServer, user: &str, hostname: &str) -> (TestNode, Value) {
-    let key = key_for(srv, Some(user_id(srv, user)), &[]).await;
+    let key = srv.preauth_key(Some(user_id(srv, user)), &[]).await;
     let (node, _) = register_with(srv, hostname, &key, json!({})).await;
     (node, node_json(srv, hostname))
 }
@@ -367,7 +337,7 @@ async fn register_as(srv: &TestServer, user: &str, hostname: &str) -> (TestNode,
 /// are sent filters.
 #[tokio::test]
 async fn a_join_or_leave_under_a_policy_reaches_only_those_it_concerns() {
-    let (srv, _path) = file_server(ALICE_TO_BOB_80).await;
+    let (srv, _path) = TestServer::with_policy_file(ALICE_TO_BOB_80).await;
     let (mut a, mut b) = alice_and_bob(&srv).await;
     srv.user("carol").await;
     let (mut c, _) = register_as(&srv, "carol", "desk-c").await;
@@ -429,7 +399,7 @@ async fn a_join_or_leave_under_a_policy_reaches_only_those_it_concerns() {
 /// the node's open stream as a new self `Node`; one that does not sends no `Node`.
 #[tokio::test]
 async fn a_policy_edit_of_node_attributes_reaches_the_nodes_own_map() {
-    let (srv, path) = file_server(ALICE_TO_BOB_80).await;
+    let (srv, path) = TestServer::with_policy_file(ALICE_TO_BOB_80).await;
     let (mut a, _b) = alice_and_bob(&srv).await;
     let (mut sa, full_a) = first_map(&mut a).await;
     assert!(full_a["Node"]["CapMap"].get("funnel").is_none(), "{full_a}");
@@ -456,7 +426,7 @@ async fn a_policy_edit_of_node_attributes_reaches_the_nodes_own_map() {
 
 #[tokio::test]
 async fn disable_ipv4_keeps_a_nodes_ipv4_from_the_tailnet_until_the_policy_drops_it() {
-    let (srv, path) = file_server(ALICE_TO_BOB_80).await;
+    let (srv, path) = TestServer::with_policy_file(ALICE_TO_BOB_80).await;
     let (mut a, mut b) = alice_and_bob(&srv).await;
     let (mut sa, full_a) = first_map(&mut a).await;
     let (mut sb, _) = first_map(&mut b).await;
@@ -525,10 +495,10 @@ async fn disable_ipv4_keeps_a_nodes_ipv4_from_the_tailnet_until_the_policy_drops
 /// sent nothing of it, although the epoch's verdicts are shared (`mapper::epoch`).
 #[tokio::test]
 async fn a_peer_update_reaches_only_the_streams_that_may_see_it() {
-    let (srv, _path) = file_server(ALICE_TO_BOB_80).await;
+    let (srv, _path) = TestServer::with_policy_file(ALICE_TO_BOB_80).await;
     let (mut a, mut b) = alice_and_bob(&srv).await;
     let carol = srv.user("carol").await;
-    let kc = key_for(&srv, Some(carol), &[]).await;
+    let kc = srv.preauth_key(Some(carol), &[]).await;
     let (mut c, _) = register_with(&srv, "desk-c", &kc, json!({})).await;
     let (mut sb, full_b) = first_map(&mut b).await;
     let (mut sc, full_c) = first_map(&mut c).await;
@@ -577,7 +547,7 @@ async fn a_peer_update_reaches_only_the_streams_that_may_see_it() {
 
 #[tokio::test]
 async fn a_policy_whose_tests_fail_is_refused_and_changes_nothing() {
-    let (srv, path) = file_server(ALICE_TO_BOB_80).await;
+    let (srv, path) = TestServer::with_policy_file(ALICE_TO_BOB_80).await;
     let (_a, _b) = alice_and_bob(&srv).await;
     std::fs::write(
         &path,
@@ -677,7 +647,7 @@ async fn database_mode_keeps_history_and_serves_the_newest() {
 #[tokio::test]
 async fn a_tagged_key_makes_a_tagged_node_without_any_policy() {
     let srv = TestServer::start().await;
-    let key = key_for(&srv, None, &["tag:server"]).await;
+    let key = srv.preauth_key(None, &["tag:server"]).await;
     let (_n, resp) = register_with(&srv, "tagged", &key, json!({})).await;
     assert_eq!(resp["MachineAuthorized"], true, "{resp}");
     let n = node_json(&srv, "tagged");
@@ -688,10 +658,10 @@ async fn a_tagged_key_makes_a_tagged_node_without_any_policy() {
 
 #[tokio::test]
 async fn request_tags_need_tag_owners() {
-    let (srv, _path) = file_server(ALICE_TO_BOB_80).await;
+    let (srv, _path) = TestServer::with_policy_file(ALICE_TO_BOB_80).await;
     let alice = srv.user("alice").await;
     let bob = srv.user("bob").await;
-    let kb = key_for(&srv, Some(bob), &[]).await;
+    let kb = srv.preauth_key(Some(bob), &[]).await;
     let (_n, resp) = register_with(
         &srv,
         "bobs-box",
@@ -706,7 +676,7 @@ async fn request_tags_need_tag_owners() {
     );
     assert!(srv.running().admin.list_nodes(None).is_empty());
 
-    let ka = key_for(&srv, Some(alice), &[]).await;
+    let ka = srv.preauth_key(Some(alice), &[]).await;
     let (_n, resp) = register_with(
         &srv,
         "alices-box",
@@ -735,7 +705,7 @@ async fn a_tag_change_reaches_peers_at_once() {
       "tagOwners": { "tag:web": ["alice@"], "tag:db": ["alice@"] },
       "acls": [ { "action": "accept", "src": ["bob@"], "dst": ["tag:web:80"] } ],
     }"#;
-    let (srv, _path) = file_server(policy).await;
+    let (srv, _path) = TestServer::with_policy_file(policy).await;
     let (mut a, mut b) = alice_and_bob(&srv).await;
     let a_id = node_json(&srv, "laptop-a")["id"].as_u64().unwrap();
     let a_ip = ipv4(&node_json(&srv, "laptop-a"));
@@ -789,10 +759,10 @@ async fn routes_reach_peers_after_approval_and_auto_approvers_approve() {
       "acls": [ { "action": "accept", "src": ["*"], "dst": ["*:*"] } ],
       "autoApprovers": { "routes": { "10.20.0.0/16": ["alice@"] } },
     }"#;
-    let (srv, _path) = file_server(policy).await;
+    let (srv, _path) = TestServer::with_policy_file(policy).await;
     let alice = srv.user("alice").await;
     let bob = srv.user("bob").await;
-    let kb = key_for(&srv, Some(bob), &[]).await;
+    let kb = srv.preauth_key(Some(bob), &[]).await;
     let (mut viewer, _) = register_with(&srv, "viewer", &kb, json!({})).await;
     let (mut sv, _) = first_map(&mut viewer).await;
 
@@ -824,7 +794,7 @@ async fn routes_reach_peers_after_approval_and_auto_approvers_approve() {
     .await;
 
     // alice's router: the covered route is approved at registration, the other is not.
-    let ka = key_for(&srv, Some(alice), &[]).await;
+    let ka = srv.preauth_key(Some(alice), &[]).await;
     let (_ra, _) = register_with(
         &srv,
         "router-a",
@@ -865,11 +835,11 @@ async fn the_online_router_carries_a_shared_route_and_the_policy_decides_who_get
       "acls": [ { "action": "accept", "src": ["alice@"], "dst": ["10.40.0.0/24:*"] } ],
       "autoApprovers": { "routes": { "10.40.0.0/24": ["bob@"] } },
     }"#;
-    let (srv, _path) = file_server(policy).await;
+    let (srv, _path) = TestServer::with_policy_file(policy).await;
     let alice = srv.user("alice").await;
     let bob = srv.user("bob").await;
     let carol = srv.user("carol").await;
-    let kb = key_for(&srv, Some(bob), &[]).await;
+    let kb = srv.preauth_key(Some(bob), &[]).await;
     let route = json!({"RoutableIPs": ["10.40.0.0/24"]});
     let (_r1, _) = register_with(&srv, "router-1", &kb, route.clone()).await;
     let (mut r2, _) = register_with(&srv, "router-2", &kb, route).await;
@@ -891,7 +861,7 @@ async fn the_online_router_carries_a_shared_route_and_the_policy_decides_who_get
         node_json(&srv, "router-2")
     );
 
-    let ka = key_for(&srv, Some(alice), &[]).await;
+    let ka = srv.preauth_key(Some(alice), &[]).await;
     let (mut viewer, _) = register_with(&srv, "viewer", &ka, json!({})).await;
     let (_sv, full) = first_map(&mut viewer).await;
     assert!(
@@ -904,7 +874,7 @@ async fn the_online_router_carries_a_shared_route_and_the_policy_decides_who_get
     );
 
     // carol may not use the route: she does not even see the routers.
-    let kc = key_for(&srv, Some(carol), &[]).await;
+    let kc = srv.preauth_key(Some(carol), &[]).await;
     let (mut other, _) = register_with(&srv, "other", &kc, json!({})).await;
     let (_so, full) = first_map(&mut other).await;
     assert!(peer_ids(&full).is_empty(), "{full}");
@@ -919,12 +889,12 @@ async fn a_via_grant_sends_the_route_through_the_router_it_names_not_the_primary
       "grants": [ { "src": ["alice@"], "dst": ["10.40.0.0/24"], "ip": ["*"], "via": ["tag:b"] } ],
       "autoApprovers": { "routes": { "10.40.0.0/24": ["tag:a", "tag:b"] } },
     }"#;
-    let (srv, _path) = file_server(policy).await;
+    let (srv, _path) = TestServer::with_policy_file(policy).await;
     let alice = srv.user("alice").await;
     let bob = srv.user("bob").await;
     let route = json!({"RoutableIPs": ["10.40.0.0/24"]});
-    let ka = key_for(&srv, Some(bob), &["tag:a"]).await;
-    let kb = key_for(&srv, Some(bob), &["tag:b"]).await;
+    let ka = srv.preauth_key(Some(bob), &["tag:a"]).await;
+    let kb = srv.preauth_key(Some(bob), &["tag:b"]).await;
     let (mut ra, _) = register_with(&srv, "router-a", &ka, route.clone()).await;
     let (mut rb, _) = register_with(&srv, "router-b", &kb, route).await;
     let mut streams = Vec::new();
@@ -948,7 +918,7 @@ async fn a_via_grant_sends_the_route_through_the_router_it_names_not_the_primary
         node_json(&srv, "router-a")
     );
 
-    let kv = key_for(&srv, Some(alice), &[]).await;
+    let kv = srv.preauth_key(Some(alice), &[]).await;
     let (mut viewer, _) = register_with(&srv, "viewer", &kv, json!({})).await;
     let (_sv, full) = first_map(&mut viewer).await;
     assert!(

@@ -11,12 +11,10 @@ use std::time::Duration;
 use app::api::Role;
 use bytes::Bytes;
 use common::console::{Console, PASSWORD, Session};
-use common::{TestNode, TestServer, config_for};
+use common::{TestNode, TestServer};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
-use oxiscale::admin::CreatePreAuthKey;
 use oxiscale::audit::AuditFilter;
-use oxiscale::config::PolicyMode;
 use oxiscale::console::auth::Accounts;
 use oxiscale::control::ssh_check::MAX_PENDING_PER_DESTINATION;
 use reqwest::{StatusCode, header};
@@ -31,38 +29,6 @@ const CHECK_POLICY: &str = r#"{
       "users": ["root", "autogroup:nonroot"] },
   ],
 }"#;
-
-async fn server(policy: &str) -> TestServer {
-    let dir = std::env::temp_dir().join(format!("oxiscale-sshcheck-{}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("policy.hujson");
-    std::fs::write(&path, policy).unwrap();
-    let mut config = config_for(&dir.join("data"));
-    config.policy.mode = PolicyMode::File;
-    config.policy.path = Some(path);
-    let running = oxiscale::serve::start(config).await.expect("server starts");
-    let url = running.server_url.clone();
-    TestServer {
-        running: Some(running),
-        dir,
-        url,
-    }
-}
-
-async fn key_for(srv: &TestServer, user: Option<u64>, tags: &[&str]) -> String {
-    srv.running()
-        .admin
-        .create_preauth_key(CreatePreAuthKey {
-            user,
-            reusable: true,
-            expiration: Some("1h".into()),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
-            ..Default::default()
-        })
-        .await
-        .expect("key created")
-        .key
-}
 
 async fn node(srv: &TestServer, name: &str, key: &str) -> TestNode {
     let mut n = TestNode::connect(&srv.url, name).await;
@@ -150,7 +116,7 @@ async fn setup() -> Setup {
 }
 
 async fn setup_with(policy: &str) -> Setup {
-    let srv = server(policy).await;
+    let (srv, _policy_file) = TestServer::with_policy_file(policy).await;
     let alice = srv.user("alice").await;
     let bob = srv.user("bob").await;
     let accounts = Accounts::new(srv.running().tailnet.store().pool().clone());
@@ -159,9 +125,14 @@ async fn setup_with(policy: &str) -> Setup {
         .await
         .unwrap();
     accounts.create("bob", PASSWORD, Role::Admin).await.unwrap();
-    let laptop = node(&srv, "laptop", &key_for(&srv, Some(alice), &[]).await).await;
-    let server = node(&srv, "server", &key_for(&srv, None, &["tag:server"]).await).await;
-    let intruder = node(&srv, "intruder", &key_for(&srv, Some(bob), &[]).await).await;
+    let laptop = node(&srv, "laptop", &srv.preauth_key(Some(alice), &[]).await).await;
+    let server = node(
+        &srv,
+        "server",
+        &srv.preauth_key(None, &["tag:server"]).await,
+    )
+    .await;
+    let intruder = node(&srv, "intruder", &srv.preauth_key(Some(bob), &[]).await).await;
     let (src, dst, bob_node) = (
         srv.node_id("laptop"),
         srv.node_id("server"),

@@ -4,8 +4,8 @@
 use crate::PolicyError;
 use crate::hujson::{JKind, JVal};
 use crate::policy::{
-    Alias, AutoGroup, PolicyDoc, ProtoPorts, obj, parse_ports, proto_allows_ports, proto_numbers,
-    strings, unknown_field,
+    Alias, AutoGroup, PolicyDoc, ProtoPorts, check_self_sources, obj, parse_ports,
+    proto_allows_ports, proto_numbers, strings, unknown_field,
 };
 use oxiscale_tailcfg::PortRange;
 
@@ -82,7 +82,8 @@ impl PolicyDoc {
         if !g.app.is_empty() && g.dst.contains(&Alias::AutoGroup(AutoGroup::Internet)) {
             return Err(rule.err("cannot use app grants with autogroup:internet"));
         }
-        check_grant_self_sources(&g.src, &g.dst, rule)?;
+        // Stricter than ACLs: `*` is refused too, since it includes tagged nodes.
+        check_self_sources(&g.src, g.dst.iter(), rule, false)?;
         Ok(g)
     }
 
@@ -110,29 +111,6 @@ fn check_grant_dst(a: &Alias, written: &str) -> Result<(), String> {
             "dst {written:?}: to allow all IP addresses, use \"*\" or \"autogroup:internet\""
         )),
         _ => Ok(()),
-    }
-}
-
-/// `autogroup:self` as a grant destination needs sources that are users: users, groups or
-/// `autogroup:member`. Stricter than ACLs: `*` is refused too, since it includes tagged nodes.
-fn check_grant_self_sources(src: &[Alias], dst: &[Alias], rule: &JVal) -> Result<(), PolicyError> {
-    if !dst.contains(&Alias::AutoGroup(AutoGroup::SelfDevices)) {
-        return Ok(());
-    }
-    let ok = src.iter().all(|s| {
-        matches!(
-            s,
-            Alias::User(_)
-                | Alias::UserDomain(_)
-                | Alias::Group(_)
-                | Alias::IdpGroup(_)
-                | Alias::AutoGroup(AutoGroup::Member)
-        )
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(rule.err("autogroup:self can only be used with users, groups, or supported autogroups"))
     }
 }
 

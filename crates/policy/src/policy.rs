@@ -817,7 +817,7 @@ impl PolicyDoc {
                 acl.dst.push(AliasPorts { alias: a, ports });
             }
         }
-        check_self_sources(&acl.src, acl.dst.iter().map(|d| &d.alias), rule)?;
+        check_self_sources(&acl.src, acl.dst.iter().map(|d| &d.alias), rule, true)?;
         Ok(acl)
     }
 
@@ -1027,25 +1027,27 @@ fn strip_what(m: &str) -> &str {
 }
 
 /// `autogroup:self` as a destination only combines with sources that are users: users,
-/// groups, `autogroup:member` or `*`.
+/// groups, `autogroup:member`, and `*` where the rule allows it (ACLs do; grants do not,
+/// since `*` takes in tagged nodes).
 pub(crate) fn check_self_sources<'a>(
     src: &[Alias],
     mut dst: impl Iterator<Item = &'a Alias>,
     rule: &JVal,
+    wildcard_allowed: bool,
 ) -> Result<(), PolicyError> {
     if !dst.any(|d| *d == Alias::AutoGroup(AutoGroup::SelfDevices)) {
         return Ok(());
     }
     let ok = src.iter().all(|s| {
-        matches!(
-            s,
-            Alias::Wildcard
-                | Alias::User(_)
-                | Alias::UserDomain(_)
-                | Alias::Group(_)
-                | Alias::IdpGroup(_)
-                | Alias::AutoGroup(AutoGroup::Member)
-        )
+        (wildcard_allowed && *s == Alias::Wildcard)
+            || matches!(
+                s,
+                Alias::User(_)
+                    | Alias::UserDomain(_)
+                    | Alias::Group(_)
+                    | Alias::IdpGroup(_)
+                    | Alias::AutoGroup(AutoGroup::Member)
+            )
     });
     if ok {
         Ok(())

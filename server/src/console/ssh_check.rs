@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use app::api::{AuthMethod, CSRF_FIELD, ConsoleIdentity, CsrfToken};
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Form, Router};
@@ -26,7 +26,7 @@ use serde::Deserialize;
 use tracing::{info, warn};
 
 use crate::control::ssh_check::{CheckError, CheckView, Outcome, SshChecks};
-use crate::identity::pages::escape;
+use crate::identity::pages::{escape, page};
 use crate::tailnet::Tailnet;
 use crate::tailnet::model::User;
 
@@ -72,34 +72,6 @@ fn is_owner(who: &ConsoleIdentity, owner: &User) -> bool {
         AuthMethod::Oidc => who.user_id == Some(owner.id),
         AuthMethod::Local => owner.provider.is_none() && who.name == owner.name,
     }
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width\"><title>{} · oxiscale</title>\
-         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}}\
-         dt{{font-weight:600}}dd{{margin:0 0 .5rem}}button{{font:inherit;padding:.5rem 1rem;margin-right:.5rem}}</style>\
-         </head><body><main>{body}</main></body></html>",
-        escape(title)
-    );
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            // The page carries a one-time token: nobody may frame it or load anything.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(
-                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-                ),
-            ),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
-        ],
-        html,
-    )
-        .into_response()
 }
 
 fn details(names: &Names, view: &CheckView) -> String {

@@ -21,12 +21,14 @@ pub fn escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
+/// A small server-rendered page (sign-in confirmations, SSH checks): no scripts, nothing
+/// loaded, never framed or cached.
+pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>{} · oxiscale</title>\
          <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}}\
-         dt{{font-weight:600}}dd{{margin:0 0 .5rem}}button{{font:inherit;padding:.5rem 1rem}}</style>\
+         dt{{font-weight:600}}dd{{margin:0 0 .5rem}}button{{font:inherit;padding:.5rem 1rem;margin-right:.5rem}}</style>\
          </head><body><main>{body}</main></body></html>",
         escape(title)
     );
@@ -39,7 +41,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
             (
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(
-                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+                    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
                 ),
             ),
             (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),

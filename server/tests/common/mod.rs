@@ -71,6 +71,39 @@ impl TestServer {
         }
     }
 
+    /// Starts with the policy file `policy` in force (`policy.mode: file`); returns its path,
+    /// to edit while the server runs.
+    pub async fn with_policy_file(policy: &str) -> (TestServer, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("oxiscale-test-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy.hujson");
+        std::fs::write(&path, policy).unwrap();
+        let file = path.clone();
+        let srv = Self::launch(dir, move |c| {
+            c.policy.mode = oxiscale::config::PolicyMode::File;
+            c.policy.path = Some(file);
+        })
+        .await;
+        (srv, path)
+    }
+
+    /// A reusable pre-auth key for `user`'s devices (or, with `tags`, tagged ones), valid
+    /// for an hour.
+    pub async fn preauth_key(&self, user: Option<u64>, tags: &[&str]) -> String {
+        self.running()
+            .admin
+            .create_preauth_key(CreatePreAuthKey {
+                user,
+                reusable: true,
+                expiration: Some("1h".into()),
+                tags: tags.iter().map(|t| t.to_string()).collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("key created")
+            .key
+    }
+
     pub fn running(&self) -> &Running {
         self.running.as_ref().expect("server running")
     }
