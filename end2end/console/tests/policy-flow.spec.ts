@@ -82,6 +82,22 @@ test("a policy saved in the editor changes what real nodes can reach", async ({ 
     expect(oxiscaleCli(["policy", "get"])).toContain(second);
     expect(nodeA.output() + nodeB.output(), "neither node died").not.toMatch(/caddy exited early/);
 
+    // The preview of a grant not yet saved: what alice's machines get on bob's, a capability
+    // among it, and which rule gives it.
+    await page.goto("/acls");
+    await expect(page.locator('.acl-actions[data-ready="true"]').first()).toBeVisible();
+    await page.getByLabel("Policy (HuJSON)").fill(
+      `{\n  "tagOwners": {"tag:web": []},\n  "grants": [\n` +
+        `    {"src": ["${alice}@"], "dst": ["${bob}@"], "ip": ["tcp:80"]},\n` +
+        `    {"src": ["${alice}@"], "dst": ["${bob}@"], "app": {"example.com/cap/e2e": [{}]}},\n  ],\n}\n`,
+    );
+    await page.locator("#acl-subject").selectOption({ label: `User ${alice}` });
+    await page.getByRole("button", { name: "Preview", exact: true }).click();
+    const row = page.locator(".acl-preview__table tr", { hasText: hostB });
+    await expect(row).toContainText(":80");
+    await expect(row.locator(".acl-preview__caps")).toContainText("example.com/cap/e2e");
+    await expect(row).toContainText(`grants[1]: ${alice}@ → ${bob}@ (app)`);
+
     // Leave the tailnet empty for the other specs.
     for (const host of [hostA, hostB]) {
       const nodes: { id: number; name: string; given_name?: string }[] = JSON.parse(oxiscaleCli(["nodes", "list", "-o", "json"]));
