@@ -176,7 +176,10 @@ pub async fn start(mut config: Config) -> anyhow::Result<Running> {
     let control = ControlPlane::new(
         tailnet.clone(),
         map_config,
-        ControlSettings::default().with_bounds(&bounds),
+        ControlSettings {
+            attributes_from_device: config.node.attributes_from_device,
+            ..ControlSettings::default().with_bounds(&bounds)
+        },
         shutdown_rx.clone(),
     );
     control.ssh_checks.use_policy(policy.clone());

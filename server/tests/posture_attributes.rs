@@ -393,9 +393,30 @@ async fn patch(node: &mut TestNode, body: Value) -> u16 {
         .as_u16()
 }
 
+#[tokio::test]
+async fn a_node_may_not_vouch_for_its_own_posture_unless_the_operator_allows_it() {
+    let srv = TestServer::start_with(database_policy).await;
+    let alice = srv.user("alice").await;
+    let key = api_key(&srv).await;
+    let mut mine = register(&srv, "mine", alice).await;
+    let own = mine.node_key.to_string();
+    let body = json!({"Version": 130, "NodeKey": own, "Update": {"custom:managed": true}});
+    assert_eq!(patch(&mut mine, body).await, 403);
+    assert_eq!(
+        custom(&attributes(&srv, &key, srv.node_id("mine")).await),
+        json!({}),
+        "nothing stored"
+    );
+    srv.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_sets_its_own_custom_attributes_over_noise() {
-    let srv = TestServer::start_with(database_policy).await;
+    let srv = TestServer::start_with(|c| {
+        database_policy(c);
+        c.node.attributes_from_device = true;
+    })
+    .await;
     let alice = srv.user("alice").await;
     let key = api_key(&srv).await;
     let mut mine = register(&srv, "mine", alice).await;

@@ -133,6 +133,10 @@ pub struct NodeConfig {
     /// A newly registered node is held (nobody's peer, seeing none) until an administrator
     /// approves it. Nodes registered before it was turned on stay approved.
     pub approval_required: bool,
+    /// A node may set its own `custom:*` posture attributes (`/machine/set-device-attr`).
+    /// Off: a posture is then vouched for only by an administrator or an integration through
+    /// the API, never by the device it judges.
+    pub attributes_from_device: bool,
     pub ephemeral: EphemeralConfig,
     pub routes: Option<Value>,
 }

@@ -2,7 +2,9 @@
 //! attributes of its own (`SetDeviceAttributesRequest {"Version","NodeKey","Update"}`, a
 //! value or `null` per key).
 //!
-//! Only `custom:*` keys are accepted, with the same bounds as through the admin API
+//! Off unless `node.attributes_from_device` is set: a device must not vouch for its own
+//! posture unless the operator trusts it to. Only `custom:*` keys are accepted, with the same
+//! bounds as through the admin API
 //! (`tailnet::attributes`): which `node:*` keys Tailscale's service lets a client report is
 //! not public, and `node:*` here comes from Hostinfo. The machine must own `NodeKey`. The
 //! change is all or nothing.
@@ -39,6 +41,12 @@ pub async fn handle(
 ) -> Response<ControlBody> {
     if method != Method::PATCH {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only PATCH is allowed");
+    }
+    if !cp.settings.attributes_from_device {
+        return text(
+            StatusCode::FORBIDDEN,
+            "devices may not set their own attributes here (node.attributes_from_device)",
+        );
     }
     if body.len() > MAX_BODY {
         return text(

@@ -53,6 +53,8 @@ pub struct ControlSettings {
     pub idle_timeout: Duration,
     /// A request body that sends nothing for this long is cut off.
     pub body_timeout: Duration,
+    /// Nodes may set their own posture attributes (`node.attributes_from_device`).
+    pub attributes_from_device: bool,
 }
 
 impl ControlSettings {
@@ -76,6 +78,7 @@ impl Default for ControlSettings {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             body_timeout: Duration::from_secs(30),
+            attributes_from_device: false,
         }
     }
 }
