@@ -15,14 +15,21 @@ use std::net::IpAddr;
 mod app;
 mod approvers;
 mod attrs;
+mod bits;
+mod filter;
+mod peers;
 mod posture;
 mod resolve;
+mod sources;
 mod via;
 
 use app::{CapDst, CapRule};
 use approvers::auto_approved_for;
 pub(crate) use approvers::{auto_approved_routes, may_apply_tag};
+use bits::{bit_get, bit_or, bit_set, bits_equal, common_runs};
 pub(crate) use resolve::Resolver;
+use sources::sources;
+pub(crate) use sources::{Sources, posture_set};
 
 /// One peer as a node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -446,80 +453,6 @@ pub(crate) fn compile(
     Ok(c)
 }
 
-/// The addresses of the nodes that meet at least one of the postures `names`.
-pub(crate) fn posture_set(doc: &PolicyDoc, names: &[String], nodes: &[NodeInfo]) -> IpSet {
-    let mut set = IpSet::new();
-    for name in names {
-        if let Some(conds) = doc.postures.get(name) {
-            set.union_with(&posture::nodes_meeting(conds, nodes));
-        }
-    }
-    set
-}
-
-/// A rule's sources: the entries the service writes in `SrcIPs`, the addresses they resolve
-/// to, and the addresses a packet may come from (with `*`, also every approved subnet route).
-#[derive(Default)]
-pub(crate) struct Sources {
-    strings: Vec<String>,
-    set: IpSet,
-    matches: IpSet,
-}
-
-/// `None` when the aliases stand for no address at all.
-fn sources<'a>(
-    aliases: impl IntoIterator<Item = &'a Alias>,
-    approved_routes: &[IpNet],
-    hosts: &HashSet<IpAddr>,
-    resolve: &mut impl FnMut(&Alias) -> IpSet,
-) -> Option<Sources> {
-    let mut has_wild = false;
-    let mut danger = false;
-    let mut set = IpSet::new();
-    let mut per_alias = Vec::new();
-    for a in aliases {
-        let s = resolve(a);
-        set.union_with(&s);
-        match a {
-            Alias::Wildcard => has_wild = true,
-            Alias::AutoGroup(AutoGroup::DangerAll) => {
-                danger = true;
-                per_alias.push(s);
-            }
-            _ => per_alias.push(s),
-        }
-    }
-    if set.is_empty() {
-        return None;
-    }
-    let strings = if danger {
-        vec!["*".to_string()]
-    } else {
-        let mut v = set.to_strings_keeping_hosts(hosts);
-        if has_wild {
-            for rt in approved_routes {
-                push_unique(&mut v, rt.to_string());
-            }
-            for s in &per_alias {
-                for x in s.to_strings_keeping_hosts(hosts) {
-                    push_unique(&mut v, x);
-                }
-            }
-        }
-        v
-    };
-    let mut matches = set.clone();
-    if has_wild {
-        approved_routes.iter().for_each(|rt| matches.push_net(rt));
-        matches.normalize();
-    }
-    Some(Sources {
-        strings,
-        set,
-        matches,
-    })
-}
-
 fn single_host(set: &IpSet) -> Option<IpAddr> {
     match set.prefixes().as_slice() {
         [p] if p.prefix_len() == p.max_prefix_len() => Some(p.addr()),
@@ -527,7 +460,7 @@ fn single_host(set: &IpSet) -> Option<IpAddr> {
     }
 }
 
-fn push_unique(v: &mut Vec<String>, s: String) {
+pub(super) fn push_unique(v: &mut Vec<String>, s: String) {
     if !v.contains(&s) {
         v.push(s);
     }
@@ -578,61 +511,6 @@ pub(crate) fn tailnet_domains(topo: &Topology) -> Vec<String> {
         .collect()
 }
 
-fn bit_set(b: &mut [u64], i: usize) {
-    b[i / 64] |= 1 << (i % 64);
-}
-fn bit_get(b: &[u64], i: usize) -> bool {
-    b[i / 64] >> (i % 64) & 1 == 1
-}
-fn bit_or(a: &mut [u64], b: &[u64]) {
-    a.iter_mut().zip(b).for_each(|(x, y)| *x |= *y);
-}
-
-/// The 64 bits of `b` from bit `at` on (zeros past its end).
-fn bits_at(b: &[u64], at: usize) -> u64 {
-    let (word, shift) = (at / 64, at % 64);
-    let low = b.get(word).copied().unwrap_or(0) >> shift;
-    if shift == 0 {
-        low
-    } else {
-        low | b.get(word + 1).copied().unwrap_or(0) << (64 - shift)
-    }
-}
-
-/// Whether bits `a_at..a_at + len` of `a` equal bits `b_at..b_at + len` of `b`.
-fn bits_equal(a: &[u64], a_at: usize, b: &[u64], b_at: usize, len: usize) -> bool {
-    (0..len).step_by(64).all(|k| {
-        let n = (len - k).min(64);
-        let mask = if n == 64 { u64::MAX } else { (1 << n) - 1 };
-        (bits_at(a, a_at + k) ^ bits_at(b, b_at + k)) & mask == 0
-    })
-}
-
-/// A run of nodes at indices `a..a + len` of one snapshot and `b..b + len` of another.
-#[derive(Debug, PartialEq, Eq)]
-struct Run {
-    a: usize,
-    b: usize,
-    len: usize,
-}
-
-/// The nodes in both lists, as runs of consecutive indices in both; `None` when the common
-/// nodes are not in the same relative order in both.
-fn common_runs(a: &[NodeInfo], in_b: &HashMap<NodeId, usize>) -> Option<Vec<Run>> {
-    let mut runs: Vec<Run> = Vec::new();
-    for (i, n) in a.iter().enumerate() {
-        let Some(&j) = in_b.get(&n.node.id) else {
-            continue;
-        };
-        match runs.last_mut() {
-            Some(r) if r.a + r.len == i && r.b + r.len == j => r.len += 1,
-            Some(r) if r.b + r.len > j => return None,
-            _ => runs.push(Run { a: i, b: j, len: 1 }),
-        }
-    }
-    Some(runs)
-}
-
 impl Compiled {
     /// No policy at all: the service's default policy, every node may reach every node
     /// (`*` to `*:*`, so subnet routes are usable by everyone too).
@@ -641,219 +519,8 @@ impl Compiled {
         compile(&doc, topo, crate::DEFAULT_CONTROL_URL).expect("an empty policy always compiles")
     }
 
-    fn words(&self) -> usize {
-        self.nodes.len().div_ceil(64)
-    }
-
-    /// Whether node `n` is a source of `src` (by address or by a routed subnet).
-    fn in_src(&self, n: &NodeInfo, src: &IpSet) -> bool {
-        n.ips.iter().any(|ip| src.contains(*ip))
-            || n.subnet_routes.iter().any(|r| src.overlaps_net(r))
-    }
-
-    fn in_dst(&self, n: &NodeInfo, dst: &IpSet, internet: &IpSet) -> bool {
-        n.ips.iter().any(|ip| dst.contains(*ip))
-            || n.subnet_routes.iter().any(|r| dst.overlaps_net(r))
-            || (!n.exit_routes.is_empty() && internet.is_subset_of(dst))
-    }
-
-    fn build_adjacency(&self) -> Vec<Vec<u64>> {
-        let n = self.nodes.len();
-        let w = self.words();
-        let mut adj = vec![vec![0u64; w]; n];
-        let internet = ipset::the_internet();
-        let no_via: &[String] = &[];
-        let pairs = self
-            .rules
-            .iter()
-            .map(|r| (&r.src_set, &r.dst_union, r.via.as_slice()))
-            .chain(self.cap_node_pairs().map(|(s, d)| (s, d, no_via)));
-        for (src, dst, via) in pairs {
-            let mut s = vec![0u64; w];
-            let mut d = vec![0u64; w];
-            let (mut s_idx, mut d_idx) = (vec![], vec![]);
-            for (i, node) in self.nodes.iter().enumerate() {
-                if self.in_src(node, src) {
-                    bit_set(&mut s, i);
-                    s_idx.push(i);
-                }
-                // Only the routers a `via` rule names carry it.
-                let carries = via.is_empty() || node.node.tags.iter().any(|t| via.contains(t));
-                if carries && self.in_dst(node, dst, &internet) {
-                    bit_set(&mut d, i);
-                    d_idx.push(i);
-                }
-            }
-            if s_idx.is_empty() || d_idx.is_empty() {
-                continue;
-            }
-            for &i in &s_idx {
-                bit_or(&mut adj[i], &d);
-            }
-            for &i in &d_idx {
-                bit_or(&mut adj[i], &s);
-            }
-        }
-        let own_device_sources = self.self_rules.iter().map(|r| &r.src_set).chain(
-            self.cap_rules
-                .iter()
-                .filter(|c| c.dst == CapDst::OwnDevices)
-                .map(|c| &c.src_set),
-        );
-        for src_set in own_device_sources {
-            for members in self.by_user.values() {
-                let srcs: Vec<usize> = members
-                    .iter()
-                    .copied()
-                    .filter(|&i| self.nodes[i].ips.iter().any(|ip| src_set.contains(*ip)))
-                    .collect();
-                if srcs.is_empty() {
-                    continue;
-                }
-                for &s in &srcs {
-                    for &d in members {
-                        bit_set(&mut adj[s], d);
-                        bit_set(&mut adj[d], s);
-                    }
-                }
-            }
-        }
-        for (i, row) in adj.iter_mut().enumerate() {
-            row[i / 64] &= !(1 << (i % 64));
-        }
-        adj
-    }
-
     pub(crate) fn idx(&self, id: NodeId) -> Option<usize> {
         self.index.get(&id).copied()
-    }
-
-    /// The `autogroup:self` rules for node `i` (its owner's devices); none for tagged nodes.
-    pub(crate) fn self_rules_for(&self, i: usize) -> Vec<Rule> {
-        let node = &self.nodes[i];
-        match (node.node.is_tagged(), node.node.user) {
-            (false, Some(u)) => self.self_rules_for_user(u),
-            _ => vec![],
-        }
-    }
-
-    pub(crate) fn self_rules_for_user(&self, u: UserId) -> Vec<Rule> {
-        let mut out = Vec::new();
-        let Some(members) = self.by_user.get(&u) else {
-            return out;
-        };
-        for sr in &self.self_rules {
-            let mut src = IpSet::new();
-            for &m in members {
-                let n = &self.nodes[m];
-                if n.ips.iter().any(|ip| sr.src_set.contains(*ip)) {
-                    n.ips.iter().for_each(|ip| src.push_addr(*ip));
-                }
-            }
-            src.normalize();
-            if src.is_empty() {
-                continue;
-            }
-            for pp in &sr.ip {
-                let mut dsts = Vec::new();
-                for &m in members {
-                    for p in &pp.ports {
-                        for ip in &self.nodes[m].ips {
-                            dsts.push(Dst {
-                                ip: ip.to_string(),
-                                set: IpSet::from_nets(&[host_net(*ip)]),
-                                ports: *p,
-                            });
-                        }
-                    }
-                }
-                if !dsts.is_empty() {
-                    out.push(Rule::new(
-                        src.to_strings_keeping_hosts(&self.hosts),
-                        src.clone(),
-                        pp.protos.clone(),
-                        dsts,
-                    ));
-                }
-            }
-        }
-        out
-    }
-
-    fn keeps(&self, n: &NodeInfo, d: &Dst) -> bool {
-        n.ips.iter().any(|ip| d.set.contains(*ip))
-            || n.subnet_routes.iter().any(|r| d.set.overlaps_net(r))
-            || (!n.exit_routes.is_empty() && d.set.is_subset_of(&self.internet))
-    }
-
-    /// The packet filter node `node` receives: rules reduced to destinations it serves.
-    /// Unknown nodes get an empty filter (drop everything).
-    pub fn packet_filter(&self, node: NodeId) -> Vec<FilterRule> {
-        let Some(i) = self.idx(node) else {
-            return vec![];
-        };
-        let n = &self.nodes[i];
-        // Candidate (rule, destination) pairs, in rule order.
-        let mut hits: Vec<(u32, u32)> = Vec::new();
-        if n.subnet_routes.is_empty() && n.exit_routes.is_empty() {
-            for ip in &n.ips {
-                hits.extend(self.host_index.get(ip).into_iter().flatten());
-            }
-            hits.extend(
-                self.wide
-                    .iter()
-                    .filter(|(r, d)| self.keeps(n, &self.rules[*r as usize].dsts[*d as usize])),
-            );
-        } else {
-            // Routers: any destination may overlap a routed subnet.
-            for (r, rule) in self.rules.iter().enumerate() {
-                for (d, dst) in rule.dsts.iter().enumerate() {
-                    if self.keeps(n, dst) {
-                        hits.push((r as u32, d as u32));
-                    }
-                }
-            }
-        }
-        hits.retain(|(r, _)| via::carries(n, &self.rules[*r as usize]));
-        hits.sort_unstable();
-        hits.dedup();
-        // Rules with the same sources and protocols are merged, as the service sends them.
-        let mut merged: Vec<FilterRule> = Vec::new();
-        let mut slot: HashMap<u32, usize> = HashMap::new();
-        let mut push = |key: u32, rule: &Rule, dst: &Dst| {
-            let k = *slot.entry(key).or_insert_with(|| {
-                merged.push(FilterRule {
-                    src_ips: rule.src_strings.clone(),
-                    ip_proto: rule.protos.clone(),
-                    ..Default::default()
-                });
-                merged.len() - 1
-            });
-            merged[k].dst_ports.push(NetPortRange {
-                ip: dst.ip.clone(),
-                ports: dst.ports,
-            });
-        };
-        for (r, d) in hits {
-            let rule = &self.rules[r as usize];
-            push(self.rule_keys[r as usize], rule, &rule.dsts[d as usize]);
-        }
-        let mut extra_keys: HashMap<MergeKey, u32> = HashMap::new();
-        for rule in self.self_rules_for(i) {
-            let mk = (rule.src_strings.clone(), rule.protos.clone());
-            let key = match self.merge_keys.get(&mk) {
-                Some(k) => *k,
-                None => {
-                    let next = u32::MAX - extra_keys.len() as u32;
-                    *extra_keys.entry(mk).or_insert(next)
-                }
-            };
-            for dst in rule.dsts.iter().filter(|d| self.keeps(n, d)) {
-                push(key, &rule, dst);
-            }
-        }
-        merged.extend(app::filter_rules(self, i));
-        merged
     }
 
     /// Whether the nodes compiled into both see the same peers among themselves here as in
@@ -933,99 +600,6 @@ impl Compiled {
                 })
             })
         })
-    }
-
-    /// Whether the viewer may use `route` through a router, under rules `rules`.
-    /// The router through which a `via` grant sends `viewer`'s traffic to `route`, when one
-    /// does (a viewer with an ordinary rule to the prefix keeps using the primary).
-    pub fn via_router(&self, viewer: NodeId, route: &IpNet) -> Option<NodeId> {
-        let i = self.idx(viewer)?;
-        let rules = self.self_rules_for(i);
-        self.via_router_index(i, &rules, route)
-            .map(|j| self.nodes[j].node.id)
-    }
-
-    fn via_router_index(&self, viewer: usize, self_rules: &[Rule], route: &IpNet) -> Option<usize> {
-        let v = &self.nodes[viewer];
-        if self.can_access_route(v, self_rules, route) {
-            return None;
-        }
-        via::router_for(self, v, route)
-    }
-
-    /// (sources, destinations) of the `app` grants whose destinations are nodes.
-    fn cap_node_pairs(&self) -> impl Iterator<Item = (&IpSet, &IpSet)> {
-        self.cap_rules.iter().filter_map(|c| match &c.dst {
-            CapDst::Nodes(dst) => Some((&c.src_set, dst)),
-            CapDst::OwnDevices => None,
-        })
-    }
-
-    fn can_access_route(&self, viewer: &NodeInfo, self_rules: &[Rule], route: &IpNet) -> bool {
-        // `via` rules route through their own routers (`via::router_for`), not the primary.
-        let mut pairs = self
-            .rules
-            .iter()
-            .chain(self_rules)
-            .filter(|r| r.via.is_empty())
-            .map(|r| (&r.src_set, &r.dst_union))
-            .chain(self.cap_node_pairs());
-        pairs.any(|(src, dst)| {
-            (viewer.ips.iter().any(|ip| src.contains(*ip)) && dst.overlaps_net(route))
-                || (src.overlaps_net(route) && viewer.ips.iter().any(|ip| dst.contains(*ip)))
-                || (viewer.subnet_routes.iter().any(|s| src.overlaps_net(s))
-                    && dst.overlaps_net(route))
-                || (src.overlaps_net(route)
-                    && viewer.subnet_routes.iter().any(|s| dst.overlaps_net(s)))
-        })
-    }
-
-    /// The peers `node` sees, sorted by id, with the addresses and routes it is told about.
-    pub fn peers(&self, node: NodeId) -> Vec<PeerView> {
-        let Some(i) = self.idx(node) else {
-            return vec![];
-        };
-        let viewer = &self.nodes[i];
-        let viewer_has_v4 = viewer.ips.iter().any(IpAddr::is_ipv4);
-        let rules = self.self_rules_for(i);
-        let mut out = Vec::new();
-        for (j, peer) in self.nodes.iter().enumerate() {
-            if !bit_get(&self.adjacency[i], j) {
-                continue;
-            }
-            let mut routes: Vec<IpNet> = Vec::new();
-            for r in peer.primary_routes.iter().chain(&peer.exit_routes) {
-                let ok = self.can_access_route(viewer, &rules, r)
-                    // A co-router of the prefix must learn who is primary for it.
-                    || (!is_exit_route(r) && viewer.subnet_routes.contains(r));
-                if ok {
-                    routes.push(*r);
-                }
-            }
-            // Routes a `via` grant sends through this peer rather than the primary.
-            for r in &peer.subnet_routes {
-                if !routes.contains(r) && self.via_router_index(i, &rules, r) == Some(j) {
-                    routes.push(*r);
-                }
-            }
-            // A node without IPv4 is told its peers' IPv6 addresses only.
-            let mut allowed: Vec<IpNet> = peer
-                .ips
-                .iter()
-                .filter(|ip| viewer_has_v4 || ip.is_ipv6())
-                .map(|ip| host_net(*ip))
-                .collect();
-            allowed.extend(routes.iter().copied());
-            allowed.sort();
-            let primary: Vec<IpNet> = routes.into_iter().filter(|r| !is_exit_route(r)).collect();
-            out.push(PeerView {
-                id: peer.node.id,
-                allowed_ips: allowed,
-                primary_routes: primary,
-            });
-        }
-        out.sort_by_key(|p| p.id);
-        out
     }
 
     /// The SSH policy for `node`, `None` when the policy has no `ssh` section.
