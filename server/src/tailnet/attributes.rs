@@ -1,5 +1,6 @@
-//! Custom posture attributes (`custom:<name>`): values an administrator (REST API, CLI) or
-//! the node itself (`PATCH /machine/set-device-attr`) attaches to a node, for the policy's
+//! Custom posture attributes (`custom:<name>`): values an administrator (REST API, CLI) or,
+//! where `node.attributes_from_device` allows it, the node itself (`PATCH
+//! /machine/set-device-attr`) attaches to a node, for the policy's
 //! `postures` to test. `node:*` attributes are not stored: they come from the node's
 //! Hostinfo and cannot be set.
 //!
