@@ -131,9 +131,21 @@ fn custom(v: &Value) -> Value {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_posture_grant_follows_the_sources_custom_attribute() {
-    let mut srv = TestServer::start_with(database_policy).await;
+/// alice's server under POLICY with its map stream open, bob's laptop (no attributes yet),
+/// and an API key.
+struct Posture {
+    srv: TestServer,
+    key: String,
+    /// alice's server node; its stream is `ss`.
+    server: TestNode,
+    laptop_id: u64,
+    l4: String,
+    ss: MapStream,
+    full: Value,
+}
+
+async fn posture_setup() -> Posture {
+    let srv = TestServer::start_with(database_policy).await;
     let alice = srv.user("alice").await;
     let bob = srv.user("bob").await;
     srv.running()
@@ -148,6 +160,29 @@ async fn a_posture_grant_follows_the_sources_custom_attribute() {
     let l4 = ipv4_of(&srv, "laptop-b");
     let mut ss = server.stream().await;
     let full = ss.next_within(5 * SECOND).await.expect("full map");
+    Posture {
+        srv,
+        key,
+        server,
+        laptop_id,
+        l4,
+        ss,
+        full,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posture_grant_follows_the_sources_custom_attribute() {
+    let Posture {
+        mut srv,
+        key,
+        server,
+        laptop_id,
+        l4,
+        mut ss,
+        full,
+        ..
+    } = posture_setup().await;
     assert!(
         !has_rule_from(&full, &l4),
         "no rule before the attribute: {full}"
@@ -483,21 +518,15 @@ async fn a_node_sets_its_own_custom_attributes_over_noise() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_attribute_counts_as_absent() {
-    let srv = TestServer::start_with(database_policy).await;
-    let alice = srv.user("alice").await;
-    let bob = srv.user("bob").await;
-    srv.running()
-        .admin
-        .set_policy(POLICY.into())
-        .await
-        .expect("the policy is accepted");
-    let key = api_key(&srv).await;
-    let mut server = register(&srv, "server-a", alice).await;
-    let _laptop = register(&srv, "laptop-b", bob).await;
-    let laptop_id = srv.node_id("laptop-b");
-    let l4 = ipv4_of(&srv, "laptop-b");
-    let mut ss = server.stream().await;
-    ss.next_within(5 * SECOND).await.expect("full map");
+    let Posture {
+        srv,
+        key,
+        server: _server,
+        laptop_id,
+        l4,
+        mut ss,
+        ..
+    } = posture_setup().await;
 
     let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
     let soon = soon
