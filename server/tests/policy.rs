@@ -456,6 +456,21 @@ async fn disable_ipv4_keeps_a_nodes_ipv4_from_the_tailnet_until_the_policy_drops
         .until(5 * SECOND, |m| only_v6(&m["Node"]["Addresses"]))
         .await;
     assert!(only_v6(&own["Node"]["AllowedIPs"]), "{own}");
+    // Without an IPv4 of his own, bob is told alice's IPv6 address only.
+    let alice_v6 = |m: &Value| {
+        ["Peers", "PeersChanged"].iter().any(|field| {
+            m[*field].as_array().is_some_and(|p| {
+                p.iter().any(|n| {
+                    n["Name"] == "laptop-a.tail.test."
+                        && only_v6(&n["Addresses"])
+                        && only_v6(&n["AllowedIPs"])
+                })
+            })
+        })
+    };
+    if !alice_v6(&own) {
+        sb.until(5 * SECOND, alice_v6).await;
+    }
     let peer = sa
         .until(5 * SECOND, |m| {
             m["PeersChanged"].as_array().is_some_and(|p| {
@@ -478,12 +493,24 @@ async fn disable_ipv4_keeps_a_nodes_ipv4_from_the_tailnet_until_the_policy_drops
         node_json(&srv, "server-b")
     );
 
-    // Without the attribute alice is told bob's IPv4 again.
+    // Without the attribute alice is told bob's IPv4 again, and bob alice's.
     std::fs::write(&path, ALICE_TO_BOB_80).unwrap();
     sa.until(5 * SECOND, |m| {
         m["PeersChanged"].as_array().is_some_and(|p| {
             p.iter()
                 .any(|n| n["AllowedIPs"].to_string().contains(&bob_v4))
+        })
+    })
+    .await;
+    sb.until(5 * SECOND, |m| {
+        m["PeersChanged"].as_array().is_some_and(|p| {
+            p.iter().any(|n| {
+                n["Name"] == "laptop-a.tail.test."
+                    && n["Addresses"].as_array().is_some_and(|a| {
+                        a.iter()
+                            .any(|x| x.as_str().is_some_and(|s| s.contains('.')))
+                    })
+            })
         })
     })
     .await;

@@ -38,11 +38,11 @@ pub struct PeerView {
     pub routes: Option<PeerRoutes>,
 }
 
-/// The peer view of `peer` for `viewer`; routes are looked up only for routers.
+/// The peer view of `peer` for `viewer`; routes are looked up only for routers, and for
+/// a viewer told its peers' IPv6 addresses only.
 pub fn peer_view(state: &State, viewer: &Node, peer: &Arc<Node>) -> PeerView {
-    let routes = peer
-        .serves_routes()
-        .then(|| state.peer_routes(viewer, peer));
+    let routes =
+        (peer.serves_routes() || viewer.ipv4_withheld).then(|| state.peer_routes(viewer, peer));
     PeerView {
         node: peer.clone(),
         routes,
@@ -123,7 +123,12 @@ fn wire_node(
         key_expiry: node.expiry,
         machine: None,
         disco_key: node.disco_key,
-        addresses: node.tailnet_addresses(),
+        // The addresses the viewer is told (its AllowedIPs hold them all, or only the IPv6).
+        addresses: node
+            .tailnet_addresses()
+            .into_iter()
+            .filter(|a| allowed_ips.contains(a))
+            .collect(),
         allowed_ips,
         endpoints: node.endpoints.clone(),
         legacy_derp: if home_derp != 0 {
@@ -225,7 +230,8 @@ impl FullMapSnapshot {
         // A chunk is one of the tailnet's blocks of node ids; walk them in id order.
         for (chunk, stamp) in blocks {
             let members = || state.nodes_in_block(chunk);
-            if everyone_sees_everyone && chunk != own_chunk {
+            // Shared renderings carry IPv4 addresses: not for a viewer without IPv4.
+            if everyone_sees_everyone && chunk != own_chunk && !me.ipv4_withheld {
                 let whole = chunks.get(chunk, stamp, members);
                 if whole.shown_alike(now) {
                     peer_count += whole.ids().len();
@@ -240,7 +246,7 @@ impl FullMapSnapshot {
             let mut shared = true;
             for node in members() {
                 if state.is_visible(me, node, now) {
-                    shared &= !node.serves_routes();
+                    shared &= !node.serves_routes() && !me.ipv4_withheld;
                     if node.user != last_owner {
                         last_owner = node.user;
                         owners.insert(node.user);

@@ -152,13 +152,18 @@ pub fn build_delta(
                 .filter(|id| !sent.contains(*id)),
         );
         // Peers sent before and still visible change only if their routes do, as this
-        // viewer may use them: look at the routers, and at the peers last sent as routers.
-        let mut routed: Vec<NodeId> = state
-            .routers()
-            .iter()
-            .copied()
-            .chain(sent.routed())
-            .collect();
+        // viewer may use them: look at the routers, and at the peers last sent as routers
+        // (or, to a viewer told IPv6 addresses only, at every peer).
+        let mut routed: Vec<NodeId> = if me_node.ipv4_withheld {
+            sent.ids().collect()
+        } else {
+            state
+                .routers()
+                .iter()
+                .copied()
+                .chain(sent.routed())
+                .collect()
+        };
         routed.sort_unstable();
         routed.dedup();
         for id in routed {

@@ -178,7 +178,10 @@ pub fn shared_delta(
     };
     for id in &all.peers_changed {
         match state.node(*id) {
-            Some(peer) if state.is_visible(me_node, peer, now) && !peer.serves_routes() => {}
+            Some(peer)
+                if state.is_visible(me_node, peer, now)
+                    && !peer.serves_routes()
+                    && !me_node.ipv4_withheld => {}
             _ => return false,
         }
     }

@@ -301,7 +301,12 @@ impl Access {
                 .copied()
                 .collect(),
         };
-        let mut allowed_ips = peer.tailnet_addresses();
+        // A viewer without IPv4 (`disable-ipv4`) is told its peers' IPv6 addresses only.
+        let mut allowed_ips: Vec<IpNet> = peer
+            .tailnet_addresses()
+            .into_iter()
+            .filter(|a| !viewer.ipv4_withheld || a.addr().is_ipv6())
+            .collect();
         allowed_ips.extend(primary_routes.iter().copied());
         if serves_exit {
             allowed_ips.extend(exit_routes().into_iter().filter(may_use));

@@ -212,6 +212,12 @@ impl State {
                 (n.ipv4_withheld != withheld).then_some((n.id, withheld))
             })
             .collect();
+        // Its peers are resent to a node whose flag changed (every stream diffs its peers).
+        if !changed.is_empty()
+            && let Some(fx) = fx.as_deref_mut()
+        {
+            fx.announce(Change::Visibility);
+        }
         for (id, withheld) in changed {
             let Some(slot) = self.nodes.get_mut(id) else {
                 continue;
