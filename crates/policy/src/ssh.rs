@@ -35,11 +35,7 @@ pub(crate) fn compile_ssh(
     for rule in rules {
         let mut src = r.resolve_all(&rule.src);
         if !rule.src_posture.is_empty() {
-            src = src.intersect(&crate::compile::posture_set(
-                doc,
-                &rule.src_posture,
-                &c.nodes,
-            ));
+            src = src.intersect(&c.posture_union(&rule.src_posture));
         }
         if src.is_empty() {
             continue;

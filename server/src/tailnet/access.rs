@@ -264,11 +264,7 @@ impl Access {
     pub fn withholds_ipv4(&self, node: &Node) -> bool {
         match self {
             Access::AllowAll => false,
-            Access::Policy(p) => p
-                .compiled
-                .node_attrs(node.id)
-                .iter()
-                .any(|a| a == DISABLE_IPV4),
+            Access::Policy(p) => p.compiled.has_node_attr(node.id, DISABLE_IPV4),
         }
     }
 

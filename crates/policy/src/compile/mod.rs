@@ -28,8 +28,8 @@ use approvers::auto_approved_for;
 pub(crate) use approvers::{auto_approved_routes, may_apply_tag};
 use bits::{bit_get, bit_or, bit_set, bits_equal, common_runs};
 pub(crate) use resolve::Resolver;
+pub(crate) use sources::Sources;
 use sources::sources;
-pub(crate) use sources::{Sources, posture_set};
 
 /// One peer as a node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +121,8 @@ pub struct Compiled {
     pub(crate) cap_rules: Vec<CapRule>,
     /// Every node address: the service writes these one by one in `SrcIPs`.
     pub(crate) hosts: HashSet<IpAddr>,
+    /// Per posture of the policy, the addresses of the nodes that meet it.
+    pub(crate) postures: HashMap<String, IpSet>,
     /// Untagged nodes per owner, for `autogroup:self`.
     pub(crate) by_user: HashMap<UserId, Vec<usize>>,
     /// Per node, the nodes it can see, as a bitset over node indices.
@@ -291,7 +293,8 @@ pub(crate) fn compile(
     }
 
     let hosts: HashSet<IpAddr> = nodes.iter().flat_map(|n| n.ips.iter().copied()).collect();
-    let posture_sets = |names: &[String]| posture_set(doc, names, &nodes);
+    // Each posture judged once per compile, whatever the number of rules naming it.
+    let postures = posture::addresses_meeting(doc, &nodes);
     let mut rules = Vec::new();
     let mut self_rules = Vec::new();
     let mut cap_rules = Vec::new();
@@ -310,7 +313,7 @@ pub(crate) fn compile(
         // An `app` grant whose sources are nobody still tells its destinations so.
         let src = match sources(g.src, &approved_routes, &hosts, &mut resolve) {
             Some(src) if g.posture.is_empty() => src,
-            Some(src) => posture::restrict(src, &posture_sets(g.posture), &hosts),
+            Some(src) => posture::restrict(src, &posture::union(&postures, g.posture), &hosts),
             None if !g.app.is_empty() => Sources::default(),
             None => continue,
         };
@@ -443,6 +446,7 @@ pub(crate) fn compile(
         self_rules,
         cap_rules,
         hosts,
+        postures,
         by_user,
         adjacency: vec![],
         ssh: vec![],
@@ -613,6 +617,12 @@ impl Compiled {
         self.idx(node)
             .map(|i| self.attrs[i].clone())
             .unwrap_or_default()
+    }
+
+    /// Whether the `nodeAttrs` give `node` the attribute `attr` (no copy of the list).
+    pub fn has_node_attr(&self, node: NodeId, attr: &str) -> bool {
+        self.idx(node)
+            .is_some_and(|i| self.attrs[i].iter().any(|a| a == attr))
     }
 
     /// The node's own addresses, as the node is told them.

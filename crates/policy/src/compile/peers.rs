@@ -86,14 +86,13 @@ impl Compiled {
         adj
     }
 
-    /// Whether the viewer may use `route` through a router, under rules `rules`.
     /// The router through which a `via` grant sends `viewer`'s traffic to `route`, when one
     /// does (a viewer with an ordinary rule to the prefix keeps using the primary).
     pub fn via_router(&self, viewer: NodeId, route: &IpNet) -> Option<NodeId> {
         let i = self.idx(viewer)?;
+        let router = via::router_for(self, &self.nodes[i], route)?;
         let rules = self.self_rules_for(i);
-        self.via_router_index(i, &rules, route)
-            .map(|j| self.nodes[j].node.id)
+        (!self.can_access_route(&self.nodes[i], &rules, route)).then(|| self.nodes[router].node.id)
     }
 
     pub(super) fn via_router_index(
@@ -103,10 +102,10 @@ impl Compiled {
         route: &IpNet,
     ) -> Option<usize> {
         let v = &self.nodes[viewer];
-        if self.can_access_route(v, self_rules, route) {
-            return None;
-        }
-        via::router_for(self, v, route)
+        // The cheap question first: without a `via` rule for the prefix there is no router
+        // to pick, whatever the ordinary rules say.
+        let router = via::router_for(self, v, route)?;
+        (!self.can_access_route(v, self_rules, route)).then_some(router)
     }
 
     /// (sources, destinations) of the `app` grants whose destinations are nodes.
@@ -117,6 +116,7 @@ impl Compiled {
         })
     }
 
+    /// Whether the viewer may use `route` through a router, under rules `rules`.
     pub(super) fn can_access_route(
         &self,
         viewer: &NodeInfo,

@@ -1,23 +1,12 @@
 //! A rule's sources: the `SrcIPs` the service writes for its aliases and the addresses they
 //! match, narrowed by postures.
 
-use super::{NodeInfo, posture, push_unique};
+use super::push_unique;
 use crate::ipset::IpSet;
-use crate::policy::{Alias, AutoGroup, PolicyDoc};
+use crate::policy::{Alias, AutoGroup};
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::net::IpAddr;
-
-/// The addresses of the nodes that meet at least one of the postures `names`.
-pub(crate) fn posture_set(doc: &PolicyDoc, names: &[String], nodes: &[NodeInfo]) -> IpSet {
-    let mut set = IpSet::new();
-    for name in names {
-        if let Some(conds) = doc.postures.get(name) {
-            set.union_with(&posture::nodes_meeting(conds, nodes));
-        }
-    }
-    set
-}
 
 /// A rule's sources: the entries the service writes in `SrcIPs`, the addresses they resolve
 /// to, and the addresses a packet may come from (with `*`, also every approved subnet route).
