@@ -182,6 +182,11 @@ impl Policy {
             .collect()
     }
 
+    /// Whether the policy defines `postures`: only then do node attributes matter to it.
+    pub fn defines_postures(&self) -> bool {
+        !self.doc.postures.is_empty()
+    }
+
     /// Whether `tagOwners` defines `tag` (only defined tags may be put on nodes).
     pub fn defines_tag(&self, tag: &str) -> bool {
         self.doc.tag_owners.contains_key(tag)

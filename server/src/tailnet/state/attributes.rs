@@ -67,7 +67,8 @@ impl State {
 }
 
 /// Rules: a refused change leaves the node as it was; an accepted one that changes what the
-/// policy sees marks it for recompile and is written; expired attributes are dropped.
+/// policy sees (under a policy with postures) marks it for recompile and is written; expired
+/// attributes are dropped.
 #[cfg(test)]
 mod tests {
     use super::super::super::attributes::{AttrValue, CustomAttr, MAX_ATTRIBUTES};
@@ -82,9 +83,19 @@ mod tests {
         }
     }
 
+    /// A tailnet under a policy with postures: only then do attributes matter to the policy.
+    fn with_postures() -> State {
+        let mut s = State::for_tests(false);
+        set_policy(
+            &mut s,
+            r#"{"postures": {"posture:managed": ["custom:managed == true"]}}"#,
+        );
+        s
+    }
+
     #[test]
     fn a_change_is_written_and_marks_the_policy_and_a_refusal_changes_nothing() {
-        let mut s = State::for_tests(false);
+        let mut s = with_postures();
         let alice = user(&mut s, "alice");
         let k = key(&mut s, Some(alice), true, &[]);
         let id = join(&mut s, 1, 1, &k);
@@ -137,7 +148,7 @@ mod tests {
 
     #[test]
     fn expired_attributes_are_dropped() {
-        let mut s = State::for_tests(false);
+        let mut s = with_postures();
         let alice = user(&mut s, "alice");
         let k = key(&mut s, Some(alice), true, &[]);
         let id = join(&mut s, 1, 1, &k);

@@ -343,16 +343,17 @@ impl State {
 
     /// Copy-on-write update of one node, recorded for the database.
     fn update_node(&mut self, fx: &mut Effects, id: NodeId, f: impl FnOnce(&mut Node)) {
+        let postures = self.policy_defines_postures();
         let slot = self
             .nodes
             .get_mut(id)
             .expect("caller checked the node exists");
-        let before = policy_inputs_hash(slot);
+        let before = policy_inputs_hash(slot, postures);
         let node = Arc::make_mut(slot);
         f(node);
         // When this version was not shared, make_mut changed it in place.
         node.peer_json.clear();
-        if policy_inputs_hash(slot) != before {
+        if policy_inputs_hash(slot, postures) != before {
             self.policy_dirty = true;
         }
         fx.write(DbOp::PutNode(slot.clone()));
@@ -360,8 +361,9 @@ impl State {
 }
 
 /// What of a node the policy engine sees (see `State::policy_topology`), hashed: a change
-/// of it means the policy must be recompiled.
-fn policy_inputs_hash(n: &Node) -> u64 {
+/// of it means the policy must be recompiled. A node's attributes count only under a
+/// policy with `postures` (a fleet's client update recompiles nothing otherwise).
+fn policy_inputs_hash(n: &Node, postures: bool) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (
         n.user,
@@ -371,16 +373,18 @@ fn policy_inputs_hash(n: &Node) -> u64 {
         &n.hostinfo.routable_ips,
         &n.approved_routes,
         &n.given_name,
-        // The posture attributes `node:os`, `node:osVersion`, `node:tsVersion`.
+    )
+        .hash(&mut h);
+    if postures {
+        // `node:os`, `node:osVersion`, `node:tsVersion`, and the `custom:*` attributes.
         (
             &n.hostinfo.os,
             n.hostinfo.os_version(),
             &n.hostinfo.ipn_version,
-        ),
-    )
-        .hash(&mut h);
-    // The custom posture attributes (`custom:*`).
-    super::attributes::hash_attrs(&n.custom_attributes, &mut h);
+        )
+            .hash(&mut h);
+        super::attributes::hash_attrs(&n.custom_attributes, &mut h);
+    }
     h.finish()
 }
 

@@ -303,10 +303,16 @@ impl State {
         for u in self.users.values() {
             (u.id, &u.name, &u.email, &u.provider_groups).hash(&mut h);
         }
+        let postures = self.policy_defines_postures();
         for n in self.nodes.values() {
-            (n.id, policy_inputs_hash(n)).hash(&mut h);
+            (n.id, policy_inputs_hash(n, postures)).hash(&mut h);
         }
         h.finish()
+    }
+
+    /// Whether the policy in force defines `postures` (see `policy_inputs_hash`).
+    pub(super) fn policy_defines_postures(&self) -> bool {
+        self.policy.as_ref().is_some_and(|p| p.defines_postures())
     }
 
     /// Approves the advertised routes `autoApprovers` cover (adds, never removes).
